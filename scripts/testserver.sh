@@ -1,0 +1,921 @@
+#!/usr/bin/env bash
+# Local test mail server for mailprobe: Postfix (SMTP, submission, SMTPS) and
+# Dovecot (IMAP, IMAPS, POP3, POP3S, LMTP, SASL) from Debian packages, run as a
+# private instance with its own configuration, started WITHOUT systemd.
+#
+# Usage: scripts/testserver.sh install|start|stop|status|run|env|reset-config
+#                              |postconf KEY=VALUE...
+#
+#   install       install the Debian packages only (used by start and Docker)
+#   start         install if needed, configure, start, wait for every greeting
+#                 (idempotent: if everything answers it only re-checks)
+#   stop          stop Postfix and Dovecot, kill leftovers (idempotent)
+#   status        exit 0 if every port answers with its greeting, else 1
+#   run           start, then stay in the foreground tailing the logs until
+#                 SIGTERM/SIGINT (container entry point)
+#   env           print `export` lines for the endpoints:
+#                 eval "$(scripts/testserver.sh env)"
+#   postconf K=V  set Postfix main.cf parameters of the test instance, reload
+#   reset-config  rewrite the pristine configuration, reload
+#
+# Nothing here touches the distribution's own instances: Postfix runs with
+# `postfix -c $MAILPROBE_TEST_DIR/etc/postfix` and Dovecot with
+# `dovecot -c $MAILPROBE_TEST_DIR/etc/dovecot/dovecot.conf`, each with its own
+# queue/base directories. Only Dovecot 2.3 (Debian 12) syntax is generated.
+set -euo pipefail
+
+SELF=$(readlink -f -- "${BASH_SOURCE[0]}")
+SCRIPT_NAME=$(basename -- "$SELF")
+
+# ---------------------------------------------------------------------------
+# Settings (environment variables with defaults)
+# ---------------------------------------------------------------------------
+STATE_DIR=${MAILPROBE_TEST_DIR:-/var/lib/mailprobe-testserver}
+BIND=${MAILPROBE_TEST_BIND:-127.0.0.1}
+SMTP_PORT=${MAILPROBE_TEST_SMTP_PORT:-2525}
+SUBMISSION_PORT=${MAILPROBE_TEST_SUBMISSION_PORT:-2587}
+SMTPS_PORT=${MAILPROBE_TEST_SMTPS_PORT:-2465}
+IMAP_PORT=${MAILPROBE_TEST_IMAP_PORT:-2143}
+IMAPS_PORT=${MAILPROBE_TEST_IMAPS_PORT:-2993}
+POP3_PORT=${MAILPROBE_TEST_POP3_PORT:-2110}
+POP3S_PORT=${MAILPROBE_TEST_POP3S_PORT:-2995}
+SIZE_LIMIT=${MAILPROBE_TEST_SIZE_LIMIT:-104857600}
+START_TIMEOUT=${MAILPROBE_TEST_START_TIMEOUT:-30}
+# Extra certificate SAN DNS names (space separated), e.g. a compose host name.
+EXTRA_CERT_NAMES=${MAILPROBE_TEST_CERT_NAMES:-}
+
+DOMAIN=mailprobe.test
+MAIL_HOSTNAME=mail.$DOMAIN
+USERS=(probe $(for i in $(seq -w 1 16); do printf 'test%s ' "$i"; done))
+VMAIL_USER=vmail
+PACKAGES=(postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd openssl)
+
+# Layout of the state directory.
+ETC_DIR=$STATE_DIR/etc
+PF_DIR=$ETC_DIR/postfix                 # postfix -c $PF_DIR
+DC_CONF=$ETC_DIR/dovecot/dovecot.conf   # dovecot -c $DC_CONF
+DC_USERS=$ETC_DIR/dovecot/users         # passwd-file (passdb + userdb)
+TLS_DIR=$STATE_DIR/tls
+CA_FILE=$TLS_DIR/ca.pem                 # private CA clients trust
+CERT_FILE=$TLS_DIR/server.pem           # leaf cert, signed by the CA
+KEY_FILE=$TLS_DIR/server.key
+LOG_DIR=$STATE_DIR/log
+PF_LOG=$LOG_DIR/postfix.log
+DC_LOG=$LOG_DIR/dovecot.log
+MAIL_ROOT=$STATE_DIR/mail               # $MAIL_ROOT/<localpart>/Maildir
+PASSWORD_FILE=$STATE_DIR/password
+PF_QUEUE=$STATE_DIR/spool/postfix       # Postfix queue_directory
+PF_DATA=$STATE_DIR/lib/postfix          # Postfix data_directory
+DC_BASE=$STATE_DIR/run/dovecot          # Dovecot base_dir (sockets, pid)
+DC_STATE=$STATE_DIR/lib/dovecot         # Dovecot state_dir
+LMTP_SOCKET=$DC_BASE/lmtp
+SASL_SOCKET=$DC_BASE/auth-postfix
+DC_INSTANCE=mailprobe-testserver        # Dovecot instance_name (process titles)
+
+# Address used to probe the listeners: a wildcard bind is still reachable on
+# loopback.
+case $BIND in
+    0.0.0.0 | '*') CHECK_HOST=127.0.0.1; PF_INET_INTERFACES=all; DC_LISTEN='*' ;;
+    *) CHECK_HOST=$BIND; PF_INET_INTERFACES=$BIND; DC_LISTEN=$BIND ;;
+esac
+
+# ---------------------------------------------------------------------------
+# Small helpers
+# ---------------------------------------------------------------------------
+log() { printf '%s: %s\n' "$SCRIPT_NAME" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+need_root() {
+    [[ $(id -u) -eq 0 ]] || die "must run as root (installs packages, binds ports, owns mail)"
+}
+
+# Serialise state-changing subcommands: parallel test jobs may call `start`
+# at the same time.
+take_lock() {
+    mkdir -p "$STATE_DIR"
+    chmod 0755 "$STATE_DIR"
+    exec 9>"$STATE_DIR/.lock"
+    flock 9
+}
+
+show_logs() {
+    local f
+    for f in "$PF_LOG" "$DC_LOG"; do
+        [[ -f $f ]] || continue
+        log "--- last lines of $f ---"
+        tail -n 25 "$f" >&2 || true
+    done
+}
+
+# ---------------------------------------------------------------------------
+# Installation
+# ---------------------------------------------------------------------------
+packages_installed() {
+    local p status
+    for p in "${PACKAGES[@]}"; do
+        status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+        [[ $status == "install ok installed" ]] || return 1
+    done
+}
+
+cmd_install() {
+    need_root
+    if packages_installed; then
+        return 0
+    fi
+    log "installing ${PACKAGES[*]} (first run only)"
+    # "No configuration": the postinst must not write /etc/postfix/main.cf
+    # or ask questions; our instance has its own config directory.
+    debconf-set-selections <<EOF
+postfix postfix/main_mailer_type select No configuration
+postfix postfix/mailname string $MAIL_HOSTNAME
+EOF
+    # Without systemd, invoke-rc.d would start the distro instances through
+    # their init scripts. If no policy-rc.d exists, install a temporary one
+    # that forbids starting services, and remove it afterwards.
+    local temp_policy=""
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        temp_policy=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\n# temporary, from %s install\nexit 101\n' "$SCRIPT_NAME" >"$temp_policy"
+        chmod 0755 "$temp_policy"
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
+    if [[ -n $temp_policy ]]; then
+        rm -f "$temp_policy"
+        trap - EXIT
+    fi
+    stop_distro_instances
+}
+
+# If a distro instance got started anyway (e.g. a policy-rc.d allowing it),
+# stop it: it would occupy 25/143/110/... and confuse anyone testing.
+stop_distro_instances() {
+    if pid_alive_file /var/spool/postfix/pid/master.pid && [[ -f /etc/postfix/main.cf ]]; then
+        log "stopping the distribution's default Postfix instance"
+        postfix -c /etc/postfix stop >/dev/null 2>&1 || true
+    fi
+    if pid_alive_file /run/dovecot/master.pid; then
+        log "stopping the distribution's default Dovecot instance"
+        dovecot -c /etc/dovecot/dovecot.conf stop >/dev/null 2>&1 || true
+    fi
+}
+
+check_dovecot_version() {
+    local v
+    v=$(dovecot --version 2>/dev/null || true)
+    case $v in
+        2.3.*) ;;
+        *) die "Dovecot '$v' found; this script generates Dovecot 2.3 configuration (Debian 12). Dovecot 2.4 changed the config syntax." ;;
+    esac
+}
+
+# ---------------------------------------------------------------------------
+# Process helpers (by pid file and /proc; no ps/pkill needed in slim images)
+# ---------------------------------------------------------------------------
+pid_alive_file() { # pidfile
+    local pid
+    [[ -r $1 ]] || return 1
+    read -r pid <"$1" 2>/dev/null || return 1
+    pid=${pid//[[:space:]]/}
+    [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null
+}
+
+pid_from_file() { local pid; read -r pid <"$1"; echo "${pid//[[:space:]]/}"; }
+
+# All descendants of a pid (children first level, then theirs...).
+descendants() { # pid
+    local parent=$1 stat pid ppid rest
+    for stat in /proc/[0-9]*/stat; do
+        # Field 4 is the ppid; the command name (field 2) may contain spaces,
+        # so cut after the closing parenthesis.
+        rest=$(cat "$stat" 2>/dev/null) || continue
+        pid=${rest%% *}
+        rest=${rest##*) }
+        read -r _ ppid _ <<<"$rest"
+        if [[ $ppid == "$parent" ]]; then
+            echo "$pid"
+            descendants "$pid"
+        fi
+    done
+}
+
+# Wait until none of the given pids is alive, at most $1 seconds.
+wait_gone() { # seconds pid...
+    local deadline=$((SECONDS + $1)) p alive
+    shift
+    while :; do
+        alive=0
+        for p in "$@"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        ((alive)) || return 0
+        ((SECONDS < deadline)) || return 1
+        sleep 0.1
+    done
+}
+
+kill_pids() { # pid...
+    local p
+    for p in "$@"; do kill -KILL "$p" 2>/dev/null || true; done
+}
+
+postfix_running() { pid_alive_file "$PF_QUEUE/pid/master.pid"; }
+dovecot_running() { pid_alive_file "$DC_BASE/master.pid"; }
+
+# ---------------------------------------------------------------------------
+# Port probes: a port is "up" only when it sends the protocol greeting (for
+# the TLS ports: after a handshake that verifies against our CA).
+# ---------------------------------------------------------------------------
+plain_greeting() { # port expected-prefix quit-command
+    local port=$1 want=$2 quit=$3
+    (
+        exec 3<>"/dev/tcp/$CHECK_HOST/$port" || exit 1
+        line=""
+        IFS= read -r -t 3 -u 3 line || exit 1
+        printf '%s\r\n' "$quit" >&3 || true
+        [[ $line == "$want"* ]]
+    ) 2>/dev/null
+}
+
+tls_greeting() { # port expected-prefix
+    local port=$1 want=$2 out pid line="" i
+    [[ -r $CA_FILE ]] || return 1
+    out=$(mktemp)
+    # -quiet implies -ign_eof, so s_client keeps reading from the server after
+    # stdin ends; we stop it ourselves once the greeting has arrived.
+    openssl s_client -connect "$CHECK_HOST:$port" -servername localhost \
+        -verify_hostname localhost -CAfile "$CA_FILE" -verify_return_error \
+        -quiet </dev/null >"$out" 2>/dev/null &
+    pid=$!
+    for ((i = 0; i < 50; i++)); do
+        if [[ -s $out ]]; then
+            IFS= read -r line <"$out" || true
+            [[ -n $line ]] && break
+        fi
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    rm -f "$out"
+    [[ $line == "$want"* ]]
+}
+
+# Prints "name port" for every listener that does not answer; returns 1 then.
+check_ports() {
+    local bad=0
+    plain_greeting "$SMTP_PORT" 220 QUIT || { echo "smtp $SMTP_PORT"; bad=1; }
+    plain_greeting "$SUBMISSION_PORT" 220 QUIT || { echo "submission $SUBMISSION_PORT"; bad=1; }
+    tls_greeting "$SMTPS_PORT" 220 || { echo "smtps $SMTPS_PORT"; bad=1; }
+    plain_greeting "$IMAP_PORT" '* OK' 'a LOGOUT' || { echo "imap $IMAP_PORT"; bad=1; }
+    tls_greeting "$IMAPS_PORT" '* OK' || { echo "imaps $IMAPS_PORT"; bad=1; }
+    plain_greeting "$POP3_PORT" '+OK' QUIT || { echo "pop3 $POP3_PORT"; bad=1; }
+    tls_greeting "$POP3S_PORT" '+OK' || { echo "pop3s $POP3S_PORT"; bad=1; }
+    [[ -S $LMTP_SOCKET ]] || { echo "lmtp $LMTP_SOCKET"; bad=1; }
+    [[ -S $SASL_SOCKET ]] || { echo "sasl $SASL_SOCKET"; bad=1; }
+    return "$bad"
+}
+
+port_accepts() { # port
+    (exec 3<>"/dev/tcp/$CHECK_HOST/$1") 2>/dev/null
+}
+
+# Refuse to start on top of something else listening on our ports: the
+# greeting checks would then pass against the wrong server.
+ensure_ports_free() { # port...
+    local p
+    for p in "$@"; do
+        if port_accepts "$p"; then
+            die "port $CHECK_HOST:$p is already in use by another process; set MAILPROBE_TEST_*_PORT"
+        fi
+    done
+}
+
+wait_ready() {
+    local deadline=$((SECONDS + START_TIMEOUT)) missing
+    while :; do
+        if missing=$(check_ports); then
+            return 0
+        fi
+        if ((SECONDS >= deadline)); then
+            log "not ready after ${START_TIMEOUT}s; not answering:"
+            printf '  %s\n' $missing >&2
+            show_logs
+            die "test mail server did not come up"
+        fi
+        sleep 0.2
+    done
+}
+
+# ---------------------------------------------------------------------------
+# State: users, directories, password, certificates, Maildirs
+# ---------------------------------------------------------------------------
+ensure_vmail_user() {
+    if ! getent group "$VMAIL_USER" >/dev/null; then
+        groupadd --system "$VMAIL_USER"
+    fi
+    if ! getent passwd "$VMAIL_USER" >/dev/null; then
+        useradd --system --gid "$VMAIL_USER" --home-dir "$MAIL_ROOT" \
+            --no-create-home --shell /usr/sbin/nologin "$VMAIL_USER"
+    fi
+    VMAIL_UID=$(id -u "$VMAIL_USER")
+    VMAIL_GID=$(id -g "$VMAIL_USER")
+}
+
+ensure_dirs() {
+    install -d -m 0755 "$ETC_DIR" "$PF_DIR" "$ETC_DIR/dovecot" "$TLS_DIR" \
+        "$STATE_DIR/run" "$STATE_DIR/spool" "$STATE_DIR/lib"
+    install -d -m 0755 -o root -g root "$PF_QUEUE"   # Postfix wants root here
+    install -d -m 0700 -o postfix -g postfix "$PF_DATA"
+    install -d -m 0750 "$DC_STATE"
+    install -d -m 0755 "$LOG_DIR"
+    install -d -m 0755 -o "$VMAIL_USER" -g "$VMAIL_USER" "$MAIL_ROOT"
+}
+
+# One random password for all test users, kept stable across restarts.
+# Written without a trailing newline so `cat` and naive readers agree.
+ensure_password() {
+    if [[ ! -s $PASSWORD_FILE ]]; then
+        openssl rand -hex 16 | tr -d '\n' >"$PASSWORD_FILE.tmp"
+        mv "$PASSWORD_FILE.tmp" "$PASSWORD_FILE"
+    fi
+    chmod 0644 "$PASSWORD_FILE"
+    PASSWORD=$(<"$PASSWORD_FILE")
+    [[ $PASSWORD =~ ^[^:[:space:]]+$ ]] || die "$PASSWORD_FILE: password must not contain ':' or whitespace"
+}
+
+# A private CA plus a leaf certificate signed by it. Not a single self-signed
+# certificate: rustls/webpki rejects a certificate with CA:TRUE used as the
+# server certificate, and may reject a CA:FALSE certificate as a trust anchor
+# in other stacks; CA + leaf works with rustls, OpenSSL and curl alike.
+ensure_certs() {
+    if [[ -s $CA_FILE && -s $CERT_FILE && -s $KEY_FILE ]] &&
+        openssl x509 -in "$CERT_FILE" -noout -checkend 86400 >/dev/null 2>&1; then
+        return 0
+    fi
+    log "generating test CA and server certificate in $TLS_DIR"
+    local tmp san name
+    tmp=$(mktemp -d)
+    san="DNS:localhost,DNS:$MAIL_HOSTNAME,DNS:testserver,IP:127.0.0.1,IP:::1"
+    for name in $EXTRA_CERT_NAMES; do san+=",DNS:$name"; done
+    cat >"$tmp/ca.cnf" <<EOF
+[req]
+distinguished_name = dn
+prompt = no
+x509_extensions = v3_ca
+[dn]
+CN = mailprobe test CA
+[v3_ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+EOF
+    cat >"$tmp/leaf.ext" <<EOF
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = $san
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+EOF
+    openssl req -x509 -new -newkey rsa:2048 -nodes -days 3650 -sha256 \
+        -config "$tmp/ca.cnf" -keyout "$tmp/ca.key" -out "$tmp/ca.pem" 2>/dev/null
+    openssl req -new -newkey rsa:2048 -nodes -sha256 -subj /CN=localhost \
+        -keyout "$tmp/server.key" -out "$tmp/server.csr" 2>/dev/null
+    openssl x509 -req -in "$tmp/server.csr" -CA "$tmp/ca.pem" -CAkey "$tmp/ca.key" \
+        -set_serial "0x$(openssl rand -hex 16)" -days 3650 -sha256 \
+        -extfile "$tmp/leaf.ext" -out "$tmp/server.pem" 2>/dev/null
+    install -m 0644 "$tmp/ca.pem" "$CA_FILE"
+    install -m 0600 "$tmp/ca.key" "$TLS_DIR/ca.key"
+    install -m 0644 "$tmp/server.pem" "$CERT_FILE"
+    install -m 0600 "$tmp/server.key" "$KEY_FILE"
+    rm -rf "$tmp"
+}
+
+# Pre-create every Maildir so tests can drop messages into Maildir/new before
+# the first delivery, and the layout is predictable.
+ensure_maildirs() {
+    local u
+    for u in "${USERS[@]}"; do
+        install -d -m 0700 -o "$VMAIL_USER" -g "$VMAIL_USER" "$MAIL_ROOT/$u" \
+            "$MAIL_ROOT/$u/Maildir" "$MAIL_ROOT/$u/Maildir/cur" \
+            "$MAIL_ROOT/$u/Maildir/new" "$MAIL_ROOT/$u/Maildir/tmp"
+    done
+}
+
+# ---------------------------------------------------------------------------
+# Configuration files (always regenerated from scratch = pristine)
+# ---------------------------------------------------------------------------
+write_postfix_config() {
+    local u
+    {
+        for u in "${USERS[@]}"; do printf '%s@%s OK\n' "$u" "$DOMAIN"; done
+    } >"$PF_DIR/vmailbox"
+
+    cat >"$PF_DIR/main.cf" <<EOF
+# Generated by $SCRIPT_NAME; rewritten by 'start' and 'reset-config'.
+# Change parameters with '$SCRIPT_NAME postconf KEY=VALUE'.
+compatibility_level = 3.6
+queue_directory = $PF_QUEUE
+data_directory = $PF_DATA
+mail_owner = postfix
+setgid_group = postdrop
+
+# Identity and network: loopback (or \$MAILPROBE_TEST_BIND) only, IPv4 only,
+# no DNS anywhere (the machine may have no resolver).
+myhostname = $MAIL_HOSTNAME
+mydomain = $DOMAIN
+myorigin = \$mydomain
+inet_interfaces = $PF_INET_INTERFACES
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_banner = \$myhostname ESMTP mailprobe test server
+smtpd_peername_lookup = no
+smtp_dns_support_level = disabled
+smtp_host_lookup = native
+lmtp_host_lookup = native
+biff = no
+append_dot_mydomain = no
+
+# Delivery: the only destination is the virtual domain, handed to Dovecot
+# over LMTP. Nothing is delivered locally and nothing leaves the machine.
+mydestination =
+local_recipient_maps =
+alias_maps =
+alias_database =
+local_transport = error:local delivery is disabled on the mailprobe test server
+relay_domains =
+relayhost =
+default_transport = error:outbound mail is disabled on the mailprobe test server
+virtual_mailbox_domains = $DOMAIN
+virtual_mailbox_maps = texthash:$PF_DIR/vmailbox
+virtual_alias_maps =
+virtual_transport = lmtp:unix:$LMTP_SOCKET
+recipient_delimiter = +
+
+# Sizes and timeouts: tests send ~70 MB messages.
+message_size_limit = $SIZE_LIMIT
+mailbox_size_limit = 0
+virtual_mailbox_limit = 0
+header_size_limit = 1024000
+smtpd_timeout = 300s
+lmtp_data_xfer_timeout = 600s
+lmtp_data_done_timeout = 600s
+smtpd_error_sleep_time = 0
+# A deferred delivery (e.g. Dovecot restarting) is retried within seconds.
+queue_run_delay = 10s
+minimal_backoff_time = 10s
+maximal_backoff_time = 60s
+delay_warning_time = 0
+
+# TLS: STARTTLS offered on port $SMTP_PORT, required on submission.
+smtpd_tls_cert_file = $CERT_FILE
+smtpd_tls_key_file = $KEY_FILE
+smtpd_tls_security_level = may
+smtpd_tls_protocols = >=TLSv1.2
+smtpd_tls_mandatory_protocols = >=TLSv1.2
+smtpd_tls_loglevel = 1
+smtpd_tls_received_header = yes
+smtp_tls_security_level = none
+
+# SASL through Dovecot; enabled per service in master.cf (submission, smtps).
+smtpd_sasl_type = dovecot
+smtpd_sasl_path = $SASL_SOCKET
+smtpd_sasl_auth_enable = no
+smtpd_sasl_security_options = noanonymous
+smtpd_sasl_tls_security_options = noanonymous
+smtpd_tls_auth_only = yes
+
+# Port $SMTP_PORT (like port 25): mail for \$virtual_mailbox_domains from
+# anyone without AUTH, no relaying - not even for \$mynetworks.
+smtpd_relay_restrictions = reject_unauth_destination
+smtpd_recipient_restrictions = reject_unlisted_recipient
+# Submission/SMTPS (referenced from master.cf): authenticated users only.
+mua_client_restrictions = permit_sasl_authenticated, reject
+mua_relay_restrictions = permit_sasl_authenticated, reject
+mua_recipient_restrictions = permit_sasl_authenticated, reject
+
+# Logging to a file through postlogd (no syslog daemon needed).
+maillog_file = $PF_LOG
+maillog_file_prefixes = /var, /dev/stdout, $LOG_DIR
+EOF
+
+    # master.cf: nothing chrooted (the Debian default chroots, which would
+    # need copies of /etc files and breaks absolute socket paths).
+    local a=""
+    [[ $PF_INET_INTERFACES == all ]] || a="$BIND:"
+    cat >"$PF_DIR/master.cf" <<EOF
+# Generated by $SCRIPT_NAME.
+# service      type  private unpriv chroot wakeup maxproc command + args
+${a}$SMTP_PORT inet  n       -      n      -      -       smtpd
+${a}$SUBMISSION_PORT inet n     -      n      -      -       smtpd
+  -o syslog_name=postfix/submission
+  -o smtpd_tls_security_level=encrypt
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_tls_auth_only=yes
+  -o smtpd_client_restrictions=\$mua_client_restrictions
+  -o smtpd_relay_restrictions=\$mua_relay_restrictions
+  -o smtpd_recipient_restrictions=\$mua_recipient_restrictions
+${a}$SMTPS_PORT inet  n       -      n      -      -       smtpd
+  -o syslog_name=postfix/smtps
+  -o smtpd_tls_wrappermode=yes
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_client_restrictions=\$mua_client_restrictions
+  -o smtpd_relay_restrictions=\$mua_relay_restrictions
+  -o smtpd_recipient_restrictions=\$mua_recipient_restrictions
+pickup     unix  n       -       n       60      1       pickup
+cleanup    unix  n       -       n       -       0       cleanup
+qmgr       unix  n       -       n       300     1       qmgr
+tlsmgr     unix  -       -       n       1000?   1       tlsmgr
+rewrite    unix  -       -       n       -       -       trivial-rewrite
+bounce     unix  -       -       n       -       0       bounce
+defer      unix  -       -       n       -       0       bounce
+trace      unix  -       -       n       -       0       bounce
+verify     unix  -       -       n       -       1       verify
+flush      unix  n       -       n       1000?   0       flush
+proxymap   unix  -       -       n       -       -       proxymap
+proxywrite unix  -       -       n       -       1       proxymap
+smtp       unix  -       -       n       -       -       smtp
+relay      unix  -       -       n       -       -       smtp
+showq      unix  n       -       n       -       -       showq
+error      unix  -       -       n       -       -       error
+retry      unix  -       -       n       -       -       error
+discard    unix  -       -       n       -       -       discard
+local      unix  -       n       n       -       -       local
+virtual    unix  -       n       n       -       -       virtual
+lmtp       unix  -       -       n       -       -       lmtp
+anvil      unix  -       -       n       -       1       anvil
+scache     unix  -       -       n       -       1       scache
+postlog    unix-dgram n  -       n       -       1       postlogd
+EOF
+}
+
+write_dovecot_config() {
+    local u dh_line=""
+    # Debian ships DH parameters; without them a DHE cipher suite fails.
+    [[ -r /usr/share/dovecot/dh.pem ]] && dh_line="ssl_dh = </usr/share/dovecot/dh.pem"
+
+    umask 027
+    {
+        for u in "${USERS[@]}"; do
+            # user:password:uid:gid:gecos:home:shell:extra
+            printf '%s@%s:{PLAIN}%s:%s:%s::%s::\n' "$u" "$DOMAIN" "$PASSWORD" \
+                "$VMAIL_UID" "$VMAIL_GID" "$MAIL_ROOT/$u"
+        done
+    } >"$DC_USERS"
+    umask 022
+    chown root:dovecot "$DC_USERS"
+    chmod 0640 "$DC_USERS"
+
+    cat >"$DC_CONF" <<EOF
+# Generated by $SCRIPT_NAME (Dovecot 2.3 syntax); rewritten by 'start' and
+# 'reset-config'. Own base_dir/state_dir so the distro instance is untouched.
+instance_name = $DC_INSTANCE
+base_dir = $DC_BASE
+state_dir = $DC_STATE
+protocols = imap pop3 lmtp
+listen = $DC_LISTEN
+hostname = $MAIL_HOSTNAME
+login_greeting = mailprobe test server ready.
+verbose_proctitle = yes
+log_path = $DC_LOG
+auth_verbose = yes
+
+# Plaintext logins are allowed without TLS (loopback test server; Dovecot
+# 2.3 name - 2.4 renamed it auth_allow_cleartext).
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_failure_delay = 0
+auth_username_format = %Lu
+
+ssl = yes
+ssl_cert = <$CERT_FILE
+ssl_key = <$KEY_FILE
+ssl_min_protocol = TLSv1.2
+$dh_line
+
+# Virtual users: passwd-file holds the password, uid/gid (vmail) and home.
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%Lu $DC_USERS
+}
+userdb {
+  driver = passwd-file
+  args = username_format=%Lu $DC_USERS
+}
+first_valid_uid = $VMAIL_UID
+first_valid_gid = $VMAIL_GID
+mail_location = maildir:~/Maildir
+recipient_delimiter = +
+lmtp_save_to_detail_mailbox = no
+postmaster_address = postmaster@$DOMAIN
+pop3_uidl_format = %08Xu%08Xv
+# Parallel tests log in many times per user from the same address.
+mail_max_userip_connections = 200
+
+service imap-login {
+  inet_listener imap {
+    port = $IMAP_PORT
+  }
+  inet_listener imaps {
+    port = $IMAPS_PORT
+    ssl = yes
+  }
+}
+service pop3-login {
+  inet_listener pop3 {
+    port = $POP3_PORT
+  }
+  inet_listener pop3s {
+    port = $POP3S_PORT
+    ssl = yes
+  }
+}
+# Postfix's lmtp client (user postfix) delivers through this socket.
+service lmtp {
+  unix_listener lmtp {
+    mode = 0600
+    user = postfix
+    group = postfix
+  }
+}
+# Postfix smtpd asks Dovecot to check AUTH PLAIN/LOGIN.
+service auth {
+  unix_listener auth-postfix {
+    mode = 0660
+    user = postfix
+    group = postfix
+  }
+}
+EOF
+}
+
+write_config() {
+    write_postfix_config
+    write_dovecot_config
+}
+
+# ---------------------------------------------------------------------------
+# Start / stop of the two daemons
+# ---------------------------------------------------------------------------
+start_dovecot() {
+    if dovecot_running; then
+        dovecot -c "$DC_CONF" reload
+        return 0
+    fi
+    ensure_ports_free "$IMAP_PORT" "$IMAPS_PORT" "$POP3_PORT" "$POP3S_PORT"
+    # Check the syntax first: 'doveconf -n' gives a clearer message.
+    doveconf -c "$DC_CONF" -n >/dev/null || die "invalid Dovecot configuration $DC_CONF"
+    dovecot -c "$DC_CONF" || { show_logs; die "dovecot failed to start"; }
+}
+
+start_postfix() {
+    if postfix_running; then
+        postfix -c "$PF_DIR" reload >/dev/null 2>&1
+        return 0
+    fi
+    ensure_ports_free "$SMTP_PORT" "$SUBMISSION_PORT" "$SMTPS_PORT"
+    # 'postfix start' creates the queue directory tree and fixes permissions.
+    postfix -c "$PF_DIR" start >/dev/null 2>&1 || { show_logs; die "postfix failed to start (postfix -c $PF_DIR check)"; }
+}
+
+stop_postfix() {
+    local pidfile=$PF_QUEUE/pid/master.pid master kids
+    [[ -d $PF_DIR ]] || return 0
+    if pid_alive_file "$pidfile"; then
+        master=$(pid_from_file "$pidfile")
+        kids=$(descendants "$master")
+        postfix -c "$PF_DIR" stop >/dev/null 2>&1 || kill -TERM "$master" 2>/dev/null || true
+        # shellcheck disable=SC2086
+        if ! wait_gone 10 "$master" $kids; then
+            log "postfix did not stop in 10s; killing its processes"
+            # shellcheck disable=SC2086
+            kill_pids "$master" $kids
+        fi
+    fi
+    kill_orphans MAIL_CONFIG="$PF_DIR"
+}
+
+stop_dovecot() {
+    local pidfile=$DC_BASE/master.pid master kids
+    if pid_alive_file "$pidfile"; then
+        master=$(pid_from_file "$pidfile")
+        kids=$(descendants "$master")
+        kill -TERM "$master" 2>/dev/null || true
+        # shellcheck disable=SC2086
+        if ! wait_gone 10 "$master" $kids; then
+            log "dovecot did not stop in 10s; killing its processes"
+            # shellcheck disable=SC2086
+            kill_pids "$master" $kids
+        fi
+    fi
+    kill_dovecot_orphans
+}
+
+# Postfix processes of our instance left behind by a crashed/killed master:
+# they carry our unique config path in their environment.
+kill_orphans() { # NAME=VALUE
+    local marker=$1 envf pid found=()
+    for envf in /proc/[0-9]*/environ; do
+        pid=${envf#/proc/}
+        pid=${pid%/environ}
+        [[ $pid == "$$" || $pid == "$BASHPID" ]] && continue
+        if tr '\0' '\n' <"$envf" 2>/dev/null | grep -qxF -- "$marker"; then
+            found+=("$pid")
+        fi
+    done
+    if ((${#found[@]})); then
+        log "killing leftover processes (${marker%%=*}): ${found[*]}"
+        kill_pids "${found[@]}"
+    fi
+}
+
+# Dovecot overwrites its children's environment with the process title, but
+# the title starts with "dovecot-$DC_INSTANCE/" (instance_name). Children
+# whose parent is no longer a Dovecot master are leftovers of ours.
+kill_dovecot_orphans() {
+    local cmdf pid title ppid rest parent found=()
+    for cmdf in /proc/[0-9]*/cmdline; do
+        pid=${cmdf#/proc/}
+        pid=${pid%/cmdline}
+        title=$(tr '\0' ' ' <"$cmdf" 2>/dev/null) || continue
+        [[ $title == "dovecot-$DC_INSTANCE/"* ]] || continue
+        rest=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+        rest=${rest##*) }
+        read -r _ ppid _ <<<"$rest"
+        parent=$(tr '\0' ' ' <"/proc/$ppid/cmdline" 2>/dev/null || true)
+        [[ $parent == */dovecot\ * ]] && continue
+        found+=("$pid")
+    done
+    if ((${#found[@]})); then
+        log "killing leftover Dovecot processes: ${found[*]}"
+        kill_pids "${found[@]}"
+    fi
+}
+
+# ---------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------
+print_env() {
+    local name
+    for name in \
+        "MAILPROBE_TEST_HOST=$CHECK_HOST" \
+        "MAILPROBE_TEST_BIND=$BIND" \
+        "MAILPROBE_TEST_SMTP_PORT=$SMTP_PORT" \
+        "MAILPROBE_TEST_SUBMISSION_PORT=$SUBMISSION_PORT" \
+        "MAILPROBE_TEST_SMTPS_PORT=$SMTPS_PORT" \
+        "MAILPROBE_TEST_IMAP_PORT=$IMAP_PORT" \
+        "MAILPROBE_TEST_IMAPS_PORT=$IMAPS_PORT" \
+        "MAILPROBE_TEST_POP3_PORT=$POP3_PORT" \
+        "MAILPROBE_TEST_POP3S_PORT=$POP3S_PORT" \
+        "MAILPROBE_TEST_LMTP_SOCKET=$LMTP_SOCKET" \
+        "MAILPROBE_TEST_DIR=$STATE_DIR" \
+        "MAILPROBE_TEST_PASSWORD_FILE=$PASSWORD_FILE" \
+        "MAILPROBE_TEST_CA_FILE=$CA_FILE" \
+        "MAILPROBE_TEST_MAILDIR_ROOT=$MAIL_ROOT" \
+        "MAILPROBE_TEST_DOMAIN=$DOMAIN" \
+        "MAILPROBE_TEST_USER=probe@$DOMAIN" \
+        "MAILPROBE_TEST_USERS=${USERS[*]/%/@$DOMAIN}" \
+        "MAILPROBE_TEST_SIZE_LIMIT=$SIZE_LIMIT" \
+        "MAILPROBE_TEST_POSTFIX_LOG=$PF_LOG" \
+        "MAILPROBE_TEST_DOVECOT_LOG=$DC_LOG"; do
+        printf 'export %s=%q\n' "${name%%=*}" "${name#*=}"
+    done
+    echo "# Maildir of user <localpart>@$DOMAIN: \$MAILPROBE_TEST_MAILDIR_ROOT/<localpart>/Maildir"
+}
+
+print_ready() {
+    echo "mailprobe test mail server ready"
+    cat <<EOF
+  smtp        smtp://$CHECK_HOST:$SMTP_PORT    (STARTTLS offered, no AUTH, mail for $DOMAIN only)
+  submission  smtp://$CHECK_HOST:$SUBMISSION_PORT    (STARTTLS required, AUTH PLAIN/LOGIN)
+  smtps       smtps://$CHECK_HOST:$SMTPS_PORT   (implicit TLS, AUTH PLAIN/LOGIN)
+  imap        imap://$CHECK_HOST:$IMAP_PORT    (STARTTLS offered, plaintext login allowed)
+  imaps       imaps://$CHECK_HOST:$IMAPS_PORT
+  pop3        pop3://$CHECK_HOST:$POP3_PORT    (STLS offered, plaintext login allowed)
+  pop3s       pop3s://$CHECK_HOST:$POP3S_PORT
+  lmtp        unix:$LMTP_SOCKET
+  users       probe@$DOMAIN, test01@$DOMAIN .. test16@$DOMAIN
+  password    $PASSWORD_FILE
+  CA file     $CA_FILE  (server cert valid for localhost, 127.0.0.1, $MAIL_HOSTNAME, testserver)
+  Maildirs    $MAIL_ROOT/<localpart>/Maildir
+  logs        $PF_LOG, $DC_LOG
+EOF
+}
+
+# ---------------------------------------------------------------------------
+# Subcommands
+# ---------------------------------------------------------------------------
+cmd_start() {
+    need_root
+    cmd_install
+    check_dovecot_version
+    take_lock
+    if postfix_running && dovecot_running && check_ports >/dev/null; then
+        print_ready
+        return 0
+    fi
+    ensure_vmail_user
+    ensure_dirs
+    ensure_password
+    ensure_certs
+    ensure_maildirs
+    write_config
+    start_dovecot
+    start_postfix
+    wait_ready
+    print_ready
+}
+
+cmd_stop() {
+    need_root
+    take_lock
+    if command -v postfix >/dev/null; then stop_postfix; fi
+    if command -v dovecot >/dev/null; then stop_dovecot; fi
+    echo "mailprobe test mail server stopped"
+}
+
+cmd_status() {
+    local missing
+    if missing=$(check_ports); then
+        echo "mailprobe test mail server is up"
+        return 0
+    fi
+    echo "mailprobe test mail server is not (fully) up; not answering:"
+    printf '  %s\n' $missing
+    return 1
+}
+
+cmd_postconf() {
+    need_root
+    (($#)) || die "usage: $SCRIPT_NAME postconf KEY=VALUE..."
+    [[ -f $PF_DIR/main.cf ]] || die "no test configuration yet; run '$SCRIPT_NAME start' first"
+    take_lock
+    local kv
+    for kv in "$@"; do
+        [[ $kv == *=* ]] || die "not KEY=VALUE: $kv"
+    done
+    postconf -c "$PF_DIR" -e "$@"
+    reload_postfix
+    log "set $*"
+}
+
+cmd_reset_config() {
+    need_root
+    take_lock
+    ensure_vmail_user
+    ensure_dirs
+    ensure_password
+    ensure_certs
+    ensure_maildirs
+    write_config
+    reload_postfix
+    if dovecot_running; then dovecot -c "$DC_CONF" reload; fi
+    log "pristine configuration restored"
+}
+
+# A reload lets new connections use the new main.cf; idle smtpd processes of
+# the old generation exit on their own. Wait until the greeting is back so a
+# caller's next connection sees the new settings.
+reload_postfix() {
+    postfix_running || return 0
+    postfix -c "$PF_DIR" reload >/dev/null 2>&1
+    local i
+    for ((i = 0; i < 50; i++)); do
+        plain_greeting "$SMTP_PORT" 220 QUIT && return 0
+        sleep 0.1
+    done
+    log "warning: smtp port not answering after reload"
+}
+
+cmd_run() {
+    cmd_start
+    # Keep the container alive and its log visible; stop cleanly on TERM.
+    trap 'cmd_stop; exit 0' TERM INT
+    tail -n 0 -F "$PF_LOG" "$DC_LOG" &
+    wait $! || true
+}
+
+usage() {
+    sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$SELF"
+}
+
+main() {
+    local cmd=${1:-}
+    (($#)) && shift
+    case $cmd in
+        install) cmd_install ;;
+        start) cmd_start ;;
+        stop) cmd_stop ;;
+        status) cmd_status ;;
+        run) cmd_run ;;
+        env) print_env ;;
+        postconf) cmd_postconf "$@" ;;
+        reset-config) cmd_reset_config ;;
+        -h | --help | help) usage ;;
+        *) usage >&2; exit 2 ;;
+    esac
+}
+
+main "$@"

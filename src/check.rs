@@ -1,0 +1,187 @@
+//! One check: build the ladder, send each rung over SMTP while IMAP and POP3 watch
+//! the mailbox, then delete the probe's own messages and assemble the report.
+
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::mpsc;
+
+use crate::config::Settings;
+use crate::diagnosis;
+use crate::error::ProbeError;
+use crate::message::{ProbeMessage, new_probe_id};
+use crate::phase::millis;
+use crate::prober::imap::ImapMailbox;
+use crate::prober::pop3::Pop3Mailbox;
+use crate::prober::{self, Accepted, Context, WatchOutcome, smtp};
+use crate::report::{Cleanup, MessageReport, Report, Target};
+
+/// Run one check against the configured server. Never panics on server behaviour;
+/// every failure lands in the report.
+pub async fn run_check(settings: Settings) -> Result<Report, ProbeError> {
+    let started_at = SystemTime::now();
+    let started = Instant::now();
+    let ctx = Context::new(settings)?;
+    let s = &ctx.settings;
+
+    let messages: Vec<ProbeMessage> = {
+        let (from, to, sizes) = (s.from.clone(), s.to.clone(), s.sizes.clone());
+        // Hashing a large attachment takes a moment: keep it off the async threads.
+        tokio::task::spawn_blocking(move || {
+            sizes
+                .iter()
+                .map(|&size| ProbeMessage::build(&new_probe_id(), &from, &to, size))
+                .collect()
+        })
+        .await
+        .map_err(|e| ProbeError::config(format!("building messages failed: {e}")))?
+    };
+
+    let (imap_tx, imap_rx) = mpsc::unbounded_channel::<Accepted>();
+    let (pop3_tx, pop3_rx) = mpsc::unbounded_channel::<Accepted>();
+    // Only watchers that run get a sender; dropping them tells the watchers sending is over.
+    let senders: Vec<mpsc::UnboundedSender<Accepted>> = [
+        s.imap.as_ref().map(|_| imap_tx),
+        s.pop3.as_ref().map(|_| pop3_tx),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+
+    let (ctx_ref, messages_ref) = (&ctx, &messages);
+    let send_all = async move {
+        let ctx = ctx_ref;
+        let mut sent = Vec::with_capacity(messages_ref.len());
+        for (index, message) in messages_ref.iter().enumerate() {
+            let outcome = smtp::send(ctx, message).await;
+            if let Some(accepted_at) = outcome.accepted_at {
+                let accepted = Accepted {
+                    index,
+                    expected: message.expected.clone(),
+                    accepted_at,
+                    encoded_len: message.encoded_len(),
+                };
+                for tx in &senders {
+                    let _ = tx.send(accepted.clone());
+                }
+            }
+            sent.push(outcome);
+        }
+        sent
+    };
+    let watch_imap = async {
+        match s.imap {
+            Some(_) => Some(prober::watch::<ImapMailbox>(&ctx, imap_rx).await),
+            None => None,
+        }
+    };
+    let watch_pop3 = async {
+        match s.pop3 {
+            Some(_) => Some(prober::watch::<Pop3Mailbox>(&ctx, pop3_rx).await),
+            None => None,
+        }
+    };
+    let (sent, imap, pop3) = tokio::join!(send_all, watch_imap, watch_pop3);
+
+    let mut reports: Vec<MessageReport> = messages
+        .iter()
+        .zip(sent.iter())
+        .enumerate()
+        .map(|(index, (message, sent))| MessageReport {
+            probe_id: message.probe_id().to_string(),
+            size_bytes: message.attachment_size(),
+            attachment: message.attachment_size() > 0,
+            encoded_bytes: message.encoded_len(),
+            smtp: sent.result.clone(),
+            imap: imap.as_ref().map(|w| take_result(w, index)),
+            pop3: pop3.as_ref().map(|w| take_result(w, index)),
+        })
+        .collect();
+
+    let cleanup = clean_up(&ctx, &mut reports, &sent).await;
+    let smtp_server = sent.iter().rev().find_map(|s| s.server.clone());
+    let mut report = Report {
+        mailprobe_version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at: crate::report::rfc3339(started_at),
+        duration_ms: millis(started.elapsed()),
+        verdict: crate::report::Verdict::Healthy,
+        summary: String::new(),
+        target: Target::from_settings(s),
+        smtp_server,
+        messages: reports,
+        cleanup,
+        diagnoses: Vec::new(),
+    };
+    diagnosis::apply(&mut report, &diagnosis::Thresholds::default());
+    Ok(report)
+}
+
+fn take_result(watch: &WatchOutcome, index: usize) -> prober::ProtocolResult {
+    watch
+        .results
+        .get(&index)
+        .cloned()
+        .unwrap_or_else(|| prober::ProtocolResult {
+            skipped: Some("SMTP did not accept the message".into()),
+            ..Default::default()
+        })
+}
+
+/// Delete every probe message of this run that SMTP accepted, through IMAP first
+/// and then POP3 (they may be different mailboxes), and record what is left.
+async fn clean_up(ctx: &Context, reports: &mut [MessageReport], sent: &[smtp::Sent]) -> Cleanup {
+    let ids: Vec<String> = reports
+        .iter()
+        .zip(sent)
+        .filter(|(_, s)| s.accepted_at.is_some())
+        .map(|(r, _)| r.probe_id.clone())
+        .collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut deleted: Vec<String> = Vec::new();
+    let mut errors = Vec::new();
+    if ctx.settings.imap.is_some() {
+        match prober::cleanup::<ImapMailbox>(ctx, &ids).await {
+            Ok(d) => deleted.extend(d),
+            Err(e) => errors.push(e),
+        }
+    }
+    if ctx.settings.pop3.is_some() {
+        let remaining: Vec<&str> = ids
+            .iter()
+            .copied()
+            .filter(|id| {
+                ctx.settings.imap.is_none()
+                    || !deleted.iter().any(|d| d == id)
+                    || separate_mailboxes(ctx)
+            })
+            .collect();
+        match prober::cleanup::<Pop3Mailbox>(ctx, &remaining).await {
+            Ok(d) => deleted.extend(d),
+            Err(e) => errors.push(e),
+        }
+    }
+    let mut leftovers = Vec::new();
+    for r in reports.iter_mut() {
+        let was_sent = ids.contains(&r.probe_id.as_str());
+        let gone = deleted.iter().any(|d| d == &r.probe_id);
+        for res in [r.imap.as_mut(), r.pop3.as_mut()].into_iter().flatten() {
+            if was_sent {
+                res.deleted = Some(gone);
+            }
+        }
+        if was_sent && !gone {
+            leftovers.push(r.probe_id.clone());
+        }
+    }
+    Cleanup {
+        deleted: deleted.len(),
+        leftovers,
+        errors,
+    }
+}
+
+/// IMAP and POP3 logins differ: the mailboxes may too, so clean both.
+fn separate_mailboxes(ctx: &Context) -> bool {
+    let s = &ctx.settings;
+    s.imap_login.as_ref().map(|l| &l.user) != s.pop3_login.as_ref().map(|l| &l.user)
+        || s.imap.as_ref().map(|e| &e.host) != s.pop3.as_ref().map(|e| &e.host)
+}

@@ -1,0 +1,116 @@
+//! Command-line interface. Secrets are never accepted as arguments: only the
+//! name of an environment variable or the path of a file that holds them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::endpoint::StarttlsPolicy;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mailprobe",
+    version,
+    about = "Prove a mail server really moves mail: send a ladder of messages with attachments over SMTP, read them back over IMAP and POP3, verify every byte, and name what is wrong.",
+    after_help = "Exit codes: 0 healthy, 1 degraded, 2 failing, 3 could not run."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send the size ladder, read it back, verify, clean up, and report.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Format {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct CheckArgs {
+    /// Profile file (TOML) with the same settings; flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+
+    /// SMTP endpoint: smtp://host:port (STARTTLS when offered) or smtps://host:port.
+    #[arg(long, value_name = "URL")]
+    pub smtp: Option<String>,
+    /// IMAP endpoint: imap://host:port or imaps://host:port.
+    #[arg(long, value_name = "URL")]
+    pub imap: Option<String>,
+    /// POP3 endpoint: pop3://host:port or pop3s://host:port.
+    #[arg(long, value_name = "URL")]
+    pub pop3: Option<String>,
+    /// STARTTLS on plain URLs: upgrade when offered, require it, or never use it.
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub starttls: Option<StarttlsPolicy>,
+
+    /// Login name for SMTP AUTH, IMAP and POP3 (per protocol in a profile's [login.*]).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Name of the environment variable holding the password (default MAILPROBE_PASSWORD).
+    #[arg(long, value_name = "VAR")]
+    pub password_env: Option<String>,
+    /// File whose first line is the password.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Do not authenticate to SMTP (e.g. port 25 of an MX).
+    #[arg(long)]
+    pub no_smtp_auth: bool,
+    /// Allow a password over an unencrypted connection to a host other than loopback.
+    #[arg(long)]
+    pub allow_plaintext_login: bool,
+
+    /// Envelope and header sender (default: the login).
+    #[arg(long, value_name = "ADDRESS")]
+    pub from: Option<String>,
+    /// Recipient: a mailbox the probe may read and clean (default: the login).
+    #[arg(long, value_name = "ADDRESS")]
+    pub to: Option<String>,
+    /// Size ladder: 0 is a plain text message, other sizes carry an attachment of that many random bytes.
+    #[arg(long, value_name = "LIST")]
+    pub sizes: Option<String>,
+    /// Send only; no retrieval (for mailboxes that are not yours to read).
+    #[arg(long)]
+    pub smtp_only: bool,
+    /// EHLO name (default: this host's name).
+    #[arg(long, value_name = "NAME")]
+    pub helo: Option<String>,
+
+    /// Trust this CA (PEM) in addition to the system roots.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Accept any TLS certificate. The report says so.
+    #[arg(long)]
+    pub insecure: bool,
+
+    #[arg(long, value_name = "DURATION")]
+    pub connect_timeout: Option<String>,
+    #[arg(long, value_name = "DURATION")]
+    pub greeting_timeout: Option<String>,
+    /// Timeout for each command and its reply.
+    #[arg(long, value_name = "DURATION")]
+    pub command_timeout: Option<String>,
+    /// Timeout for transferring one message (DATA, FETCH, RETR).
+    #[arg(long, value_name = "DURATION")]
+    pub data_timeout: Option<String>,
+    /// How long a message may take to arrive in the mailbox.
+    #[arg(long, value_name = "DURATION")]
+    pub delivery_timeout: Option<String>,
+
+    /// Report format on standard output.
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: Format,
+    /// Also write a report to a file: FORMAT=PATH (repeatable), e.g. json=report.json.
+    #[arg(long, value_name = "FORMAT=PATH")]
+    pub output: Vec<String>,
+    /// Print nothing on standard output (exit code and --output files only).
+    #[arg(long, short)]
+    pub quiet: bool,
+}

@@ -1,0 +1,69 @@
+//! mailprobe: prove a mail server really moves mail.
+//!
+//! `main.rs` parses arguments and calls [`run`]; tests drive the tool in-process
+//! the same way.
+
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod diagnosis;
+pub mod endpoint;
+pub mod error;
+pub mod message;
+pub mod net;
+pub mod phase;
+pub mod pop3;
+pub mod prober;
+pub mod reply;
+pub mod report;
+pub mod tls;
+pub mod units;
+pub mod verify;
+
+use cli::{Cli, Command};
+use report::{Destination, Format};
+
+/// Exit code when the tool could not run at all (bad usage, bad profile, missing secret).
+pub const EXIT_UNKNOWN: i32 = 3;
+
+/// Run the command and return the process exit code. Errors that stop the run are
+/// printed to stderr with what to do; everything else is in the report.
+pub async fn run(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Check(args) => {
+            let mut outputs: Vec<(Format, Destination)> = Vec::new();
+            if !args.quiet {
+                let format = match args.format {
+                    cli::Format::Human => Format::Human,
+                    cli::Format::Json => Format::Json,
+                };
+                outputs.push((format, Destination::Stdout));
+            }
+            for spec in &args.output {
+                match report::parse_output(spec) {
+                    Ok(o) => outputs.push(o),
+                    Err(e) => return usage_error(&e),
+                }
+            }
+            let settings = match config::resolve(&args) {
+                Ok(s) => s,
+                Err(e) => return usage_error(&e),
+            };
+            match check::run_check(settings).await {
+                Ok(report) => {
+                    if let Err(e) = report::write_outputs(&report, &outputs) {
+                        eprintln!("mailprobe: {e}");
+                        return EXIT_UNKNOWN;
+                    }
+                    report.verdict.exit_code()
+                }
+                Err(e) => usage_error(&e.to_string()),
+            }
+        }
+    }
+}
+
+fn usage_error(message: &str) -> i32 {
+    eprintln!("mailprobe: {message}");
+    EXIT_UNKNOWN
+}

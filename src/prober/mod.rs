@@ -1,0 +1,367 @@
+//! Probers: one file per protocol, all reporting the same [`ProtocolResult`].
+//!
+//! SMTP sends ([`smtp::send`]); IMAP and POP3 implement [`Mailbox`] and are driven
+//! by one watcher ([`watch`]) that finds, fetches and verifies the messages as
+//! SMTP accepts them, so delivery latency is measured while sending goes on.
+
+pub mod imap;
+pub mod pop3;
+pub mod smtp;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::config::Settings;
+use crate::error::{ErrorKind, ProbeError, ProbeResult};
+use crate::message::{Expected, Verification};
+use crate::phase::{Phase, Phases, Protocol, millis};
+use crate::reply::Reply;
+use crate::tls::{TlsClient, TlsInfo};
+
+/// What one protocol did with one message. The same shape for every protocol:
+/// SMTP fills `accepted` and `reply`; IMAP and POP3 fill `found`, `verified`,
+/// `delivery_ms`, `verification` and `deleted`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProtocolResult {
+    /// Accepted (SMTP) or found and verified (IMAP, POP3).
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub found: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified: Option<bool>,
+    /// Phase durations in milliseconds.
+    pub phases_ms: Phases,
+    pub total_ms: f64,
+    /// From SMTP acceptance until this protocol saw the message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery_ms: Option<f64>,
+    /// The server's final reply (SMTP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply: Option<Reply>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ProbeError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+    /// Whether the probe removed its copy (retrieval protocols).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsInfo>,
+    /// Why this protocol did not try (e.g. SMTP never accepted the message).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
+impl ProtocolResult {
+    pub fn failed(error: ProbeError, phases: Phases) -> Self {
+        ProtocolResult {
+            total_ms: phases.values().sum(),
+            phases_ms: phases,
+            error: Some(error),
+            ..Default::default()
+        }
+    }
+}
+
+/// Shared by every prober in a run.
+pub struct Context {
+    pub settings: Settings,
+    pub tls: TlsClient,
+    /// POP3 UIDL → probe id (None: not ours), so each header is read once per run.
+    pub pop3_seen: std::sync::Mutex<HashMap<String, Option<String>>>,
+}
+
+impl Context {
+    pub fn new(settings: Settings) -> ProbeResult<Self> {
+        let tls = TlsClient::new(&settings.tls)?;
+        Ok(Context {
+            settings,
+            tls,
+            pop3_seen: Default::default(),
+        })
+    }
+}
+
+/// A message SMTP accepted, handed to the watchers.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub index: usize,
+    pub expected: Expected,
+    pub accepted_at: Instant,
+    pub encoded_len: u64,
+}
+
+/// Where a message sits in a mailbox, in the protocol's own terms.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Locator {
+    ImapUid(u32),
+    Pop3 { number: u32, uidl: String },
+}
+
+/// A logged-in mailbox session of a retrieval protocol.
+pub trait Mailbox: Sized {
+    const PROTOCOL: Protocol;
+    /// POP3 sees a snapshot of the mailbox taken at login: reconnect to see new mail.
+    const SNAPSHOT: bool;
+
+    /// Connect, secure, log in; returns the session, its phase timings and TLS details.
+    fn open(
+        ctx: &Context,
+    ) -> impl Future<Output = Result<(Self, Phases, Option<TlsInfo>), (ProbeError, Phases)>>;
+    /// Find which of `probe_ids` are in the mailbox now.
+    fn find(
+        &mut self,
+        ctx: &Context,
+        probe_ids: &[&str],
+    ) -> impl Future<Output = ProbeResult<HashMap<String, Locator>>>;
+    /// Fetch one message and verify it while it streams.
+    fn fetch(
+        &mut self,
+        ctx: &Context,
+        at: &Locator,
+        message: &Accepted,
+    ) -> impl Future<Output = ProbeResult<Verification>>;
+    /// Delete exactly these messages (never anything else). Returns the ids deleted.
+    fn delete(
+        &mut self,
+        ctx: &Context,
+        which: &[(String, Locator)],
+    ) -> impl Future<Output = ProbeResult<Vec<String>>>;
+    fn close(self, ctx: &Context) -> impl Future<Output = ()>;
+}
+
+/// Errors that no amount of waiting will fix.
+fn is_final(err: &ProbeError) -> bool {
+    matches!(
+        err.kind(),
+        ErrorKind::Auth | ErrorKind::Tls | ErrorKind::Config | ErrorKind::Unsupported
+    )
+}
+
+/// Watch the mailbox for accepted messages until each is fetched and verified, or
+/// its delivery deadline passes. Messages arrive through `incoming` as SMTP accepts
+/// them; the channel closing means sending is over.
+pub async fn watch<M: Mailbox>(
+    ctx: &Context,
+    mut incoming: mpsc::UnboundedReceiver<Accepted>,
+) -> WatchOutcome {
+    let deadline_of = |a: &Accepted| a.accepted_at + ctx.settings.timeouts.delivery;
+    let mut pending: Vec<Accepted> = Vec::new();
+    let mut results: HashMap<usize, ProtocolResult> = HashMap::new();
+    let mut session: Option<(M, Phases, Option<TlsInfo>)> = None;
+    let mut sending = true;
+    let mut last_error: Option<ProbeError> = None;
+    // Bounded by the delivery deadline of the last message; this cap is a backstop.
+    let max_polls = (ctx.settings.timeouts.delivery.as_millis()
+        / ctx.settings.poll_interval.as_millis().max(1)) as usize
+        * 4
+        + 1000;
+
+    for _ in 0..max_polls {
+        // Take what SMTP accepted since the last look.
+        loop {
+            match incoming.try_recv() {
+                Ok(a) => pending.push(a),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    sending = false;
+                    break;
+                }
+            }
+        }
+        if pending.is_empty() {
+            if !sending {
+                break;
+            }
+            match tokio::time::timeout(ctx.settings.poll_interval, incoming.recv()).await {
+                Ok(Some(a)) => pending.push(a),
+                Ok(None) => sending = false,
+                Err(_) => {}
+            }
+            continue;
+        }
+
+        if session.is_none() {
+            match M::open(ctx).await {
+                Ok(opened) => session = Some(opened),
+                Err((err, phases)) => {
+                    let fatal = is_final(&err);
+                    last_error = Some(err.clone());
+                    let now = Instant::now();
+                    // Give up on messages whose deadline passed, or on all if retrying is futile.
+                    pending.retain(|a| {
+                        if fatal || now >= deadline_of(a) {
+                            results.insert(
+                                a.index,
+                                ProtocolResult::failed(err.clone(), phases.clone()),
+                            );
+                            false
+                        } else {
+                            true
+                        }
+                    });
+                    if fatal && !sending {
+                        break;
+                    }
+                    tokio::time::sleep(ctx.settings.poll_interval).await;
+                    continue;
+                }
+            }
+        }
+        let (mailbox, session_phases, tls) = session.as_mut().expect("opened above");
+
+        let ids: Vec<&str> = pending
+            .iter()
+            .map(|a| a.expected.probe_id.as_str())
+            .collect();
+        let search_started = Instant::now();
+        let found = mailbox.find(ctx, &ids).await;
+        let search_ms = millis(search_started.elapsed());
+        let mut broken = None;
+        match found {
+            Ok(found) => {
+                let mut still = Vec::new();
+                for a in pending.drain(..) {
+                    let Some(at) = found.get(&a.expected.probe_id) else {
+                        still.push(a);
+                        continue;
+                    };
+                    let seen = Instant::now();
+                    let mut phases = session_phases.clone();
+                    *phases.entry(Phase::Search).or_insert(0.0) += search_ms;
+                    let fetch_started = Instant::now();
+                    let fetched = mailbox.fetch(ctx, at, &a).await;
+                    phases.insert(Phase::Fetch, millis(fetch_started.elapsed()));
+                    let mut r = ProtocolResult {
+                        found: Some(true),
+                        delivery_ms: Some(millis(seen.saturating_duration_since(a.accepted_at))),
+                        tls: tls.clone(),
+                        ..Default::default()
+                    };
+                    match fetched {
+                        Ok(v) => {
+                            r.verified = Some(v.verified);
+                            r.ok = v.verified;
+                            if !v.verified {
+                                r.error = Some(
+                                    ProbeError::new(ErrorKind::Altered, v.problems.join("; "))
+                                        .at(M::PROTOCOL, Phase::Fetch),
+                                );
+                            }
+                            r.verification = Some(v);
+                        }
+                        Err(e) => {
+                            r.verified = Some(false);
+                            let lost = e.is_connection_lost() || e.is_timeout();
+                            r.error = Some(e.clone());
+                            if lost {
+                                broken = Some(e);
+                            }
+                        }
+                    }
+                    phases.remove(&Phase::Delivery);
+                    r.total_ms = phases.values().sum();
+                    r.phases_ms = phases;
+                    results.insert(a.index, r);
+                    if broken.is_some() {
+                        break;
+                    }
+                }
+                pending.extend(still);
+            }
+            Err(e) => broken = Some(e),
+        }
+
+        if let Some(err) = broken {
+            last_error = Some(err);
+            if let Some((m, _, _)) = session.take() {
+                drop(m); // the connection is unusable; do not wait for a logout
+            }
+        } else if M::SNAPSHOT && !pending.is_empty() {
+            if let Some((m, _, _)) = session.take() {
+                m.close(ctx).await;
+            }
+        }
+
+        let now = Instant::now();
+        pending.retain(|a| {
+            if now >= deadline_of(a) {
+                let mut err = ProbeError::new(
+                    ErrorKind::NotDelivered,
+                    format!(
+                        "not in the mailbox {} after the server accepted it",
+                        crate::units::format_duration(ctx.settings.timeouts.delivery)
+                    ),
+                )
+                .at(M::PROTOCOL, Phase::Delivery);
+                if let Some(last) = &last_error {
+                    err.message = format!("{}; last error: {last}", err.message);
+                }
+                results.insert(
+                    a.index,
+                    ProtocolResult {
+                        found: Some(false),
+                        error: Some(err),
+                        ..Default::default()
+                    },
+                );
+                false
+            } else {
+                true
+            }
+        });
+        if !pending.is_empty() || sending {
+            tokio::time::sleep(ctx.settings.poll_interval).await;
+        }
+    }
+    for a in pending.drain(..) {
+        results.insert(
+            a.index,
+            ProtocolResult::failed(
+                ProbeError::new(ErrorKind::NotDelivered, "gave up waiting")
+                    .at(M::PROTOCOL, Phase::Delivery),
+                Phases::new(),
+            ),
+        );
+    }
+    if let Some((m, _, _)) = session.take() {
+        m.close(ctx).await;
+    }
+    WatchOutcome { results }
+}
+
+pub struct WatchOutcome {
+    pub results: HashMap<usize, ProtocolResult>,
+}
+
+/// Delete this run's messages through `M`: a fresh session that finds them by probe id
+/// again (locators from earlier sessions may be stale) and removes exactly those.
+pub async fn cleanup<M: Mailbox>(ctx: &Context, probe_ids: &[&str]) -> ProbeResult<Vec<String>> {
+    if probe_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (mut mailbox, _, _) = M::open(ctx).await.map_err(|(e, _)| e)?;
+    let found = mailbox.find(ctx, probe_ids).await?;
+    let which: Vec<(String, Locator)> = found.into_iter().collect();
+    let deleted = if which.is_empty() {
+        Vec::new()
+    } else {
+        mailbox.delete(ctx, &which).await?
+    };
+    mailbox.close(ctx).await;
+    Ok(deleted)
+}
+
+/// A duration as a phase limit for bodies: the data timeout, but at least the command timeout.
+pub fn body_limit(ctx: &Context) -> Duration {
+    ctx.settings
+        .timeouts
+        .data
+        .max(ctx.settings.timeouts.command)
+}

@@ -1,0 +1,381 @@
+//! SMTP: send one probe message and time every phase.
+//!
+//! We read the greeting, send the first EHLO and negotiate STARTTLS ourselves (to
+//! time them, keep the advertised capabilities and use our own TLS settings), then
+//! hand the live session to lettre for AUTH, MAIL, RCPT and the streamed DATA.
+
+use std::time::{Duration, Instant};
+
+use lettre::Address;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::AsyncSmtpConnection;
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, MailParameter};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufRead, AsyncWrite, BufReader};
+
+use super::{Context, ProtocolResult};
+use crate::endpoint::{Security, StarttlsPolicy};
+use crate::error::{ErrorKind, ProbeError, ProbeResult};
+use crate::message::ProbeMessage;
+use crate::net::{self, BoxStream, Replay, read_line_bounded, write_all_flush};
+use crate::phase::{Phase, PhaseClock, Protocol};
+use crate::reply::{MAX_REPLY_LINE, MAX_REPLY_LINES, Reply};
+use crate::tls::TlsInfo;
+
+/// What the server told about itself.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SmtpServerInfo {
+    pub banner: String,
+    /// EHLO keywords with their parameters, e.g. `SIZE 10240000`, `STARTTLS`.
+    pub capabilities: Vec<String>,
+    /// The SIZE the server advertised in EHLO (0 means no limit announced).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertised_size: Option<u64>,
+}
+
+impl SmtpServerInfo {
+    fn has(&self, keyword: &str) -> bool {
+        self.capabilities.iter().any(|c| {
+            c.split_whitespace()
+                .next()
+                .is_some_and(|k| k.eq_ignore_ascii_case(keyword))
+        })
+    }
+    fn from_ehlo(banner: String, ehlo: &Reply) -> Self {
+        let capabilities: Vec<String> = ehlo.text.lines().skip(1).map(str::to_string).collect();
+        let advertised_size = capabilities.iter().find_map(|c| {
+            let mut words = c.split_whitespace();
+            words
+                .next()
+                .filter(|k| k.eq_ignore_ascii_case("SIZE"))
+                .map(|_| words.next().and_then(|n| n.parse().ok()).unwrap_or(0))
+        });
+        SmtpServerInfo {
+            banner,
+            capabilities,
+            advertised_size,
+        }
+    }
+}
+
+/// The outcome of one send.
+pub struct Sent {
+    pub result: ProtocolResult,
+    pub accepted_at: Option<Instant>,
+    pub server: Option<SmtpServerInfo>,
+}
+
+/// Read one complete SMTP reply (bounded in line length and count).
+pub async fn read_reply<R: AsyncBufRead + Unpin>(reader: &mut R) -> ProbeResult<Reply> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut raw = Vec::with_capacity(128);
+    loop {
+        if lines.len() >= MAX_REPLY_LINES {
+            return Err(ProbeError::protocol_violation(format!(
+                "the server sent a reply of more than {MAX_REPLY_LINES} lines"
+            )));
+        }
+        read_line_bounded(reader, &mut raw, MAX_REPLY_LINE).await?;
+        lines.push(String::from_utf8_lossy(&raw).into_owned());
+        match Reply::parse_smtp_lines(&lines) {
+            Ok(Some(reply)) => return Ok(reply),
+            Ok(None) => {}
+            Err(why) => return Err(ProbeError::protocol_violation(why)),
+        }
+    }
+}
+
+/// Send `command` and read its reply; a negative reply is an error.
+async fn exchange<S: AsyncBufRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    command: &str,
+) -> ProbeResult<Reply> {
+    write_all_flush(stream, command.as_bytes()).await?;
+    expect_positive(read_reply(stream).await?)
+}
+
+fn expect_positive(reply: Reply) -> ProbeResult<Reply> {
+    if reply.is_positive() {
+        Ok(reply)
+    } else {
+        Err(ProbeError::rejected(reply))
+    }
+}
+
+/// Turn a lettre error into ours, keeping the reply code, enhanced code and text.
+fn from_lettre(err: lettre::transport::smtp::Error) -> ProbeError {
+    use std::error::Error as _;
+    if let Some(code) = err.status() {
+        let code: u16 = code.to_string().parse().unwrap_or(0);
+        let text = err.source().map(|s| s.to_string()).unwrap_or_default();
+        return ProbeError::rejected(Reply::smtp(code, text));
+    }
+    if let Some(io) = err
+        .source()
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+    {
+        return ProbeError::io(io);
+    }
+    let text = err.to_string();
+    if text.contains("incomplete response") {
+        return ProbeError::closed();
+    }
+    let kind = if err.is_tls() {
+        ErrorKind::Tls
+    } else if err.is_response() {
+        ErrorKind::Protocol
+    } else {
+        ErrorKind::Network
+    };
+    ProbeError::new(kind, text)
+}
+
+/// Send one message. Every phase is timed and bounded; the result says where it failed.
+pub async fn send(ctx: &Context, message: &ProbeMessage) -> Sent {
+    let mut clock = PhaseClock::new(Protocol::Smtp);
+    let mut server = None;
+    let mut tls = None;
+    let started = Instant::now();
+    let outcome = converse(ctx, message, &mut clock, &mut server, &mut tls).await;
+    let accepted_at = outcome.as_ref().ok().map(|_| Instant::now());
+    let total_ms = crate::phase::millis(started.elapsed());
+    let mut result = match outcome {
+        Ok(reply) => ProtocolResult {
+            ok: true,
+            accepted: Some(true),
+            reply: Some(reply),
+            ..Default::default()
+        },
+        Err(err) => ProtocolResult {
+            accepted: Some(false),
+            reply: err.reply.clone(),
+            error: Some(err),
+            ..Default::default()
+        },
+    };
+    result.phases_ms = clock.into_timings();
+    result.total_ms = total_ms;
+    result.tls = tls;
+    Sent {
+        result,
+        accepted_at,
+        server,
+    }
+}
+
+async fn converse(
+    ctx: &Context,
+    message: &ProbeMessage,
+    clock: &mut PhaseClock,
+    server: &mut Option<SmtpServerInfo>,
+    tls_info: &mut Option<TlsInfo>,
+) -> ProbeResult<Reply> {
+    let s = &ctx.settings;
+    let t = s.timeouts;
+    let endpoint = &s.smtp;
+    let tcp = clock
+        .run(
+            Phase::Connect,
+            t.connect,
+            net::connect(&endpoint.host, endpoint.port, t.connect),
+        )
+        .await?;
+    let mut stream: BoxStream = Box::new(tcp);
+    if endpoint.security == Security::Implicit {
+        let (tls, info) = clock
+            .run(
+                Phase::Tls,
+                t.command,
+                ctx.tls.handshake(stream, &endpoint.host),
+            )
+            .await?;
+        stream = tls;
+        *tls_info = Some(info);
+    }
+    let mut reader = BufReader::new(stream);
+    let greeting = clock
+        .run(Phase::Greeting, t.greeting, async {
+            expect_positive(read_reply(&mut reader).await?)
+        })
+        .await?;
+    let ehlo_command = format!("EHLO {}\r\n", s.helo_name);
+    let ehlo = clock
+        .run(Phase::Ehlo, t.command, exchange(&mut reader, &ehlo_command))
+        .await?;
+    let info = SmtpServerInfo::from_ehlo(greeting.text.clone(), &ehlo);
+
+    let wants_tls = match endpoint.security {
+        Security::Implicit | Security::Starttls(StarttlsPolicy::Never) => false,
+        Security::Starttls(StarttlsPolicy::Require) => {
+            if !info.has("STARTTLS") {
+                *server = Some(info);
+                return Err(ProbeError::new(
+                    ErrorKind::Unsupported,
+                    "STARTTLS is required (--starttls require) but the server does not offer it",
+                )
+                .at(Protocol::Smtp, Phase::Starttls));
+            }
+            true
+        }
+        Security::Starttls(StarttlsPolicy::Auto) => info.has("STARTTLS"),
+    };
+    let stream: BoxStream = if wants_tls {
+        clock
+            .run(
+                Phase::Starttls,
+                t.command,
+                exchange(&mut reader, "STARTTLS\r\n"),
+            )
+            .await?;
+        if !reader.buffer().is_empty() {
+            return Err(ProbeError::protocol_violation(
+                "the server sent data after its STARTTLS reply, before TLS (possible command injection)",
+            )
+            .at(Protocol::Smtp, Phase::Starttls));
+        }
+        let (tls, tinfo) = clock
+            .run(
+                Phase::Tls,
+                t.command,
+                ctx.tls.handshake(reader.into_inner(), &endpoint.host),
+            )
+            .await?;
+        *tls_info = Some(tinfo);
+        tls
+    } else {
+        if !reader.buffer().is_empty() {
+            return Err(
+                ProbeError::protocol_violation("the server sent data nobody asked for")
+                    .at(Protocol::Smtp, Phase::Ehlo),
+            );
+        }
+        reader.into_inner()
+    };
+    let encrypted = tls_info.is_some();
+
+    // lettre reads a greeting before its EHLO: replay one (the real one was timed above).
+    let replay = Replay::new(b"220 greeting already received\r\n".to_vec(), stream);
+    let client_id = ClientId::Domain(s.helo_name.clone());
+    let lettre_started = Instant::now();
+    let mut conn = match tokio::time::timeout(
+        t.command,
+        AsyncSmtpConnection::connect_with_transport(Box::new(replay), &client_id),
+    )
+    .await
+    {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => return Err(from_lettre(e).at(Protocol::Smtp, Phase::Ehlo)),
+        Err(_) => return Err(ProbeError::timeout(t.command).at(Protocol::Smtp, Phase::Ehlo)),
+    };
+    if encrypted {
+        // The EHLO after TLS is part of the protocol; without TLS it repeats ours.
+        clock.record(Phase::Ehlo, lettre_started.elapsed());
+    }
+    *server = Some(info.clone());
+
+    let result = transaction(ctx, message, clock, &mut conn, &info, encrypted).await;
+    *server = Some(info);
+    match result {
+        Ok(reply) => {
+            // QUIT's answer does not change acceptance; a server dying here is still noted.
+            let _ = clock
+                .run(Phase::Quit, t.command, async {
+                    conn.quit().await.map_err(from_lettre)
+                })
+                .await;
+            Ok(reply)
+        }
+        Err(e) => {
+            // Best effort, bounded: the server may already be gone.
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn.abort()).await;
+            Err(e)
+        }
+    }
+}
+
+async fn transaction(
+    ctx: &Context,
+    message: &ProbeMessage,
+    clock: &mut PhaseClock,
+    conn: &mut AsyncSmtpConnection,
+    info: &SmtpServerInfo,
+    encrypted: bool,
+) -> ProbeResult<Reply> {
+    let s = &ctx.settings;
+    let t = s.timeouts;
+    let lift =
+        |r: Result<lettre::transport::smtp::response::Response, lettre::transport::smtp::Error>| {
+            r.map(|resp| {
+                let text: Vec<&str> = resp.message().collect();
+                Reply::smtp(
+                    resp.code().to_string().parse().unwrap_or(250),
+                    text.join("\n"),
+                )
+            })
+            .map_err(from_lettre)
+        };
+
+    if let Some(login) = &s.smtp_login {
+        let offered = conn.server_info().supports_auth_mechanism(Mechanism::Plain)
+            || conn.server_info().supports_auth_mechanism(Mechanism::Login);
+        if offered {
+            if !encrypted && !s.smtp.is_loopback() && !s.allow_plaintext_login {
+                return Err(ProbeError::new(
+                    ErrorKind::Unsupported,
+                    "refusing to send the password over an unencrypted connection; use STARTTLS or smtps, or --allow-plaintext-login",
+                )
+                .at(Protocol::Smtp, Phase::Auth));
+            }
+            let credentials =
+                Credentials::new(login.user.clone(), login.password.expose().to_string());
+            clock
+                .run(Phase::Auth, t.command, async {
+                    lift(
+                        conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials)
+                            .await,
+                    )
+                    .map_err(|e| {
+                        if e.reply
+                            .as_ref()
+                            .is_some_and(|r| matches!(r.code, Some(454 | 530 | 534 | 535)))
+                        {
+                            e.with_kind(ErrorKind::Auth)
+                        } else {
+                            e
+                        }
+                    })
+                })
+                .await?;
+        }
+    }
+
+    let from: Address = s
+        .from
+        .parse()
+        .map_err(|e| ProbeError::config(format!("sender {:?}: {e}", s.from)))?;
+    let to: Address =
+        s.to.parse()
+            .map_err(|e| ProbeError::config(format!("recipient {:?}: {e}", s.to)))?;
+    let mut params = Vec::new();
+    if info.advertised_size.is_some() {
+        params.push(MailParameter::Size(message.encoded_len() as usize));
+    }
+    clock
+        .run(Phase::MailFrom, t.command, async {
+            lift(conn.command(Mail::new(Some(from), params)).await)
+        })
+        .await?;
+    clock
+        .run(Phase::RcptTo, t.command, async {
+            lift(conn.command(Rcpt::new(to, vec![])).await)
+        })
+        .await?;
+    let body_limit = super::body_limit(ctx);
+    clock
+        .run(Phase::Data, body_limit, async {
+            lift(conn.command(Data).await)?;
+            lift(conn.message_iter(message.chunks()).await)
+        })
+        .await
+}
