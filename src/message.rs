@@ -311,6 +311,7 @@ pub use crate::verify::{Verification, Verifier};
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mail_parser::MimeHeaders;
 
     #[test]
     fn probe_ids_are_unique_and_recognisable() {
