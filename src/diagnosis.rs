@@ -238,14 +238,13 @@ fn describe(m: &MessageReport) -> String {
     }
 }
 
-fn error_line(m: &MessageReport, protocol: Protocol, err: &ProbeError) -> String {
+fn error_line(m: &MessageReport, err: &ProbeError) -> String {
     let mut line = format!("{} ({}): {}", describe(m), m.probe_id, err);
     if let Some(reply) = &err.reply
         && !err.message.contains(&reply.to_string())
     {
         line.push_str(&format!(" [reply: {reply}]"));
     }
-    let _ = protocol;
     line
 }
 
@@ -528,13 +527,9 @@ fn message_diagnoses(report: &Report, out: &mut Vec<Diagnosis>) {
                 .smtp
                 .error
                 .as_ref()
-                .map(|e| (Protocol::Smtp, e))
-                .or_else(|| {
-                    m.retrievals()
-                        .find_map(|(p, r)| r.error.as_ref().map(|e| (p, e)))
-                });
+                .or_else(|| m.retrievals().find_map(|(_, r)| r.error.as_ref()));
             match err {
-                Some((p, e)) => error_line(m, p, e),
+                Some(e) => error_line(m, e),
                 None => format!("{}: {}", describe(m), c.as_str()),
             }
         })
@@ -559,7 +554,10 @@ fn message_diagnoses(report: &Report, out: &mut Vec<Diagnosis>) {
     let all_failed_have_attachments = failed.iter().all(|(m, _)| m.attachment);
 
     match largest_ok {
-        Some(ok_size) if all_failed_have_attachments && smallest_failed > ok_size || all_failed_have_attachments && delivered.iter().all(|m| !m.attachment) => {
+        Some(ok_size)
+            if all_failed_have_attachments
+                && (smallest_failed > ok_size || delivered.iter().all(|m| !m.attachment)) =>
+        {
             let summary = attachments_summary(report, &delivered, &failed, lead);
             out.push(Diagnosis {
                 code: Code::AttachmentsFail,
@@ -677,11 +675,10 @@ fn partial_retrieval(report: &Report, out: &mut Vec<Diagnosis>) {
             continue;
         }
         let failures: Vec<String> = results_of(report, protocol)
-            .filter_map(|(m, r)| {
-                (!r.ok && r.skipped.is_none()).then(|| match &r.error {
-                    Some(e) => error_line(m, protocol, e),
-                    None => format!("{}: not verified", describe(m)),
-                })
+            .filter(|(_, r)| !r.ok && r.skipped.is_none())
+            .map(|(m, r)| match &r.error {
+                Some(e) => error_line(m, e),
+                None => format!("{}: not verified", describe(m)),
             })
             .collect();
         if !failures.is_empty() {

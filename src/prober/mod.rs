@@ -283,10 +283,11 @@ pub async fn watch<M: Mailbox>(
             if let Some((m, _, _)) = session.take() {
                 drop(m); // the connection is unusable; do not wait for a logout
             }
-        } else if M::SNAPSHOT && !pending.is_empty() {
-            if let Some((m, _, _)) = session.take() {
-                m.close(ctx).await;
-            }
+        } else if M::SNAPSHOT
+            && !pending.is_empty()
+            && let Some((m, _, _)) = session.take()
+        {
+            m.close(ctx).await;
         }
 
         let now = Instant::now();
