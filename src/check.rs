@@ -109,6 +109,7 @@ pub async fn run_check(settings: Settings) -> Result<Report, ProbeError> {
         smtp_server,
         messages: reports,
         cleanup,
+        size_limit: None,
         diagnoses: Vec::new(),
     };
     diagnosis::apply(&mut report, &diagnosis::Thresholds::default());

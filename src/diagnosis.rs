@@ -866,6 +866,7 @@ mod tests {
                 advertised_size: Some(10_240_000),
             }),
             messages,
+            size_limit: None,
             diagnoses: Vec::new(),
             cleanup: Cleanup::default(),
         };

@@ -126,8 +126,27 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub smtp_server: Option<SmtpServerInfo>,
     pub messages: Vec<MessageReport>,
+    /// The real size limit found by bisection (`--bisect`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_limit: Option<SizeLimit>,
     pub diagnoses: Vec<Diagnosis>,
     pub cleanup: Cleanup,
+}
+
+/// Where the server's size limit really is, found by sending between the largest
+/// accepted and the smallest refused message (sizes are whole encoded messages).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SizeLimit {
+    pub largest_accepted_bytes: u64,
+    pub smallest_refused_bytes: u64,
+    /// Midpoint of the final interval.
+    pub estimate_bytes: u64,
+    /// Extra messages sent to find it.
+    pub sends: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertised_bytes: Option<u64>,
+    /// The advertised SIZE is more than 5 % away from the real limit.
+    pub advertised_disagrees: bool,
 }
 
 pub fn rfc3339(t: SystemTime) -> String {
