@@ -13,7 +13,7 @@ use crate::phase::millis;
 use crate::prober::imap::ImapMailbox;
 use crate::prober::pop3::Pop3Mailbox;
 use crate::prober::{self, Accepted, Context, WatchOutcome, smtp};
-use crate::report::{Cleanup, MessageReport, Report, Target};
+use crate::report::{Cleanup, MessageReport, Report, SizeLimit, Target};
 
 /// Run one check against the configured server. Never panics on server behaviour;
 /// every failure lands in the report.
@@ -97,8 +97,15 @@ pub async fn run_check(settings: Settings) -> Result<Report, ProbeError> {
         })
         .collect();
 
-    let cleanup = clean_up(&ctx, &mut reports, &sent).await;
     let smtp_server = sent.iter().rev().find_map(|s| s.server.clone());
+    let mut extra_ids = Vec::new();
+    let size_limit = if s.bisect {
+        let advertised = smtp_server.as_ref().and_then(|i| i.advertised_size);
+        bisect_size_limit(&ctx, &reports, advertised, &mut extra_ids).await
+    } else {
+        None
+    };
+    let cleanup = clean_up(&ctx, &mut reports, &sent, &extra_ids).await;
     let mut report = Report {
         mailprobe_version: env!("CARGO_PKG_VERSION").to_string(),
         started_at: crate::report::rfc3339(started_at),
@@ -109,7 +116,7 @@ pub async fn run_check(settings: Settings) -> Result<Report, ProbeError> {
         smtp_server,
         messages: reports,
         cleanup,
-        size_limit: None,
+        size_limit,
         diagnoses: Vec::new(),
     };
     diagnosis::apply(&mut report, &diagnosis::Thresholds::default());
@@ -129,12 +136,18 @@ fn take_result(watch: &WatchOutcome, index: usize) -> prober::ProtocolResult {
 
 /// Delete every probe message of this run that SMTP accepted, through IMAP first
 /// and then POP3 (they may be different mailboxes), and record what is left.
-async fn clean_up(ctx: &Context, reports: &mut [MessageReport], sent: &[smtp::Sent]) -> Cleanup {
+async fn clean_up(
+    ctx: &Context,
+    reports: &mut [MessageReport],
+    sent: &[smtp::Sent],
+    extra_ids: &[String],
+) -> Cleanup {
     let ids: Vec<String> = reports
         .iter()
         .zip(sent)
         .filter(|(_, s)| s.accepted_at.is_some())
         .map(|(r, _)| r.probe_id.clone())
+        .chain(extra_ids.iter().cloned())
         .collect();
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
     let mut deleted: Vec<String> = Vec::new();
@@ -173,6 +186,7 @@ async fn clean_up(ctx: &Context, reports: &mut [MessageReport], sent: &[smtp::Se
             leftovers.push(r.probe_id.clone());
         }
     }
+    leftovers.extend(extra_ids.iter().filter(|id| !deleted.contains(id)).cloned());
     Cleanup {
         deleted: deleted.len(),
         leftovers,
@@ -185,4 +199,95 @@ fn separate_mailboxes(ctx: &Context) -> bool {
     let s = &ctx.settings;
     s.imap_login.as_ref().map(|l| &l.user) != s.pop3_login.as_ref().map(|l| &l.user)
         || s.imap.as_ref().map(|e| &e.host) != s.pop3.as_ref().map(|e| &e.host)
+}
+
+/// Most extra messages bisection may send.
+const MAX_BISECT_SENDS: u32 = 12;
+/// Stop when the interval is this narrow relative to its upper end.
+const BISECT_PRECISION: f64 = 0.025;
+
+/// Find the real size limit between the largest accepted and the smallest rung
+/// refused for size. Accepted bisection messages are delivered: they are waited
+/// for and their ids added to `sent_ids` so that cleanup removes them.
+async fn bisect_size_limit(
+    ctx: &Context,
+    reports: &[MessageReport],
+    advertised: Option<u64>,
+    sent_ids: &mut Vec<String>,
+) -> Option<SizeLimit> {
+    let refused_for_size = |m: &&MessageReport| {
+        m.smtp
+            .error
+            .as_ref()
+            .and_then(|e| e.reply.as_ref())
+            .is_some_and(|r| r.is_size_limit())
+    };
+    let refused = reports
+        .iter()
+        .filter(refused_for_size)
+        .min_by_key(|m| m.size_bytes)?;
+    let accepted = reports
+        .iter()
+        .filter(|m| m.smtp.ok && m.size_bytes < refused.size_bytes)
+        .max_by_key(|m| m.size_bytes)?;
+    let s = &ctx.settings;
+    let (mut lo, mut lo_bytes) = (accepted.size_bytes, accepted.encoded_bytes);
+    let (mut hi, mut hi_bytes) = (refused.size_bytes, refused.encoded_bytes);
+    let mut sends = 0;
+    let mut delivered = Vec::new();
+    while sends < MAX_BISECT_SENDS
+        && (hi_bytes - lo_bytes) as f64 / hi_bytes as f64 > BISECT_PRECISION
+        && hi - lo > 1
+    {
+        let size = lo + (hi - lo) / 2;
+        let (from, to) = (s.from.clone(), s.to.clone());
+        let message = tokio::task::spawn_blocking(move || {
+            ProbeMessage::build(&new_probe_id(), &from, &to, size)
+        })
+        .await
+        .ok()?;
+        sends += 1;
+        let outcome = smtp::send(ctx, &message).await;
+        if let Some(accepted_at) = outcome.accepted_at {
+            (lo, lo_bytes) = (size, message.encoded_len());
+            sent_ids.push(message.probe_id().to_string());
+            delivered.push(Accepted {
+                index: delivered.len(),
+                expected: message.expected.clone(),
+                accepted_at,
+                encoded_len: message.encoded_len(),
+            });
+        } else if refused_for_size(&&MessageReport {
+            smtp: outcome.result,
+            ..refused.clone()
+        }) {
+            (hi, hi_bytes) = (size, message.encoded_len());
+        } else {
+            break; // another failure: the interval found so far stands
+        }
+    }
+    // Wait until the accepted ones are in the mailbox so that cleanup finds them.
+    if !delivered.is_empty() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        for a in delivered {
+            let _ = tx.send(a);
+        }
+        drop(tx);
+        if s.imap.is_some() {
+            prober::watch::<ImapMailbox>(ctx, rx).await;
+        } else if s.pop3.is_some() {
+            prober::watch::<Pop3Mailbox>(ctx, rx).await;
+        }
+    }
+    let estimate = lo_bytes + (hi_bytes - lo_bytes) / 2;
+    Some(SizeLimit {
+        largest_accepted_bytes: lo_bytes,
+        smallest_refused_bytes: hi_bytes,
+        estimate_bytes: estimate,
+        sends,
+        advertised_bytes: advertised.filter(|a| *a > 0),
+        advertised_disagrees: advertised
+            .filter(|a| *a > 0)
+            .is_some_and(|a| (a as f64 - estimate as f64).abs() / estimate as f64 > 0.05),
+    })
 }

@@ -76,6 +76,10 @@ pub struct CheckArgs {
     /// Size ladder: 0 is a plain text message, other sizes carry an attachment of that many random bytes.
     #[arg(long, value_name = "LIST")]
     pub sizes: Option<String>,
+    /// When the size limit refuses a rung, find the real limit by sending messages
+    /// between the largest accepted and the smallest refused size (at most 12 more).
+    #[arg(long)]
+    pub bisect: bool,
     /// Send only; no retrieval (for mailboxes that are not yours to read).
     #[arg(long)]
     pub smtp_only: bool,

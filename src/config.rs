@@ -88,6 +88,8 @@ pub struct Settings {
     pub allow_plaintext_login: bool,
     /// How often to look for a message that has not arrived yet.
     pub poll_interval: Duration,
+    /// Find the real size limit by bisection when a rung hits it.
+    pub bisect: bool,
 }
 
 impl Settings {
@@ -145,6 +147,7 @@ pub struct Profile {
     pub helo: Option<String>,
     pub allow_plaintext_login: Option<bool>,
     pub poll_interval: Option<String>,
+    pub bisect: Option<bool>,
     #[serde(default)]
     pub timeouts: TimeoutProfile,
 }
@@ -386,6 +389,7 @@ pub fn resolve(args: &CheckArgs) -> Result<Settings, String> {
         allow_plaintext_login: args.allow_plaintext_login
             || profile.allow_plaintext_login.unwrap_or(false),
         poll_interval,
+        bisect: args.bisect || profile.bisect.unwrap_or(false),
     })
 }
 

@@ -613,6 +613,12 @@ fn message_diagnoses(report: &Report, out: &mut Vec<Diagnosis>) {
 }
 
 fn with_size_evidence(report: &Report, mut evidence: Vec<String>) -> Vec<String> {
+    if let Some(l) = &report.size_limit {
+        evidence.push(format!(
+            "bisection ({} extra sends): {} bytes accepted, {} bytes refused; limit about {} bytes",
+            l.sends, l.largest_accepted_bytes, l.smallest_refused_bytes, l.estimate_bytes
+        ));
+    }
     if let Some(size) = report.smtp_server.as_ref().and_then(|s| s.advertised_size) {
         evidence.push(if size == 0 {
             "EHLO advertises SIZE without a limit".to_string()
@@ -649,10 +655,22 @@ fn attachments_summary(
                 .smtp_server
                 .as_ref()
                 .and_then(|s| s.advertised_size)
-                .filter(|s| *s > 0)
-                .map(|s| format!(". Advertised SIZE {s}"))
-                .unwrap_or_default();
-            format!("are refused by the server's size limit{reply}{advertised}")
+                .filter(|s| *s > 0);
+            let limit = match (&report.size_limit, advertised) {
+                (Some(l), Some(a)) if l.advertised_disagrees => format!(
+                    ". Advertised SIZE {a} but the real limit is about {}",
+                    format_size(l.estimate_bytes)
+                ),
+                (Some(l), _) => format!(
+                    ". The real limit is about {} (between {} and {} bytes)",
+                    format_size(l.estimate_bytes),
+                    l.largest_accepted_bytes,
+                    l.smallest_refused_bytes
+                ),
+                (None, Some(a)) => format!(". Advertised SIZE {a}"),
+                (None, None) => String::new(),
+            };
+            format!("are refused by the server's size limit{reply}{limit}")
         }
         Cause::SessionDropped => "make the server drop the connection during DATA with no reply (a filter or scanner crashing the SMTP service?)".into(),
         Cause::Rejected => "are rejected by the server (content filter policy?)".into(),
@@ -918,6 +936,36 @@ mod tests {
             r.summary.contains("Advertised SIZE 10240000"),
             "{}",
             r.summary
+        );
+    }
+
+    #[test]
+    fn bisected_limit_that_disagrees_with_the_advertised_size() {
+        let refused = Reply::smtp(552, "5.3.4 Message size exceeds fixed limit");
+        let mut r = report(vec![
+            delivered(0),
+            smtp_failed(5 << 20, data_error(ErrorKind::Rejected, Some(refused))),
+        ]);
+        r.size_limit = Some(crate::report::SizeLimit {
+            largest_accepted_bytes: 1_030_000,
+            smallest_refused_bytes: 1_060_000,
+            estimate_bytes: 1_045_000,
+            sends: 7,
+            advertised_bytes: Some(10_240_000),
+            advertised_disagrees: true,
+        });
+        apply(&mut r, &Thresholds::default());
+        assert!(
+            r.summary
+                .contains("Advertised SIZE 10240000 but the real limit is about 1020.5 KiB"),
+            "{}",
+            r.summary
+        );
+        assert!(
+            r.diagnoses[0]
+                .evidence
+                .iter()
+                .any(|e| e.contains("7 extra sends"))
         );
     }
 
