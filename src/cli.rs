@@ -30,6 +30,9 @@ pub enum Format {
     #[default]
     Human,
     Json,
+    Nagios,
+    Prometheus,
+    Junit,
 }
 
 #[derive(Debug, Clone, Default, Args)]

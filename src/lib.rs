@@ -36,6 +36,9 @@ pub async fn run(cli: Cli) -> i32 {
                 let format = match args.format {
                     cli::Format::Human => Format::Human,
                     cli::Format::Json => Format::Json,
+                    cli::Format::Nagios => Format::Nagios,
+                    cli::Format::Prometheus => Format::Prometheus,
+                    cli::Format::Junit => Format::Junit,
                 };
                 outputs.push((format, Destination::Stdout));
             }

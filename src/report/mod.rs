@@ -3,6 +3,9 @@
 
 pub mod human;
 pub mod json;
+pub mod junit;
+pub mod nagios;
+pub mod prometheus;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -160,18 +163,25 @@ pub fn rfc3339(t: SystemTime) -> String {
 pub enum Format {
     Human,
     Json,
+    Nagios,
+    Prometheus,
+    Junit,
 }
 
 impl Format {
     pub fn parse(name: &str) -> Result<Format, String> {
-        <Format as clap::ValueEnum>::from_str(name, true)
-            .map_err(|_| format!("unknown report format {name:?} (use human or json)"))
+        <Format as clap::ValueEnum>::from_str(name, true).map_err(|_| {
+            format!("unknown report format {name:?} (use human, json, nagios, prometheus or junit)")
+        })
     }
     /// Render a finished report.
     pub fn render(self, report: &Report) -> Vec<u8> {
         match self {
             Format::Human => human::render(report),
             Format::Json => json::render(report),
+            Format::Nagios => nagios::render(report),
+            Format::Prometheus => prometheus::render(report),
+            Format::Junit => junit::render(report),
         }
     }
 }

@@ -1,0 +1,466 @@
+//! `--format prometheus`: the text exposition format, for the node-exporter
+//! textfile collector. Every family is a gauge, written once with `# HELP` and
+//! `# TYPE`, its samples in a fixed order; families without samples are left out.
+//! Certificate expiry is `mailprobe_tls_cert_expiry_seconds` (whole days × 86400),
+//! as promtool's lint wants base units.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use super::{MessageReport, Report, Verdict};
+use crate::diagnosis::Severity;
+use crate::phase::Protocol;
+
+/// One metric family: name, help, and samples as (label pairs, value).
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    samples: Vec<(Vec<(&'static str, String)>, f64)>,
+}
+
+impl Family {
+    fn new(name: &'static str, help: &'static str) -> Self {
+        Family {
+            name,
+            help,
+            samples: Vec::new(),
+        }
+    }
+    /// Add a sample; a label set already present keeps its first value.
+    fn add(&mut self, labels: Vec<(&'static str, String)>, value: f64) {
+        if !self.samples.iter().any(|(l, _)| *l == labels) {
+            self.samples.push((labels, value));
+        }
+    }
+    fn write(&self, o: &mut String) {
+        if self.samples.is_empty() {
+            return;
+        }
+        let _ = writeln!(o, "# HELP {} {}", self.name, escape_help(self.help));
+        let _ = writeln!(o, "# TYPE {} gauge", self.name);
+        for (labels, value) in &self.samples {
+            o.push_str(self.name);
+            if !labels.is_empty() {
+                let pairs: Vec<String> = labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+                    .collect();
+                let _ = write!(o, "{{{}}}", pairs.join(","));
+            }
+            let _ = writeln!(o, " {}", number(*value));
+        }
+    }
+}
+
+pub fn render(report: &Report) -> Vec<u8> {
+    let mut success = Family::new(
+        "mailprobe_success",
+        "Whether the mail check was healthy (1) or not (0).",
+    );
+    success.add(vec![], bool_value(report.verdict == Verdict::Healthy));
+
+    let mut verdict = Family::new(
+        "mailprobe_verdict",
+        "The verdict of the mail check: 1 for the current verdict, 0 for the others.",
+    );
+    for v in [Verdict::Healthy, Verdict::Degraded, Verdict::Failing] {
+        verdict.add(
+            vec![("verdict", v.as_str().to_string())],
+            bool_value(report.verdict == v),
+        );
+    }
+
+    let mut phases = Family::new(
+        "mailprobe_phase_duration_seconds",
+        "Duration of one protocol phase for one probe message.",
+    );
+    let mut delivery = Family::new(
+        "mailprobe_delivery_seconds",
+        "Time from SMTP acceptance until the retrieval protocol saw the message.",
+    );
+    let mut message_ok = Family::new(
+        "mailprobe_message_ok",
+        "Whether the protocol handled the probe message (sent, or found and verified).",
+    );
+    let mut expiry: BTreeMap<Protocol, i64> = BTreeMap::new();
+    for m in &report.messages {
+        let size = message_label(m);
+        let results = std::iter::once((Protocol::Smtp, &m.smtp)).chain(m.retrievals());
+        for (protocol, r) in results {
+            let p = protocol.as_str();
+            for (phase, ms) in &r.phases_ms {
+                phases.add(
+                    vec![
+                        ("protocol", p.to_string()),
+                        ("phase", phase.as_str().to_string()),
+                        ("size", size.clone()),
+                    ],
+                    ms / 1000.0,
+                );
+            }
+            if let Some(ms) = r.delivery_ms {
+                delivery.add(
+                    vec![("protocol", p.to_string()), ("size", size.clone())],
+                    ms / 1000.0,
+                );
+            }
+            message_ok.add(
+                vec![("protocol", p.to_string()), ("size", size.clone())],
+                bool_value(r.ok),
+            );
+            if let Some(cert) = r.tls.as_ref().and_then(|t| t.certificate.as_ref()) {
+                let days = expiry.entry(protocol).or_insert(cert.days_to_expiry);
+                *days = (*days).min(cert.days_to_expiry);
+            }
+        }
+    }
+
+    let mut diagnosis = Family::new(
+        "mailprobe_diagnosis",
+        "Diagnoses of the mail check: the number found with these labels.",
+    );
+    let mut counts: Vec<(Vec<(&'static str, String)>, f64)> = Vec::new();
+    for d in &report.diagnoses {
+        let labels = vec![
+            ("code", d.code.as_str().to_string()),
+            (
+                "severity",
+                match d.severity {
+                    Severity::Degraded => "degraded",
+                    Severity::Failing => "failing",
+                }
+                .to_string(),
+            ),
+            (
+                "cause",
+                d.cause.map(|c| c.as_str().to_string()).unwrap_or_default(),
+            ),
+        ];
+        match counts.iter_mut().find(|(l, _)| *l == labels) {
+            Some((_, n)) => *n += 1.0,
+            None => counts.push((labels, 1.0)),
+        }
+    }
+    for (labels, n) in counts {
+        diagnosis.add(labels, n);
+    }
+
+    // Seconds, not days: Prometheus names use base units (`promtool check metrics`).
+    let mut cert = Family::new(
+        "mailprobe_tls_cert_expiry_seconds",
+        "Seconds until the server certificate expires (the soonest seen, whole days); negative once expired.",
+    );
+    for (protocol, days) in expiry {
+        cert.add(
+            vec![("protocol", protocol.as_str().to_string())],
+            (days * 86_400) as f64,
+        );
+    }
+
+    let mut duration = Family::new(
+        "mailprobe_duration_seconds",
+        "Wall-clock duration of the whole mail check.",
+    );
+    duration.add(vec![], report.duration_ms / 1000.0);
+
+    let mut o = String::new();
+    for family in [
+        success, verdict, phases, delivery, message_ok, diagnosis, cert, duration,
+    ] {
+        family.write(&mut o);
+    }
+    o.into_bytes()
+}
+
+/// `plain` for the plain text message, else the attachment size (`10KiB`, `1MiB`).
+fn message_label(m: &MessageReport) -> String {
+    if m.attachment {
+        crate::units::size_label(m.size_bytes)
+    } else {
+        "plain".to_string()
+    }
+}
+
+fn bool_value(b: bool) -> f64 {
+    if b { 1.0 } else { 0.0 }
+}
+
+/// A sample value: Go-style special values, otherwise the shortest exact decimal.
+fn number(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else {
+        // Round away float noise from ms → s (durations are kept to the microsecond).
+        let rounded = (v * 1e9).round() / 1e9;
+        format!("{rounded}")
+    }
+}
+
+/// Label values escape backslash, double quote and line feed.
+fn escape_label(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+/// HELP text escapes backslash and line feed.
+fn escape_help(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{escape_label, number, render};
+
+    use crate::diagnosis::{Cause, Code, Diagnosis, Severity};
+    use crate::error::{ErrorKind, ProbeError};
+    use crate::phase::{Phase, Phases, Protocol};
+    use crate::prober::ProtocolResult;
+    use crate::report::{Cleanup, MessageReport, Report, Target, Verdict};
+    use crate::tls::{CertificateInfo, TlsInfo};
+
+    fn phases(list: &[(Phase, f64)]) -> Phases {
+        list.iter().copied().collect()
+    }
+
+    fn tls(days: i64) -> Option<TlsInfo> {
+        Some(TlsInfo {
+            version: "TLSv1.3".into(),
+            cipher: "TLS13_AES_256_GCM_SHA384".into(),
+            verified: true,
+            verify_error: None,
+            certificate: Some(CertificateInfo {
+                subject: "CN=h".into(),
+                issuer: "CN=ca".into(),
+                sans: vec!["h".into()],
+                not_before: "2026-01-01T00:00:00Z".into(),
+                not_after: "2027-01-01T00:00:00Z".into(),
+                days_to_expiry: days,
+            }),
+        })
+    }
+
+    fn sent(list: &[(Phase, f64)]) -> ProtocolResult {
+        let phases_ms = phases(list);
+        ProtocolResult {
+            ok: true,
+            accepted: Some(true),
+            total_ms: phases_ms.values().sum(),
+            phases_ms,
+            ..Default::default()
+        }
+    }
+
+    fn fetched(list: &[(Phase, f64)], delivery_ms: f64, days: i64) -> ProtocolResult {
+        let phases_ms = phases(list);
+        ProtocolResult {
+            ok: true,
+            found: Some(true),
+            verified: Some(true),
+            total_ms: phases_ms.values().sum(),
+            phases_ms,
+            delivery_ms: Some(delivery_ms),
+            tls: tls(days),
+            ..Default::default()
+        }
+    }
+
+    fn message(
+        size: u64,
+        smtp: ProtocolResult,
+        imap: ProtocolResult,
+        pop3: ProtocolResult,
+    ) -> MessageReport {
+        MessageReport {
+            probe_id: format!("mailprobe-1-{size:x}"),
+            size_bytes: size,
+            attachment: size > 0,
+            encoded_bytes: size * 4 / 3 + 800,
+            smtp,
+            imap: Some(imap),
+            pop3: Some(pop3),
+        }
+    }
+
+    /// Plain mail gets through; 1 MiB is altered over IMAP and never reaches POP3;
+    /// 5 MiB is refused by SMTP.
+    fn sample() -> Report {
+        let plain = message(
+            0,
+            sent(&[
+                (Phase::Connect, 12.5),
+                (Phase::Ehlo, 3.0),
+                (Phase::Data, 66.0),
+            ]),
+            fetched(
+                &[
+                    (Phase::Connect, 10.0),
+                    (Phase::Login, 20.0),
+                    (Phase::Fetch, 5.0),
+                ],
+                340.0,
+                30,
+            ),
+            fetched(&[(Phase::Connect, 11.0), (Phase::Stat, 2.0)], 1200.25, 29),
+        );
+        let mut altered = fetched(&[(Phase::Fetch, 40.0)], 500.0, 30);
+        altered.ok = false;
+        altered.verified = Some(false);
+        altered.verification = Some(crate::verify::Verification {
+            verified: false,
+            bytes: 100,
+            problems: vec!["the attachment was renamed".into()],
+            attachment: None,
+        });
+        altered.error = Some(
+            ProbeError::new(ErrorKind::Altered, "the attachment was renamed")
+                .at(Protocol::Imap, Phase::Fetch),
+        );
+        let missing = ProtocolResult {
+            found: Some(false),
+            error: Some(
+                ProbeError::new(
+                    ErrorKind::NotDelivered,
+                    "not in the mailbox 8 s after the server accepted it",
+                )
+                .at(Protocol::Pop3, Phase::Delivery),
+            ),
+            ..Default::default()
+        };
+        let one_mib = message(
+            1 << 20,
+            sent(&[(Phase::Connect, 9.0), (Phase::Data, 900.0)]),
+            altered,
+            missing,
+        );
+        let skipped = ProtocolResult {
+            skipped: Some("SMTP did not accept the message".into()),
+            ..Default::default()
+        };
+        let refused = ProtocolResult {
+            accepted: Some(false),
+            phases_ms: phases(&[(Phase::Connect, 8.0)]),
+            total_ms: 8.0,
+            error: Some(
+                ProbeError::new(
+                    ErrorKind::Rejected,
+                    "552 5.3.4 Message size exceeds fixed limit",
+                )
+                .at(Protocol::Smtp, Phase::Data),
+            ),
+            ..Default::default()
+        };
+        let five_mib = message(5 << 20, refused, skipped.clone(), skipped);
+        let messages = vec![plain, one_mib, five_mib];
+        Report {
+            mailprobe_version: "0.1.0".into(),
+            started_at: "2026-11-25T00:00:00Z".into(),
+            duration_ms: 4321.5,
+            verdict: Verdict::Failing,
+            summary: "attachments fail: 5 MiB is refused".into(),
+            target: Target {
+                smtp: "smtp://h:587".into(),
+                imap: Some("imaps://h:993".into()),
+                pop3: Some("pop3s://h:995".into()),
+                from: "a@h".into(),
+                to: "a@h".into(),
+                sizes: messages.iter().map(|m| m.size_bytes).collect(),
+                insecure: false,
+            },
+            smtp_server: None,
+            messages,
+            size_limit: None,
+            diagnoses: vec![
+                Diagnosis {
+                    code: Code::AttachmentsFail,
+                    severity: Severity::Failing,
+                    summary: "Attachments fail: \"<&>'\nsecond line | x".into(),
+                    cause: Some(Cause::SizeLimit),
+                    protocol: Some(Protocol::Smtp),
+                    evidence: vec!["5 MiB: 552 <too big>".into()],
+                    hints: vec!["raise message_size_limit & retry".into()],
+                },
+                Diagnosis {
+                    code: Code::Slow,
+                    severity: Severity::Degraded,
+                    summary: "POP3 delivery is slow".into(),
+                    cause: None,
+                    protocol: Some(Protocol::Pop3),
+                    evidence: Vec::new(),
+                    hints: Vec::new(),
+                },
+            ],
+            cleanup: Cleanup::default(),
+        }
+    }
+
+    /// Compare with the reviewed snapshot; `MAILPROBE_BLESS=1` rewrites it.
+    fn snapshot(name: &str, expected: &str, got: &str) {
+        if std::env::var_os("MAILPROBE_BLESS").is_some() {
+            let path = format!("{}/tests/snapshots/{name}", env!("CARGO_MANIFEST_DIR"));
+            std::fs::write(path, got).unwrap();
+            return;
+        }
+        assert_eq!(got, expected, "snapshot tests/snapshots/{name} differs");
+    }
+    #[test]
+    fn snapshot_matches() {
+        let got = String::from_utf8(render(&sample())).unwrap();
+        snapshot(
+            "prometheus.txt",
+            include_str!("../../tests/snapshots/prometheus.txt"),
+            &got,
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label("a\"<&>\\\nb"), "a\\\"<&>\\\\\\nb");
+        assert_eq!(number(0.066000000000001), "0.066");
+        assert_eq!(number(f64::NAN), "NaN");
+        assert_eq!(number(f64::INFINITY), "+Inf");
+        assert_eq!(number(-3.0), "-3");
+    }
+
+    #[test]
+    fn every_family_once_and_well_formed() {
+        let mut r = sample();
+        r.verdict = Verdict::Healthy;
+        let out = String::from_utf8(render(&r)).unwrap();
+        assert!(
+            out.contains("\nmailprobe_success 1\n") || out.starts_with("# HELP mailprobe_success")
+        );
+        let mut names = Vec::new();
+        for line in out.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert_eq!(kind, "gauge");
+                assert!(!names.contains(&name.to_string()), "{name} twice");
+                names.push(name.to_string());
+            } else if !line.starts_with("# HELP ") {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert_eq!(
+                    Some(&name.to_string()),
+                    names.last(),
+                    "{line}: sample outside its family"
+                );
+                let value = line.rsplit(' ').next().unwrap();
+                assert!(value.parse::<f64>().is_ok(), "{line}");
+            }
+        }
+        assert!(out.ends_with('\n'));
+    }
+}
