@@ -4,7 +4,8 @@
 # private instance with its own configuration, started WITHOUT systemd.
 #
 # Usage: scripts/testserver.sh install|start|stop|status|run|env|reset-config
-#                              |postconf KEY=VALUE...
+#                              |postconf KEY=VALUE...|checks KIND RULE...
+#                              |pop3 on|off|purge-queue ADDRESS...
 #
 #   install       install the Debian packages only (used by start and Docker)
 #   start         install if needed, configure, start, wait for every greeting
@@ -16,7 +17,20 @@
 #   env           print `export` lines for the endpoints:
 #                 eval "$(scripts/testserver.sh env)"
 #   postconf K=V  set Postfix main.cf parameters of the test instance, reload
-#   reset-config  rewrite the pristine configuration, reload
+#   reset-config  rewrite the pristine configuration, reload (also undoes
+#                 'checks' and 'pop3 off')
+#   checks KIND RULE...
+#                 fault injection: write the regexp table
+#                 etc/postfix/fault-KIND_checks.regexp with one RULE per line
+#                 and set KIND_checks to it (KIND: header, mime_header,
+#                 nested_header, body), reload; e.g.
+#                 checks mime_header '/^Content-Disposition:.*attachment/ HOLD'
+#   pop3 on|off   fault injection: remove POP3 (and POP3S) from Dovecot's
+#                 protocols, or add them back; waits until the port is closed
+#                 or answers again
+#   purge-queue ADDRESS...
+#                 delete every message in the test instance's queues (hold,
+#                 deferred, active, incoming) with one of these recipients
 #
 # Nothing here touches the distribution's own instances: Postfix runs with
 # `postfix -c $MAILPROBE_TEST_DIR/etc/postfix` and Dovecot with
@@ -90,13 +104,19 @@ need_root() {
 }
 
 # Serialise state-changing subcommands: parallel test jobs may call `start`
-# at the same time.
+# at the same time. The lock is fd 9 of this shell; daemons are started with
+# fd 9 closed (see start_dovecot/start_postfix), otherwise they would inherit
+# the open lock file and hold the lock for their whole life.
 take_lock() {
     mkdir -p "$STATE_DIR"
     chmod 0755 "$STATE_DIR"
     exec 9>"$STATE_DIR/.lock"
-    flock 9
+    if ! flock -w 120 9; then
+        die "could not lock $STATE_DIR/.lock within 120 s (another $SCRIPT_NAME running?)"
+    fi
 }
+
+release_lock() { exec 9>&-; }
 
 show_logs() {
     local f
@@ -300,7 +320,7 @@ wait_ready() {
         fi
         if ((SECONDS >= deadline)); then
             log "not ready after ${START_TIMEOUT}s; not answering:"
-            printf '  %s\n' $missing >&2
+            printf '  %s\n' "${missing//$'\n'/$'\n'  }" >&2
             show_logs
             die "test mail server did not come up"
         fi
@@ -468,6 +488,10 @@ queue_run_delay = 10s
 minimal_backoff_time = 10s
 maximal_backoff_time = 60s
 delay_warning_time = 0
+# smtpd on the SMTPS port exits when Dovecot's auth socket is missing (e.g.
+# Dovecot restarting); the master then throttles the service for 60 s by
+# default. Retry quickly instead.
+service_throttle_time = 2s
 
 # TLS: STARTTLS offered on port $SMTP_PORT, required on submission.
 smtpd_tls_cert_file = $CERT_FILE
@@ -667,7 +691,7 @@ start_dovecot() {
     ensure_ports_free "$IMAP_PORT" "$IMAPS_PORT" "$POP3_PORT" "$POP3S_PORT"
     # Check the syntax first: 'doveconf -n' gives a clearer message.
     doveconf -c "$DC_CONF" -n >/dev/null || die "invalid Dovecot configuration $DC_CONF"
-    dovecot -c "$DC_CONF" || { show_logs; die "dovecot failed to start"; }
+    dovecot -c "$DC_CONF" 9>&- || { show_logs; die "dovecot failed to start"; }
 }
 
 start_postfix() {
@@ -677,7 +701,7 @@ start_postfix() {
     fi
     ensure_ports_free "$SMTP_PORT" "$SUBMISSION_PORT" "$SMTPS_PORT"
     # 'postfix start' creates the queue directory tree and fixes permissions.
-    postfix -c "$PF_DIR" start >/dev/null 2>&1 || { show_logs; die "postfix failed to start (postfix -c $PF_DIR check)"; }
+    postfix -c "$PF_DIR" start >/dev/null 2>&1 9>&- || { show_logs; die "postfix failed to start (postfix -c $PF_DIR check)"; }
 }
 
 stop_postfix() {
@@ -813,6 +837,7 @@ cmd_start() {
     check_dovecot_version
     take_lock
     if postfix_running && dovecot_running && check_ports >/dev/null; then
+        release_lock
         print_ready
         return 0
     fi
@@ -825,6 +850,7 @@ cmd_start() {
     start_dovecot
     start_postfix
     wait_ready
+    release_lock
     print_ready
 }
 
@@ -843,7 +869,7 @@ cmd_status() {
         return 0
     fi
     echo "mailprobe test mail server is not (fully) up; not answering:"
-    printf '  %s\n' $missing
+    printf '  %s\n' "${missing//$'\n'/$'\n'  }"
     return 1
 }
 
@@ -869,10 +895,95 @@ cmd_reset_config() {
     ensure_password
     ensure_certs
     ensure_maildirs
+    rm -f "$PF_DIR"/fault-*_checks.regexp
     write_config
     reload_postfix
-    if dovecot_running; then dovecot -c "$DC_CONF" reload; fi
+    if dovecot_running; then
+        dovecot -c "$DC_CONF" reload
+        # A reload after 'pop3 off' reopens the POP3 listeners: wait for them.
+        wait_greeting "$POP3_PORT" '+OK' QUIT 50 ||
+            log "warning: pop3 port not answering after reload"
+    fi
     log "pristine configuration restored"
+}
+
+# Wait until a plain port answers with its greeting (tries x 0.1 s).
+wait_greeting() { # port expected-prefix quit-command tries
+    local i
+    for ((i = 0; i < $4; i++)); do
+        plain_greeting "$1" "$2" "$3" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# Fault injection: Postfix header/body checks from a regexp table of ours.
+cmd_checks() {
+    need_root
+    (($# >= 2)) || die "usage: $SCRIPT_NAME checks header|mime_header|nested_header|body RULE..."
+    local kind=$1 table
+    shift
+    case $kind in
+        header | mime_header | nested_header | body) ;;
+        *) die "checks: unknown kind '$kind' (header, mime_header, nested_header, body)" ;;
+    esac
+    [[ -f $PF_DIR/main.cf ]] || die "no test configuration yet; run '$SCRIPT_NAME start' first"
+    take_lock
+    table=$PF_DIR/fault-${kind}_checks.regexp
+    printf '%s\n' "$@" >"$table.tmp"
+    chmod 0644 "$table.tmp"
+    mv "$table.tmp" "$table"
+    postconf -c "$PF_DIR" -e "${kind}_checks=regexp:$table"
+    reload_postfix
+    log "${kind}_checks: $*"
+}
+
+# Fault injection: stop or restart only Dovecot's POP3 listeners.
+cmd_pop3() {
+    need_root
+    local want=${1:-}
+    [[ $want == on || $want == off ]] || die "usage: $SCRIPT_NAME pop3 on|off"
+    [[ -f $DC_CONF ]] || die "no test configuration yet; run '$SCRIPT_NAME start' first"
+    dovecot_running || die "dovecot is not running"
+    take_lock
+    local protocols=imap
+    [[ $want == on ]] && protocols="imap pop3"
+    sed -i "s/^protocols = .*/protocols = $protocols lmtp/" "$DC_CONF"
+    dovecot -c "$DC_CONF" reload
+    local i
+    if [[ $want == off ]]; then
+        for ((i = 0; i < 50; i++)); do
+            port_accepts "$POP3_PORT" || { log "pop3 listeners stopped"; return 0; }
+            sleep 0.1
+        done
+        die "pop3 port $POP3_PORT still accepts connections"
+    fi
+    wait_greeting "$POP3_PORT" '+OK' QUIT 50 || die "pop3 port $POP3_PORT does not answer"
+    log "pop3 listeners started"
+}
+
+# Delete queued messages of the test instance addressed to these recipients.
+cmd_purge_queue() {
+    need_root
+    (($#)) || die "usage: $SCRIPT_NAME purge-queue ADDRESS..."
+    [[ -d $PF_DIR ]] || return 0
+    postfix_running || return 0
+    local line id addr ids=() want
+    while IFS= read -r line; do
+        [[ $line =~ \"queue_id\":\ *\"([0-9A-Za-z]+)\" ]] || continue
+        id=${BASH_REMATCH[1]}
+        for want in "$@"; do
+            addr=${want,,}
+            if [[ ${line,,} == *"\"address\": \"$addr\""* || ${line,,} == *"\"address\":\"$addr\""* ]]; then
+                ids+=("$id")
+                break
+            fi
+        done
+    done < <(postqueue -c "$PF_DIR" -j 2>/dev/null || true)
+    if ((${#ids[@]})); then
+        printf '%s\n' "${ids[@]}" | postsuper -c "$PF_DIR" -d - >/dev/null 2>&1 || true
+        log "deleted ${#ids[@]} queued message(s) for $*"
+    fi
 }
 
 # A reload lets new connections use the new main.cf; idle smtpd processes of
@@ -893,7 +1004,7 @@ cmd_run() {
     cmd_start
     # Keep the container alive and its log visible; stop cleanly on TERM.
     trap 'cmd_stop; exit 0' TERM INT
-    tail -n 0 -F "$PF_LOG" "$DC_LOG" &
+    tail -n 0 -F "$PF_LOG" "$DC_LOG" 9>&- &
     wait $! || true
 }
 
@@ -913,6 +1024,9 @@ main() {
         env) print_env ;;
         postconf) cmd_postconf "$@" ;;
         reset-config) cmd_reset_config ;;
+        checks) cmd_checks "$@" ;;
+        pop3) cmd_pop3 "$@" ;;
+        purge-queue) cmd_purge_queue "$@" ;;
         -h | --help | help) usage ;;
         *) usage >&2; exit 2 ;;
     esac
