@@ -39,6 +39,7 @@
 set -euo pipefail
 
 SELF=$(readlink -f -- "${BASH_SOURCE[0]}")
+ORIGINAL_ARGS=("$@")
 SCRIPT_NAME=$(basename -- "$SELF")
 
 # ---------------------------------------------------------------------------
@@ -60,7 +61,9 @@ EXTRA_CERT_NAMES=${MAILPROBE_TEST_CERT_NAMES:-}
 
 DOMAIN=mailprobe.test
 MAIL_HOSTNAME=mail.$DOMAIN
-USERS=(probe $(for i in $(seq -w 1 16); do printf 'test%s ' "$i"; done))
+USERS=(probe)
+for i in $(seq -w 1 16); do USERS+=("test$i"); done
+unset i
 VMAIL_USER=vmail
 PACKAGES=(postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd openssl)
 
@@ -100,7 +103,12 @@ log() { printf '%s: %s\n' "$SCRIPT_NAME" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 need_root() {
-    [[ $(id -u) -eq 0 ]] || die "must run as root (installs packages, binds ports, owns mail)"
+    [[ $(id -u) -eq 0 ]] && return 0
+    # A user on a fresh machine: re-run through sudo rather than fail.
+    if command -v sudo >/dev/null 2>&1; then
+        exec sudo --preserve-env "$SELF" "${ORIGINAL_ARGS[@]}"
+    fi
+    die "must run as root (installs packages, binds ports, owns mail); sudo is not installed"
 }
 
 # Serialise state-changing subcommands: parallel test jobs may call `start`
@@ -205,20 +213,36 @@ pid_alive_file() { # pidfile
 
 pid_from_file() { local pid; read -r pid <"$1"; echo "${pid//[[:space:]]/}"; }
 
-# All descendants of a pid (children first level, then theirs...).
+# ppid of a process, read with builtins only (this runs for every process).
+ppid_of() { # pid
+    local line
+    { IFS= read -r line <"/proc/$1/stat"; } 2>/dev/null || return 1
+    # Field 4 is the ppid; the command name (field 2) may contain spaces and
+    # parentheses, so cut after the last ") ".
+    line=${line##*) }
+    line=${line#* }
+    echo "${line%% *}"
+}
+
+# All descendants of a pid, breadth first, from one pass over /proc.
 descendants() { # pid
-    local parent=$1 stat pid ppid rest
+    local stat pid line c
+    local -A kids=()
     for stat in /proc/[0-9]*/stat; do
-        # Field 4 is the ppid; the command name (field 2) may contain spaces,
-        # so cut after the closing parenthesis.
-        rest=$(cat "$stat" 2>/dev/null) || continue
-        pid=${rest%% *}
-        rest=${rest##*) }
-        read -r _ ppid _ <<<"$rest"
-        if [[ $ppid == "$parent" ]]; then
-            echo "$pid"
-            descendants "$pid"
-        fi
+        pid=${stat#/proc/}
+        pid=${pid%/stat}
+        { IFS= read -r line <"$stat"; } 2>/dev/null || continue
+        line=${line##*) }
+        line=${line#* }
+        kids[${line%% *}]+=" $pid"
+    done
+    local queue=("$1")
+    while ((${#queue[@]})); do
+        for c in ${kids[${queue[0]}]:-}; do
+            echo "$c"
+            queue+=("$c")
+        done
+        queue=("${queue[@]:1}")
     done
 }
 
@@ -741,14 +765,13 @@ stop_dovecot() {
 # they carry our unique config path in their environment.
 kill_orphans() { # NAME=VALUE
     local marker=$1 envf pid found=()
-    for envf in /proc/[0-9]*/environ; do
+    # One grep over all environments (NUL-separated entries, exact match).
+    while IFS= read -r envf; do
         pid=${envf#/proc/}
         pid=${pid%/environ}
         [[ $pid == "$$" || $pid == "$BASHPID" ]] && continue
-        if tr '\0' '\n' <"$envf" 2>/dev/null | grep -qxF -- "$marker"; then
-            found+=("$pid")
-        fi
-    done
+        found+=("$pid")
+    done < <(grep -lzxF -- "$marker" /proc/[0-9]*/environ 2>/dev/null || true)
     if ((${#found[@]})); then
         log "killing leftover processes (${marker%%=*}): ${found[*]}"
         kill_pids "${found[@]}"
@@ -759,19 +782,15 @@ kill_orphans() { # NAME=VALUE
 # the title starts with "dovecot-$DC_INSTANCE/" (instance_name). Children
 # whose parent is no longer a Dovecot master are leftovers of ours.
 kill_dovecot_orphans() {
-    local cmdf pid title ppid rest parent found=()
-    for cmdf in /proc/[0-9]*/cmdline; do
+    local cmdf pid ppid parent found=()
+    while IFS= read -r cmdf; do
         pid=${cmdf#/proc/}
         pid=${pid%/cmdline}
-        title=$(tr '\0' ' ' <"$cmdf" 2>/dev/null) || continue
-        [[ $title == "dovecot-$DC_INSTANCE/"* ]] || continue
-        rest=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-        rest=${rest##*) }
-        read -r _ ppid _ <<<"$rest"
-        parent=$(tr '\0' ' ' <"/proc/$ppid/cmdline" 2>/dev/null || true)
+        ppid=$(ppid_of "$pid") || continue
+        parent=$({ tr '\0' ' ' <"/proc/$ppid/cmdline"; } 2>/dev/null || true)
         [[ $parent == */dovecot\ * ]] && continue
         found+=("$pid")
-    done
+    done < <(grep -laE -- "^dovecot-$DC_INSTANCE/" /proc/[0-9]*/cmdline 2>/dev/null || true)
     if ((${#found[@]})); then
         log "killing leftover Dovecot processes: ${found[*]}"
         kill_pids "${found[@]}"
@@ -1003,9 +1022,11 @@ reload_postfix() {
 cmd_run() {
     cmd_start
     # Keep the container alive and its log visible; stop cleanly on TERM.
-    trap 'cmd_stop; exit 0' TERM INT
+    local tail_pid
     tail -n 0 -F "$PF_LOG" "$DC_LOG" 9>&- &
-    wait $! || true
+    tail_pid=$!
+    trap 'kill "$tail_pid" 2>/dev/null || true; cmd_stop; exit 0' TERM INT
+    wait "$tail_pid" || true
 }
 
 usage() {
