@@ -119,7 +119,11 @@ pub async fn run_check(settings: Settings) -> Result<Report, ProbeError> {
         size_limit,
         diagnoses: Vec::new(),
     };
-    diagnosis::apply(&mut report, &diagnosis::Thresholds::default());
+    let thresholds = diagnosis::Thresholds {
+        cert_warn_days: s.cert_warn_days,
+        ..Default::default()
+    };
+    diagnosis::apply(&mut report, &thresholds);
     Ok(report)
 }
 
@@ -127,6 +131,7 @@ fn take_result(watch: &WatchOutcome, index: usize) -> prober::ProtocolResult {
     watch
         .results
         .get(&index)
+        .or(watch.unreached.as_ref())
         .cloned()
         .unwrap_or_else(|| prober::ProtocolResult {
             skipped: Some("SMTP did not accept the message".into()),

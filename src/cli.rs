@@ -23,6 +23,9 @@ pub struct Cli {
 pub enum Command {
     /// Send the size ladder, read it back, verify, clean up, and report.
     Check(CheckArgs),
+    /// Delete leftover probe messages (found by probe id, older than a given age)
+    /// over IMAP and POP3; nothing else in the mailbox is touched.
+    Cleanup(CleanupArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
@@ -96,6 +99,20 @@ pub struct CheckArgs {
     /// Accept any TLS certificate. The report says so.
     #[arg(long)]
     pub insecure: bool,
+    /// Warn (degraded) when a certificate expires within this many days (default 14).
+    #[arg(long, value_name = "DAYS")]
+    pub cert_warn_days: Option<i64>,
+
+    /// Probe a mail domain instead of --smtp: find its MX hosts in DNS, check SMTP
+    /// on each (no SMTP AUTH) and run the ladder through the first reachable one.
+    #[arg(long, value_name = "DOMAIN", conflicts_with = "smtp")]
+    pub domain: Option<String>,
+    /// DNS server for --domain lookups, IP:PORT (default: the system resolver).
+    #[arg(long, value_name = "IP:PORT", requires = "domain")]
+    pub resolver: Option<String>,
+    /// SMTP port on each MX (default 25).
+    #[arg(long, value_name = "PORT", requires = "domain")]
+    pub mx_port: Option<u16>,
 
     #[arg(long, value_name = "DURATION")]
     pub connect_timeout: Option<String>,
@@ -120,4 +137,15 @@ pub struct CheckArgs {
     /// Print nothing on standard output (exit code and --output files only).
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CleanupArgs {
+    /// Mailbox settings as for `check` (no SMTP endpoint is needed).
+    #[command(flatten)]
+    pub mailbox: CheckArgs,
+    /// Only delete probe messages sent at least this long ago (a probe still
+    /// running elsewhere keeps its fresh messages).
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    pub older_than: String,
 }

@@ -90,6 +90,8 @@ pub struct Settings {
     pub poll_interval: Duration,
     /// Find the real size limit by bisection when a rung hits it.
     pub bisect: bool,
+    /// A certificate expiring within this many days is a warning.
+    pub cert_warn_days: i64,
 }
 
 impl Settings {
@@ -148,6 +150,7 @@ pub struct Profile {
     pub allow_plaintext_login: Option<bool>,
     pub poll_interval: Option<String>,
     pub bisect: Option<bool>,
+    pub cert_warn_days: Option<i64>,
     #[serde(default)]
     pub timeouts: TimeoutProfile,
 }
@@ -220,6 +223,15 @@ fn pick_source(env: Option<&String>, file: Option<&PathBuf>) -> Option<PasswordS
 
 /// Merge flags over the profile and validate. Errors are usage errors (exit 3).
 pub fn resolve(args: &CheckArgs) -> Result<Settings, String> {
+    resolve_for(args, true)
+}
+
+/// Settings for the mailbox side only (`cleanup`): no SMTP endpoint needed.
+pub fn resolve_mailbox(args: &CheckArgs) -> Result<Settings, String> {
+    resolve_for(args, false)
+}
+
+fn resolve_for(args: &CheckArgs, need_smtp: bool) -> Result<Settings, String> {
     let profile = match &args.profile {
         Some(path) => Profile::load(path)?,
         None => Profile::default(),
@@ -241,8 +253,17 @@ pub fn resolve(args: &CheckArgs) -> Result<Settings, String> {
             })
             .transpose()
     };
-    let smtp = endpoint(&args.smtp, &profile.smtp, Protocol::Smtp)?
-        .ok_or("no SMTP endpoint: give --smtp smtp://host:587 or a profile with smtp = \"...\"")?;
+    let smtp = match endpoint(&args.smtp, &profile.smtp, Protocol::Smtp)? {
+        Some(e) => e,
+        // Never contacted: the mailbox side does not send.
+        None if !need_smtp => Endpoint::parse("smtp://unused.invalid", policy)?,
+        None => {
+            return Err(
+                "no SMTP endpoint: give --smtp smtp://host:587 or a profile with smtp = \"...\""
+                    .into(),
+            );
+        }
+    };
     let smtp_only = args.smtp_only;
     let imap = if smtp_only {
         None
@@ -295,7 +316,7 @@ pub fn resolve(args: &CheckArgs) -> Result<Settings, String> {
             password: read_password(&source)?,
         }))
     };
-    let smtp_login = login_for(Protocol::Smtp, !args.no_smtp_auth)?;
+    let smtp_login = login_for(Protocol::Smtp, need_smtp && !args.no_smtp_auth)?;
     let imap_login = login_for(Protocol::Imap, imap.is_some())?;
     let pop3_login = login_for(Protocol::Pop3, pop3.is_some())?;
     for (endpoint, login) in [(&imap, &imap_login), (&pop3, &pop3_login)] {
@@ -390,6 +411,10 @@ pub fn resolve(args: &CheckArgs) -> Result<Settings, String> {
             || profile.allow_plaintext_login.unwrap_or(false),
         poll_interval,
         bisect: args.bisect || profile.bisect.unwrap_or(false),
+        cert_warn_days: args
+            .cert_warn_days
+            .or(profile.cert_warn_days)
+            .unwrap_or(crate::diagnosis::Thresholds::default().cert_warn_days),
     })
 }
 

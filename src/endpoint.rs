@@ -37,6 +37,10 @@ pub struct Endpoint {
     pub security: Security,
     pub host: String,
     pub port: u16,
+    /// Connect to this address instead of resolving `host` (an MX's resolved IP);
+    /// `host` stays the name TLS verifies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_to: Option<IpAddr>,
 }
 
 impl Endpoint {
@@ -85,7 +89,14 @@ impl Endpoint {
             },
             host,
             port: url.port().unwrap_or(default_port),
+            connect_to: None,
         })
+    }
+
+    /// What to connect to: the fixed address when there is one, else the host name.
+    pub fn connect_host(&self) -> String {
+        self.connect_to
+            .map_or_else(|| self.host.clone(), |ip| ip.to_string())
     }
 
     /// Whether the host is on this machine, where plain-text logins are harmless.

@@ -75,6 +75,9 @@ pub struct ProbeError {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reply: Option<Reply>,
     pub message: String,
+    /// A failed TLS handshake: the certificate the server presented anyway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Box<crate::tls::TlsInfo>>,
 }
 
 impl ProbeError {
@@ -85,6 +88,7 @@ impl ProbeError {
             phase: None,
             reply: None,
             message: message.into(),
+            tls: None,
         }
     }
 

@@ -16,7 +16,9 @@ pub mod pop3;
 pub mod prober;
 pub mod reply;
 pub mod report;
+pub mod sweep;
 pub mod tls;
+pub mod tls_inspect;
 pub mod units;
 pub mod verify;
 
@@ -30,6 +32,35 @@ pub const EXIT_UNKNOWN: i32 = 3;
 /// printed to stderr with what to do; everything else is in the report.
 pub async fn run(cli: Cli) -> i32 {
     match cli.command {
+        Command::Cleanup(args) => {
+            let settings = match config::resolve_mailbox(&args.mailbox) {
+                Ok(s) => s,
+                Err(e) => return usage_error(&e),
+            };
+            if settings.imap.is_none() && settings.pop3.is_none() {
+                return usage_error("cleanup needs --imap and/or --pop3 (or a profile with them)");
+            }
+            let min_age = match units::parse_duration(&args.older_than) {
+                Ok(d) => d,
+                Err(e) => return usage_error(&e),
+            };
+            match sweep::sweep(settings, min_age).await {
+                Ok(done) => {
+                    for (protocol, id) in &done.deleted {
+                        println!("deleted {id} ({})", protocol.label());
+                    }
+                    for e in &done.errors {
+                        eprintln!("mailprobe: cleanup: {e}");
+                    }
+                    println!(
+                        "{} leftover probe message(s) deleted; nothing else was touched",
+                        done.deleted.len()
+                    );
+                    if done.errors.is_empty() { 0 } else { 2 }
+                }
+                Err(e) => usage_error(&e.to_string()),
+            }
+        }
         Command::Check(args) => {
             let mut outputs: Vec<(Format, Destination)> = Vec::new();
             if !args.quiet {

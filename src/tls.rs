@@ -5,11 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::RootCertStore;
 use serde::{Deserialize, Serialize};
-use tokio_rustls::TlsConnector;
 
 use crate::error::{ErrorKind, ProbeError, ProbeResult};
 use crate::net::{BoxStream, MailStream};
@@ -26,7 +25,6 @@ pub struct TlsSettings {
 /// Built once per run and shared by every connection.
 #[derive(Clone)]
 pub struct TlsClient {
-    connector: TlsConnector,
     verifier: Arc<WebPkiServerVerifier>,
     insecure: bool,
 }
@@ -48,6 +46,9 @@ pub struct TlsInfo {
     pub verified: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify_error: Option<String>,
+    /// Whether a certificate name (SAN) covers the server name, whoever signed it.
+    #[serde(default)]
+    pub name_matches: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub certificate: Option<CertificateInfo>,
 }
@@ -97,21 +98,10 @@ impl TlsClient {
         let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
             .build()
             .map_err(|e| ProbeError::config(format!("cannot build TLS verifier: {e}")))?;
-        let builder = ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ProbeError::config(e.to_string()))?;
-        let config = if settings.insecure {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAnything(provider())))
-                .with_no_client_auth()
-        } else {
-            builder
-                .with_webpki_verifier(Arc::clone(&verifier))
-                .with_no_client_auth()
-        };
+        // Checked once here; each handshake builds its connector (with a recorder
+        // of the presented chain) in `crate::tls_inspect::connector`.
+        crate::tls_inspect::connector(&verifier, settings.insecure)?;
         Ok(TlsClient {
-            connector: TlsConnector::from(Arc::new(config)),
             verifier,
             insecure: settings.insecure,
         })
@@ -129,18 +119,30 @@ impl TlsClient {
     ) -> ProbeResult<(BoxStream, TlsInfo)> {
         let name = ServerName::try_from(host.to_string())
             .map_err(|_| ProbeError::config(format!("{host:?} is not a valid TLS server name")))?;
-        let tls = self
-            .connector
-            .connect(name.clone(), stream)
-            .await
-            .map_err(|e| {
-                let mut err = ProbeError::io(&e);
-                if matches!(err.kind, ErrorKind::Protocol | ErrorKind::Network) {
-                    err.kind = ErrorKind::Tls;
-                }
-                err.message = format!("TLS handshake with {host} failed: {e}");
-                err
-            })?;
+        let (connector, recorder) = crate::tls_inspect::connector(&self.verifier, self.insecure)?;
+        let tls = connector.connect(name.clone(), stream).await.map_err(|e| {
+            let mut err = ProbeError::io(&e);
+            if matches!(err.kind, ErrorKind::Protocol | ErrorKind::Network) {
+                err.kind = ErrorKind::Tls;
+            }
+            err.message = format!("TLS handshake with {host} failed: {e}");
+            // What the server presented, so a failure still names the certificate.
+            if let Some((leaf, intermediates)) = recorder.chain().as_deref().and_then(|c| c.split_first()) {
+                let certificate = describe_certificate(leaf);
+                let verify = self.verifier.verify_server_cert(leaf, intermediates, &name, &[], UnixTime::now());
+                err.tls = Some(Box::new(TlsInfo {
+                    version: String::new(),
+                    cipher: String::new(),
+                    verified: verify.is_ok(),
+                    verify_error: verify.err().map(|e| e.to_string()),
+                    name_matches: certificate
+                        .as_ref()
+                        .is_some_and(|c| crate::tls_inspect::name_matches(&c.sans, host)),
+                    certificate,
+                }));
+            }
+            err
+        })?;
         let (_, session) = tls.get_ref();
         let chain: Vec<CertificateDer<'static>> = session
             .peer_certificates()
@@ -154,6 +156,7 @@ impl TlsClient {
                 .map_err(|e| e.to_string()),
             None => Err("the server presented no certificate".to_string()),
         };
+        let certificate = chain.first().and_then(|leaf| describe_certificate(leaf));
         let info = TlsInfo {
             version: session
                 .protocol_version()
@@ -165,7 +168,10 @@ impl TlsClient {
                 .unwrap_or_default(),
             verified: verify_result.is_ok(),
             verify_error: verify_result.err(),
-            certificate: chain.first().and_then(|leaf| describe_certificate(leaf)),
+            name_matches: certificate
+                .as_ref()
+                .is_some_and(|c| crate::tls_inspect::name_matches(&c.sans, host)),
+            certificate,
         };
         Ok((Box::new(tls), info))
     }
@@ -213,51 +219,4 @@ fn rfc3339(t: x509_parser::time::ASN1Time) -> String {
     t.to_datetime()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.to_string())
-}
-
-/// The explicit opt-out: accepts any certificate (the handshake still checks the
-/// signatures, so the session is at least with the key-holder of what was shown).
-#[derive(Debug)]
-struct AcceptAnything(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnything {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }

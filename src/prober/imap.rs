@@ -11,10 +11,12 @@ use async_imap::Session;
 use futures::TryStreamExt;
 use tokio::io::{AsyncBufRead, AsyncWrite, BufReader};
 
-use super::{Accepted, Context, Locator, Mailbox};
+use super::{Accepted, Context, Locator, Mailbox, Wanted};
 use crate::endpoint::{Security, StarttlsPolicy};
 use crate::error::{ErrorKind, ProbeError, ProbeResult};
-use crate::message::{PROBE_HEADER, Verification, Verifier, header_probe_id, is_probe_id};
+use crate::message::{
+    PROBE_HEADER, PROBE_ID_PREFIX, Verification, Verifier, header_probe_id, is_probe_id,
+};
 use crate::net::{self, BoxStream, read_line_bounded, write_all_flush};
 use crate::phase::{Phase, PhaseClock, Phases, Protocol};
 use crate::reply::Reply;
@@ -33,11 +35,27 @@ fn from_imap(err: async_imap::error::Error) -> ProbeError {
     use async_imap::error::Error;
     match err {
         Error::Io(e) => ProbeError::io(&e),
-        Error::No(text) => ProbeError::rejected(Reply::textual(format!("NO {text}"))),
-        Error::Bad(text) => ProbeError::rejected(Reply::textual(format!("BAD {text}"))),
+        Error::No(text) => ProbeError::rejected(Reply::textual(format!("NO {}", status_text(&text)))),
+        Error::Bad(text) => {
+            ProbeError::rejected(Reply::textual(format!("BAD {}", status_text(&text))))
+        }
         Error::ConnectionLost => ProbeError::closed(),
         Error::Parse(e) => ProbeError::protocol_violation(format!("unparsable IMAP response: {e}")),
         other => ProbeError::new(ErrorKind::Protocol, other.to_string()),
+    }
+}
+
+/// async-imap hands NO/BAD text over in its own debug form
+/// (`code: None, info: Some("[AUTHENTICATIONFAILED] Authentication failed.")`):
+/// keep only the server's words.
+pub fn status_text(raw: &str) -> String {
+    match raw.split_once("info: Some(\"") {
+        Some((_, rest)) => rest
+            .strip_suffix("\")")
+            .unwrap_or(rest)
+            .replace("\\\"", "\"")
+            .replace("\\\\", "\\"),
+        None => raw.to_string(),
     }
 }
 
@@ -143,7 +161,7 @@ impl ImapMailbox {
             .run(
                 Phase::Connect,
                 t.connect,
-                net::connect(&endpoint.host, endpoint.port, t.connect),
+                net::connect(&endpoint.connect_host(), endpoint.port, t.connect),
             )
             .await?;
         let mut stream: BoxStream = Box::new(tcp);
@@ -306,24 +324,24 @@ impl Mailbox for ImapMailbox {
     async fn find(
         &mut self,
         ctx: &Context,
-        probe_ids: &[&str],
+        wanted: Wanted<'_>,
     ) -> ProbeResult<HashMap<String, Locator>> {
         let limit = ctx.settings.timeouts.command;
         let session = &mut self.session;
+        let queries: Vec<String> = match wanted {
+            // Bounded query length: search in batches.
+            Wanted::Ids(ids) => ids.chunks(50).map(search_query).collect(),
+            Wanted::AllProbes => vec![format!("HEADER {PROBE_HEADER} \"{PROBE_ID_PREFIX}\"")],
+        };
         let step = async {
             // NOOP lets the server announce mail that arrived since the last command.
             session.noop().await.map_err(from_imap)?;
             let mut found = HashMap::new();
-            // Bounded query length: search in batches.
-            for batch in probe_ids.chunks(50) {
-                let uids = session
-                    .uid_search(search_query(batch))
-                    .await
-                    .map_err(from_imap)?;
+            for query in queries {
+                let uids = session.uid_search(query).await.map_err(from_imap)?;
                 if uids.is_empty() {
                     continue;
                 }
-                let wanted: HashSet<&str> = batch.iter().copied().collect();
                 let fetches: Vec<_> = session
                     .uid_fetch(
                         uid_set(uids),
@@ -337,7 +355,7 @@ impl Mailbox for ImapMailbox {
                 for f in fetches {
                     // SEARCH HEADER matches substrings: keep exact ids only.
                     if let (Some(uid), Some(id)) = (f.uid, f.header().and_then(header_probe_id))
-                        && wanted.contains(id.as_str())
+                        && wanted.matches(&id)
                     {
                         found.insert(id, Locator::ImapUid(uid));
                     }
@@ -475,6 +493,16 @@ mod tests {
             vec!["IMAP4REV1", "IDLE", "UIDPLUS"]
         );
         assert_eq!(parse_capabilities("* OK ready"), None);
+    }
+
+    #[test]
+    fn status_text_keeps_the_servers_words() {
+        assert_eq!(
+            status_text(r#"code: None, info: Some("[AUTHENTICATIONFAILED] Authentication failed.")"#),
+            "[AUTHENTICATIONFAILED] Authentication failed."
+        );
+        assert_eq!(status_text(r#"code: None, info: Some("say \"hi\"")"#), "say \"hi\"");
+        assert_eq!(status_text("plain words"), "plain words");
     }
 
     #[test]

@@ -63,6 +63,7 @@ impl ProtocolResult {
         ProtocolResult {
             total_ms: phases.values().sum(),
             phases_ms: phases,
+            tls: error.tls.as_deref().cloned(),
             error: Some(error),
             ..Default::default()
         }
@@ -104,6 +105,24 @@ pub enum Locator {
     Pop3 { number: u32, uidl: String },
 }
 
+/// Which probe messages a search is for.
+#[derive(Debug, Clone, Copy)]
+pub enum Wanted<'a> {
+    /// Exactly these probe ids.
+    Ids(&'a [&'a str]),
+    /// Every message carrying a well-formed probe id (the cleanup sweep).
+    AllProbes,
+}
+
+impl Wanted<'_> {
+    pub fn matches(&self, id: &str) -> bool {
+        match self {
+            Wanted::Ids(ids) => ids.contains(&id),
+            Wanted::AllProbes => crate::message::is_probe_id(id),
+        }
+    }
+}
+
 /// A logged-in mailbox session of a retrieval protocol.
 pub trait Mailbox: Sized {
     const PROTOCOL: Protocol;
@@ -114,11 +133,11 @@ pub trait Mailbox: Sized {
     fn open(
         ctx: &Context,
     ) -> impl Future<Output = Result<(Self, Phases, Option<TlsInfo>), (ProbeError, Phases)>>;
-    /// Find which of `probe_ids` are in the mailbox now.
+    /// Find the wanted probe messages in the mailbox now.
     fn find(
         &mut self,
         ctx: &Context,
-        probe_ids: &[&str],
+        wanted: Wanted<'_>,
     ) -> impl Future<Output = ProbeResult<HashMap<String, Locator>>>;
     /// Fetch one message and verify it while it streams.
     fn fetch(
@@ -221,7 +240,7 @@ pub async fn watch<M: Mailbox>(
             .map(|a| a.expected.probe_id.as_str())
             .collect();
         let search_started = Instant::now();
-        let found = mailbox.find(ctx, &ids).await;
+        let found = mailbox.find(ctx, Wanted::Ids(&ids)).await;
         let search_ms = millis(search_started.elapsed());
         let mut broken = None;
         match found {
@@ -334,11 +353,26 @@ pub async fn watch<M: Mailbox>(
     if let Some((m, _, _)) = session.take() {
         m.close(ctx).await;
     }
-    WatchOutcome { results }
+    // Nothing was accepted, so the mailbox was never asked: check it is reachable
+    // at least, so that an outage of every service shows as one.
+    let unreached = if results.is_empty() {
+        match M::open(ctx).await {
+            Ok((m, _, _)) => {
+                m.close(ctx).await;
+                None
+            }
+            Err((err, phases)) => Some(ProtocolResult::failed(err, phases)),
+        }
+    } else {
+        None
+    };
+    WatchOutcome { results, unreached }
 }
 
 pub struct WatchOutcome {
     pub results: HashMap<usize, ProtocolResult>,
+    /// Set when no message was accepted and the mailbox could not even be opened.
+    pub unreached: Option<ProtocolResult>,
 }
 
 /// Delete this run's messages through `M`: a fresh session that finds them by probe id
@@ -347,9 +381,18 @@ pub async fn cleanup<M: Mailbox>(ctx: &Context, probe_ids: &[&str]) -> ProbeResu
     if probe_ids.is_empty() {
         return Ok(Vec::new());
     }
+    delete_matching::<M>(ctx, Wanted::Ids(probe_ids), &|_| true).await
+}
+
+/// Delete the wanted probe messages that `select` picks, in one fresh session.
+pub async fn delete_matching<M: Mailbox>(
+    ctx: &Context,
+    wanted: Wanted<'_>,
+    select: &dyn Fn(&str) -> bool,
+) -> ProbeResult<Vec<String>> {
     let (mut mailbox, _, _) = M::open(ctx).await.map_err(|(e, _)| e)?;
-    let found = mailbox.find(ctx, probe_ids).await?;
-    let which: Vec<(String, Locator)> = found.into_iter().collect();
+    let found = mailbox.find(ctx, wanted).await?;
+    let which: Vec<(String, Locator)> = found.into_iter().filter(|(id, _)| select(id)).collect();
     let deleted = if which.is_empty() {
         Vec::new()
     } else {

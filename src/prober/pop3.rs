@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::{Accepted, Context, Locator, Mailbox};
+use super::{Accepted, Context, Locator, Mailbox, Wanted};
 use crate::endpoint::{Security, StarttlsPolicy};
 use crate::error::{ErrorKind, ProbeError, ProbeResult};
 use crate::message::{Verification, Verifier, header_probe_id, is_probe_id};
@@ -50,7 +50,7 @@ impl Pop3Mailbox {
             .run(
                 Phase::Connect,
                 t.connect,
-                net::connect(&endpoint.host, endpoint.port, t.connect),
+                net::connect(&endpoint.connect_host(), endpoint.port, t.connect),
             )
             .await?;
         let mut stream: BoxStream = Box::new(tcp);
@@ -146,7 +146,7 @@ impl Mailbox for Pop3Mailbox {
     async fn find(
         &mut self,
         ctx: &Context,
-        probe_ids: &[&str],
+        wanted: Wanted<'_>,
     ) -> ProbeResult<HashMap<String, Locator>> {
         let limit = ctx.settings.timeouts.command;
         let client = self.client()?;
@@ -173,7 +173,7 @@ impl Mailbox for Pop3Mailbox {
                     }
                 };
                 if let Some(id) = id
-                    && probe_ids.contains(&id.as_str())
+                    && wanted.matches(&id)
                 {
                     found.insert(id, Locator::Pop3 { number, uidl });
                 }

@@ -156,7 +156,8 @@ pub async fn send(ctx: &Context, message: &ProbeMessage) -> Sent {
     };
     result.phases_ms = clock.into_timings();
     result.total_ms = total_ms;
-    result.tls = tls;
+    // A failed handshake still names the certificate the server presented.
+    result.tls = tls.or_else(|| result.error.as_ref().and_then(|e| e.tls.as_deref().cloned()));
     Sent {
         result,
         accepted_at,
@@ -178,7 +179,7 @@ async fn converse(
         .run(
             Phase::Connect,
             t.connect,
-            net::connect(&endpoint.host, endpoint.port, t.connect),
+            net::connect(&endpoint.connect_host(), endpoint.port, t.connect),
         )
         .await?;
     let mut stream: BoxStream = Box::new(tcp);

@@ -211,6 +211,7 @@ mod tests {
             cipher: "TLS13_AES_256_GCM_SHA384".into(),
             verified: true,
             verify_error: None,
+            name_matches: true,
             certificate: Some(CertificateInfo {
                 subject: "CN=h".into(),
                 issuer: "CN=ca".into(),

@@ -1,0 +1,180 @@
+//! TLS certificate inspection: what a server presented, even when it does not
+//! verify. A [`Recorder`] sits in front of the real verifier for one handshake and
+//! keeps the chain, so a failed handshake can still say which certificate (names,
+//! dates) the server showed; [`name_matches`] checks the names alone, independent
+//! of chain trust; [`human_lines`] is the one-line-per-protocol TLS summary.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use tokio_rustls::TlsConnector;
+
+use crate::error::{ProbeError, ProbeResult};
+use crate::report::Report;
+use crate::tls::TlsInfo;
+
+/// Verifies through the real WebPKI verifier (or accepts anything with
+/// `--insecure`), remembering the chain the server presented.
+#[derive(Debug)]
+pub struct Recorder {
+    inner: Arc<WebPkiServerVerifier>,
+    accept_anything: bool,
+    seen: Mutex<Option<Vec<CertificateDer<'static>>>>,
+}
+
+impl Recorder {
+    /// The chain the server presented in this handshake, if it got that far.
+    pub fn chain(&self) -> Option<Vec<CertificateDer<'static>>> {
+        self.seen.lock().ok().and_then(|s| s.clone())
+    }
+}
+
+impl ServerCertVerifier for Recorder {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Ok(mut seen) = self.seen.lock() {
+            let mut chain = vec![end_entity.clone().into_owned()];
+            chain.extend(intermediates.iter().map(|c| c.clone().into_owned()));
+            *seen = Some(chain);
+        }
+        if self.accept_anything {
+            return Ok(ServerCertVerified::assertion());
+        }
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// A connector for one handshake, with the recorder that watches it.
+pub fn connector(
+    verifier: &Arc<WebPkiServerVerifier>,
+    accept_anything: bool,
+) -> ProbeResult<(TlsConnector, Arc<Recorder>)> {
+    let recorder = Arc::new(Recorder {
+        inner: Arc::clone(verifier),
+        accept_anything,
+        seen: Mutex::new(None),
+    });
+    let config = ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| ProbeError::config(e.to_string()))?
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::clone(&recorder) as Arc<dyn ServerCertVerifier>)
+    .with_no_client_auth();
+    Ok((TlsConnector::from(Arc::new(config)), recorder))
+}
+
+/// Whether one of the certificate's names (SANs) covers `host`, regardless of who
+/// signed it. DNS names match case-insensitively, a leading `*.` covers exactly one
+/// label; IP addresses match IP SANs only.
+pub fn name_matches(sans: &[String], host: &str) -> bool {
+    let host = host.trim_end_matches('.');
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return sans.iter().any(|s| s.parse::<IpAddr>().is_ok_and(|a| a == ip));
+    }
+    let host = host.to_ascii_lowercase();
+    sans.iter().any(|san| {
+        let san = san.trim_end_matches('.').to_ascii_lowercase();
+        match san.strip_prefix("*.") {
+            Some(suffix) => host
+                .split_once('.')
+                .is_some_and(|(first, rest)| !first.is_empty() && rest == suffix),
+            None => san == host,
+        }
+    })
+}
+
+/// One line per protocol that used TLS: version, cipher, subject, days to expiry.
+pub fn human_lines(report: &Report) -> Vec<String> {
+    let mut out = Vec::new();
+    let pick = |f: &dyn Fn(&crate::report::MessageReport) -> Option<&TlsInfo>| {
+        report.messages.iter().find_map(f).cloned()
+    };
+    let per_protocol = [
+        ("smtp", pick(&|m| m.smtp.tls.as_ref())),
+        ("imap", pick(&|m| m.imap.as_ref().and_then(|r| r.tls.as_ref()))),
+        ("pop3", pick(&|m| m.pop3.as_ref().and_then(|r| r.tls.as_ref()))),
+    ];
+    for (name, tls) in per_protocol {
+        if let Some(tls) = tls {
+            out.push(format!("{name:<5} {}", describe(&tls)));
+        }
+    }
+    out
+}
+
+/// `TLSv1.3 TLS13_AES_256_GCM_SHA384, CN=mail.example.com, expires in 80 days, verified`.
+pub fn describe(tls: &TlsInfo) -> String {
+    let mut line = format!("{} {}", tls.version, tls.cipher);
+    if let Some(c) = &tls.certificate {
+        line.push_str(&format!(", {}", c.subject));
+        if c.days_to_expiry < 0 {
+            line.push_str(&format!(", EXPIRED {} days ago", -c.days_to_expiry));
+        } else {
+            line.push_str(&format!(", expires in {} days", c.days_to_expiry));
+        }
+    }
+    line.push_str(if tls.verified {
+        ", verified"
+    } else {
+        ", NOT verified"
+    });
+    if !tls.name_matches {
+        line.push_str(", name does not match");
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn exact_and_wildcard_names() {
+        let sans = names(&["mail.example.com", "*.mx.example.com", "127.0.0.1"]);
+        assert!(name_matches(&sans, "mail.example.com"));
+        assert!(name_matches(&sans, "MAIL.example.com."));
+        assert!(name_matches(&sans, "a.mx.example.com"));
+        assert!(!name_matches(&sans, "mx.example.com"));
+        assert!(!name_matches(&sans, "b.a.mx.example.com"));
+        assert!(!name_matches(&sans, "other.example.com"));
+        assert!(name_matches(&sans, "127.0.0.1"));
+        assert!(!name_matches(&sans, "127.0.0.2"));
+        assert!(!name_matches(&[], "mail.example.com"));
+    }
+}
