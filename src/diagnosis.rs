@@ -26,6 +26,9 @@ pub enum Code {
     RetrievalPartial,
     Slow,
     CleanupIncomplete,
+    DnsFailed,
+    NullMx,
+    MxUnreachable,
 }
 
 impl Code {
@@ -43,6 +46,9 @@ impl Code {
             Code::RetrievalPartial => "retrieval_partial",
             Code::Slow => "slow",
             Code::CleanupIncomplete => "cleanup_incomplete",
+            Code::DnsFailed => "dns_failed",
+            Code::NullMx => "null_mx",
+            Code::MxUnreachable => "mx_unreachable",
         }
     }
 }
@@ -270,8 +276,7 @@ fn endpoint_failure(report: &Report, protocol: Protocol) -> Option<ProbeError> {
                     | Phase::Starttls
                     | Phase::Capability
             )
-        ) || (err.kind == ErrorKind::NotDelivered
-            && err.message.contains("last error"));
+        );
         if !before_session || err.kind == ErrorKind::Auth {
             return None;
         }
@@ -356,6 +361,7 @@ pub fn diagnose(report: &Report, t: &Thresholds) -> Vec<Diagnosis> {
     }
 
     message_diagnoses(report, &mut out);
+    out.extend(crate::mx::diagnoses(report));
     slow_diagnoses(report, t, &mut out);
 
     if !report.cleanup.leftovers.is_empty() {
@@ -421,7 +427,9 @@ fn tls_diagnoses(report: &Report, t: &Thresholds, out: &mut Vec<Diagnosis>) {
                 summary: format!("{} TLS fails: {}", protocol.label(), err.message),
                 cause: None,
                 protocol: Some(protocol),
-                evidence: vec![err.to_string()],
+                evidence: std::iter::once(err.to_string())
+                    .chain(err.tls.as_deref().map(cert_evidence).unwrap_or_default())
+                    .collect(),
                 hints: vec![
                     "check the certificate chain, its names and dates (openssl s_client -connect host:port, with -starttls where used)".into(),
                     "for a private CA pass --ca-file; --insecure skips verification".into(),
@@ -472,6 +480,12 @@ fn cert_evidence(tls: &crate::tls::TlsInfo) -> Vec<String> {
             c.not_after,
             c.days_to_expiry
         ));
+        if !tls.name_matches {
+            e.push(format!(
+                "no certificate name matches the server name (names: {})",
+                c.sans.join(", ")
+            ));
+        }
     }
     e
 }
@@ -887,6 +901,7 @@ mod tests {
             size_limit: None,
             diagnoses: Vec::new(),
             cleanup: Cleanup::default(),
+            mx: None,
         };
         apply(&mut r, &Thresholds::default());
         r

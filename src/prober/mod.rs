@@ -155,6 +155,9 @@ pub trait Mailbox: Sized {
     fn close(self, ctx: &Context) -> impl Future<Output = ()>;
 }
 
+/// How long a mailbox that cannot be opened is retried before it counts as down.
+const OPEN_GRACE: Duration = Duration::from_secs(10);
+
 /// Errors that no amount of waiting will fix.
 fn is_final(err: &ProbeError) -> bool {
     matches!(
@@ -176,6 +179,7 @@ pub async fn watch<M: Mailbox>(
     let mut session: Option<(M, Phases, Option<TlsInfo>)> = None;
     let mut sending = true;
     let mut last_error: Option<ProbeError> = None;
+    let mut unreachable_since: Option<Instant> = None;
     // Bounded by the delivery deadline of the last message; this cap is a backstop.
     let max_polls = (ctx.settings.timeouts.delivery.as_millis()
         / ctx.settings.poll_interval.as_millis().max(1)) as usize
@@ -208,11 +212,17 @@ pub async fn watch<M: Mailbox>(
 
         if session.is_none() {
             match M::open(ctx).await {
-                Ok(opened) => session = Some(opened),
+                Ok(opened) => {
+                    unreachable_since = None;
+                    session = Some(opened)
+                }
                 Err((err, phases)) => {
-                    let fatal = is_final(&err);
-                    last_error = Some(err.clone());
                     let now = Instant::now();
+                    let down_since = *unreachable_since.get_or_insert(now);
+                    // A restarting service gets a grace period; one that stays down
+                    // is reported as down rather than waited for until the deadline.
+                    let fatal = is_final(&err) || now.duration_since(down_since) >= OPEN_GRACE;
+                    last_error = Some(err.clone());
                     // Give up on messages whose deadline passed, or on all if retrying is futile.
                     pending.retain(|a| {
                         if fatal || now >= deadline_of(a) {
