@@ -12,12 +12,11 @@ use futures::TryStreamExt;
 use tokio::io::{AsyncBufRead, AsyncWrite, BufReader};
 
 use super::{Accepted, Context, Locator, Mailbox, Wanted};
-use crate::endpoint::{Security, StarttlsPolicy};
 use crate::error::{ErrorKind, ProbeError, ProbeResult};
 use crate::message::{
     PROBE_HEADER, PROBE_ID_PREFIX, Verification, Verifier, header_probe_id, is_probe_id,
 };
-use crate::net::{self, BoxStream, read_line_bounded, write_all_flush};
+use crate::net::{BoxStream, read_line_bounded, write_all_flush};
 use crate::phase::{Phase, PhaseClock, Phases, Protocol};
 use crate::reply::Reply;
 use crate::tls::TlsInfo;
@@ -35,7 +34,9 @@ fn from_imap(err: async_imap::error::Error) -> ProbeError {
     use async_imap::error::Error;
     match err {
         Error::Io(e) => ProbeError::io(&e),
-        Error::No(text) => ProbeError::rejected(Reply::textual(format!("NO {}", status_text(&text)))),
+        Error::No(text) => {
+            ProbeError::rejected(Reply::textual(format!("NO {}", status_text(&text))))
+        }
         Error::Bad(text) => {
             ProbeError::rejected(Reply::textual(format!("BAD {}", status_text(&text))))
         }
@@ -157,25 +158,7 @@ impl ImapMailbox {
             .imap_login
             .as_ref()
             .ok_or_else(|| ProbeError::config("no IMAP login"))?;
-        let tcp = clock
-            .run(
-                Phase::Connect,
-                t.connect,
-                net::connect(&endpoint.connect_host(), endpoint.port, t.connect),
-            )
-            .await?;
-        let mut stream: BoxStream = Box::new(tcp);
-        if endpoint.security == Security::Implicit {
-            let (tls, info) = clock
-                .run(
-                    Phase::Tls,
-                    t.command,
-                    ctx.tls.handshake(stream, &endpoint.host),
-                )
-                .await?;
-            stream = tls;
-            *tls_info = Some(info);
-        }
+        let stream = super::open_stream(ctx, endpoint, clock, tls_info).await?;
         let mut reader = BufReader::new(stream);
         let greeting = clock
             .run(Phase::Greeting, t.greeting, async {
@@ -212,20 +195,7 @@ impl ImapMailbox {
             }
         };
         let has = |caps: &[String], c: &str| caps.iter().any(|x| x == c);
-        let wants_tls = match endpoint.security {
-            Security::Implicit | Security::Starttls(StarttlsPolicy::Never) => false,
-            Security::Starttls(StarttlsPolicy::Auto) => has(&capabilities, "STARTTLS"),
-            Security::Starttls(StarttlsPolicy::Require) => {
-                if !has(&capabilities, "STARTTLS") {
-                    return Err(ProbeError::new(
-                        ErrorKind::Unsupported,
-                        "STARTTLS is required (--starttls require) but the IMAP server does not offer it",
-                    )
-                    .at(Protocol::Imap, Phase::Starttls));
-                }
-                true
-            }
-        };
+        let wants_tls = super::starttls_wanted(endpoint, has(&capabilities, "STARTTLS"))?;
         let stream: BoxStream = if wants_tls {
             clock
                 .run(
@@ -234,31 +204,11 @@ impl ImapMailbox {
                     tagged(&mut reader, "s1", "STARTTLS"),
                 )
                 .await?;
-            if !reader.buffer().is_empty() {
-                return Err(ProbeError::protocol_violation(
-                    "the server sent data after its STARTTLS reply, before TLS (possible command injection)",
-                )
-                .at(Protocol::Imap, Phase::Starttls));
-            }
-            let (tls, info) = clock
-                .run(
-                    Phase::Tls,
-                    t.command,
-                    ctx.tls.handshake(reader.into_inner(), &endpoint.host),
-                )
-                .await?;
-            *tls_info = Some(info);
-            // Capabilities before TLS are not to be trusted (RFC 3501 6.2.1); LOGIN below re-reads them.
+            // Capabilities before TLS are not to be trusted (RFC 3501 6.2.1).
             capabilities.clear();
-            tls
+            super::finish_starttls(ctx, endpoint, clock, reader, tls_info).await?
         } else {
-            if !reader.buffer().is_empty() {
-                return Err(ProbeError::protocol_violation(
-                    "the IMAP server sent data nobody asked for",
-                )
-                .at(Protocol::Imap, Phase::Greeting));
-            }
-            reader.into_inner()
+            super::unbuffer(endpoint, reader)?
         };
         if tls_info.is_none() {
             if has(&capabilities, "LOGINDISABLED") {
@@ -268,13 +218,7 @@ impl ImapMailbox {
                 )
                 .at(Protocol::Imap, Phase::Login));
             }
-            if !endpoint.is_loopback() && !s.allow_plaintext_login {
-                return Err(ProbeError::new(
-                    ErrorKind::Unsupported,
-                    "refusing to send the password over an unencrypted IMAP connection; use imaps://, STARTTLS, or --allow-plaintext-login",
-                )
-                .at(Protocol::Imap, Phase::Login));
-            }
+            super::check_plaintext_login(ctx, endpoint, false, Phase::Login)?;
         }
 
         let client = async_imap::Client::new(stream);
@@ -498,10 +442,15 @@ mod tests {
     #[test]
     fn status_text_keeps_the_servers_words() {
         assert_eq!(
-            status_text(r#"code: None, info: Some("[AUTHENTICATIONFAILED] Authentication failed.")"#),
+            status_text(
+                r#"code: None, info: Some("[AUTHENTICATIONFAILED] Authentication failed.")"#
+            ),
             "[AUTHENTICATIONFAILED] Authentication failed."
         );
-        assert_eq!(status_text(r#"code: None, info: Some("say \"hi\"")"#), "say \"hi\"");
+        assert_eq!(
+            status_text(r#"code: None, info: Some("say \"hi\"")"#),
+            "say \"hi\""
+        );
         assert_eq!(status_text("plain words"), "plain words");
     }
 

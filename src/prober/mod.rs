@@ -16,11 +16,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::config::Settings;
+use crate::endpoint::{Endpoint, Security, StarttlsPolicy};
 use crate::error::{ErrorKind, ProbeError, ProbeResult};
 use crate::message::{Expected, Verification};
+use crate::net::{self, BoxStream};
+use crate::phase::PhaseClock;
 use crate::phase::{Phase, Phases, Protocol, millis};
 use crate::reply::Reply;
 use crate::tls::{TlsClient, TlsInfo};
+use tokio::io::BufReader;
 
 /// What one protocol did with one message. The same shape for every protocol:
 /// SMTP fills `accepted` and `reply`; IMAP and POP3 fill `found`, `verified`,
@@ -410,6 +414,114 @@ pub async fn delete_matching<M: Mailbox>(
     };
     mailbox.close(ctx).await;
     Ok(deleted)
+}
+
+/// Connect to `endpoint` and, for implicit TLS, complete the handshake: the first
+/// steps every protocol shares.
+pub async fn open_stream(
+    ctx: &Context,
+    endpoint: &Endpoint,
+    clock: &mut PhaseClock,
+    tls_info: &mut Option<TlsInfo>,
+) -> ProbeResult<BoxStream> {
+    let t = ctx.settings.timeouts;
+    let tcp = clock
+        .run(
+            Phase::Connect,
+            t.connect,
+            net::connect(&endpoint.connect_host(), endpoint.port, t.connect),
+        )
+        .await?;
+    let stream: BoxStream = Box::new(tcp);
+    if endpoint.security != Security::Implicit {
+        return Ok(stream);
+    }
+    let (tls, info) = clock
+        .run(
+            Phase::Tls,
+            t.command,
+            ctx.tls.handshake(stream, &endpoint.host),
+        )
+        .await?;
+    *tls_info = Some(info);
+    Ok(tls)
+}
+
+/// Whether to upgrade a plain connection, given the policy and the server's offer.
+pub fn starttls_wanted(endpoint: &Endpoint, offered: bool) -> ProbeResult<bool> {
+    match endpoint.security {
+        Security::Implicit | Security::Starttls(StarttlsPolicy::Never) => Ok(false),
+        Security::Starttls(StarttlsPolicy::Auto) => Ok(offered),
+        Security::Starttls(StarttlsPolicy::Require) if offered => Ok(true),
+        Security::Starttls(StarttlsPolicy::Require) => Err(ProbeError::new(
+            ErrorKind::Unsupported,
+            format!(
+                "STARTTLS is required (--starttls require) but the {} server does not offer it",
+                endpoint.protocol.label()
+            ),
+        )
+        .at(endpoint.protocol, Phase::Starttls)),
+    }
+}
+
+/// After the server agreed to STARTTLS: refuse bytes it sent before the handshake
+/// (they would be read as if protected: command injection), then handshake.
+pub async fn finish_starttls(
+    ctx: &Context,
+    endpoint: &Endpoint,
+    clock: &mut PhaseClock,
+    reader: BufReader<BoxStream>,
+    tls_info: &mut Option<TlsInfo>,
+) -> ProbeResult<BoxStream> {
+    if !reader.buffer().is_empty() {
+        return Err(ProbeError::protocol_violation(
+            "the server sent data after its STARTTLS reply, before TLS (possible command injection)",
+        )
+        .at(endpoint.protocol, Phase::Starttls));
+    }
+    let (tls, info) = clock
+        .run(
+            Phase::Tls,
+            ctx.settings.timeouts.command,
+            ctx.tls.handshake(reader.into_inner(), &endpoint.host),
+        )
+        .await?;
+    *tls_info = Some(info);
+    Ok(tls)
+}
+
+/// A plain connection with nothing pending: hand it on without the read buffer.
+pub fn unbuffer(endpoint: &Endpoint, reader: BufReader<BoxStream>) -> ProbeResult<BoxStream> {
+    if reader.buffer().is_empty() {
+        Ok(reader.into_inner())
+    } else {
+        Err(ProbeError::protocol_violation(format!(
+            "the {} server sent data nobody asked for",
+            endpoint.protocol.label()
+        ))
+        .at(endpoint.protocol, Phase::Greeting))
+    }
+}
+
+/// Refuse to send a password in clear text to a host other than this one.
+pub fn check_plaintext_login(
+    ctx: &Context,
+    endpoint: &Endpoint,
+    encrypted: bool,
+    phase: Phase,
+) -> ProbeResult<()> {
+    if encrypted || endpoint.is_loopback() || ctx.settings.allow_plaintext_login {
+        return Ok(());
+    }
+    Err(ProbeError::new(
+        ErrorKind::Unsupported,
+        format!(
+            "refusing to send the password over an unencrypted {} connection; use {}s:// or STARTTLS, or --allow-plaintext-login",
+            endpoint.protocol.label(),
+            endpoint.protocol.as_str()
+        ),
+    )
+    .at(endpoint.protocol, phase))
 }
 
 /// A duration as a phase limit for bodies: the data timeout, but at least the command timeout.

@@ -6,10 +6,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::{Accepted, Context, Locator, Mailbox, Wanted};
-use crate::endpoint::{Security, StarttlsPolicy};
 use crate::error::{ErrorKind, ProbeError, ProbeResult};
 use crate::message::{Verification, Verifier, header_probe_id, is_probe_id};
-use crate::net::{self, BoxStream};
+use crate::net::BoxStream;
 use crate::phase::{Phase, PhaseClock, Phases, Protocol};
 use crate::pop3::Pop3Client;
 use crate::tls::TlsInfo;
@@ -46,25 +45,7 @@ impl Pop3Mailbox {
             .pop3_login
             .as_ref()
             .ok_or_else(|| ProbeError::config("no POP3 login"))?;
-        let tcp = clock
-            .run(
-                Phase::Connect,
-                t.connect,
-                net::connect(&endpoint.connect_host(), endpoint.port, t.connect),
-            )
-            .await?;
-        let mut stream: BoxStream = Box::new(tcp);
-        if endpoint.security == Security::Implicit {
-            let (tls, info) = clock
-                .run(
-                    Phase::Tls,
-                    t.command,
-                    ctx.tls.handshake(stream, &endpoint.host),
-                )
-                .await?;
-            stream = tls;
-            *tls_info = Some(info);
-        }
+        let stream = super::open_stream(ctx, endpoint, clock, tls_info).await?;
         let (mut client, _banner) = clock
             .run(Phase::Greeting, t.greeting, Pop3Client::connect(stream))
             .await?;
@@ -72,20 +53,7 @@ impl Pop3Mailbox {
         let mut caps = clock
             .run(Phase::Capability, t.command, client.capa())
             .await?;
-        let wants_tls = match endpoint.security {
-            Security::Implicit | Security::Starttls(StarttlsPolicy::Never) => false,
-            Security::Starttls(StarttlsPolicy::Auto) => has(&caps, "STLS"),
-            Security::Starttls(StarttlsPolicy::Require) => {
-                if !has(&caps, "STLS") {
-                    return Err(ProbeError::new(
-                        ErrorKind::Unsupported,
-                        "STARTTLS is required (--starttls require) but the POP3 server does not offer STLS",
-                    )
-                    .at(Protocol::Pop3, Phase::Starttls));
-                }
-                true
-            }
-        };
+        let wants_tls = super::starttls_wanted(endpoint, has(&caps, "STLS"))?;
         if wants_tls {
             let raw = clock.run(Phase::Starttls, t.command, client.stls()).await?;
             let (tls, info) = clock
@@ -103,13 +71,7 @@ impl Pop3Mailbox {
                 .run(Phase::Capability, t.command, client.capa())
                 .await?;
         }
-        if tls_info.is_none() && !endpoint.is_loopback() && !s.allow_plaintext_login {
-            return Err(ProbeError::new(
-                ErrorKind::Unsupported,
-                "refusing to send the password over an unencrypted POP3 connection; use pop3s://, STLS, or --allow-plaintext-login",
-            )
-            .at(Protocol::Pop3, Phase::Login));
-        }
+        super::check_plaintext_login(ctx, endpoint, tls_info.is_some(), Phase::Login)?;
         clock
             .run(
                 Phase::Login,

@@ -15,10 +15,9 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufRead, AsyncWrite, BufReader};
 
 use super::{Context, ProtocolResult};
-use crate::endpoint::{Security, StarttlsPolicy};
 use crate::error::{ErrorKind, ProbeError, ProbeResult};
 use crate::message::ProbeMessage;
-use crate::net::{self, BoxStream, Replay, read_line_bounded, write_all_flush};
+use crate::net::{BoxStream, Replay, read_line_bounded, write_all_flush};
 use crate::phase::{Phase, PhaseClock, Protocol};
 use crate::reply::{MAX_REPLY_LINE, MAX_REPLY_LINES, Reply};
 use crate::tls::TlsInfo;
@@ -157,7 +156,12 @@ pub async fn send(ctx: &Context, message: &ProbeMessage) -> Sent {
     result.phases_ms = clock.into_timings();
     result.total_ms = total_ms;
     // A failed handshake still names the certificate the server presented.
-    result.tls = tls.or_else(|| result.error.as_ref().and_then(|e| e.tls.as_deref().cloned()));
+    result.tls = tls.or_else(|| {
+        result
+            .error
+            .as_ref()
+            .and_then(|e| e.tls.as_deref().cloned())
+    });
     Sent {
         result,
         accepted_at,
@@ -175,25 +179,7 @@ async fn converse(
     let s = &ctx.settings;
     let t = s.timeouts;
     let endpoint = &s.smtp;
-    let tcp = clock
-        .run(
-            Phase::Connect,
-            t.connect,
-            net::connect(&endpoint.connect_host(), endpoint.port, t.connect),
-        )
-        .await?;
-    let mut stream: BoxStream = Box::new(tcp);
-    if endpoint.security == Security::Implicit {
-        let (tls, info) = clock
-            .run(
-                Phase::Tls,
-                t.command,
-                ctx.tls.handshake(stream, &endpoint.host),
-            )
-            .await?;
-        stream = tls;
-        *tls_info = Some(info);
-    }
+    let stream = super::open_stream(ctx, endpoint, clock, tls_info).await?;
     let mut reader = BufReader::new(stream);
     let greeting = clock
         .run(Phase::Greeting, t.greeting, async {
@@ -206,20 +192,12 @@ async fn converse(
         .await?;
     let info = SmtpServerInfo::from_ehlo(greeting.text.clone(), &ehlo);
 
-    let wants_tls = match endpoint.security {
-        Security::Implicit | Security::Starttls(StarttlsPolicy::Never) => false,
-        Security::Starttls(StarttlsPolicy::Require) => {
-            if !info.has("STARTTLS") {
-                *server = Some(info);
-                return Err(ProbeError::new(
-                    ErrorKind::Unsupported,
-                    "STARTTLS is required (--starttls require) but the server does not offer it",
-                )
-                .at(Protocol::Smtp, Phase::Starttls));
-            }
-            true
+    let wants_tls = match super::starttls_wanted(endpoint, info.has("STARTTLS")) {
+        Ok(w) => w,
+        Err(e) => {
+            *server = Some(info);
+            return Err(e);
         }
-        Security::Starttls(StarttlsPolicy::Auto) => info.has("STARTTLS"),
     };
     let stream: BoxStream = if wants_tls {
         clock
@@ -229,29 +207,9 @@ async fn converse(
                 exchange(&mut reader, "STARTTLS\r\n"),
             )
             .await?;
-        if !reader.buffer().is_empty() {
-            return Err(ProbeError::protocol_violation(
-                "the server sent data after its STARTTLS reply, before TLS (possible command injection)",
-            )
-            .at(Protocol::Smtp, Phase::Starttls));
-        }
-        let (tls, tinfo) = clock
-            .run(
-                Phase::Tls,
-                t.command,
-                ctx.tls.handshake(reader.into_inner(), &endpoint.host),
-            )
-            .await?;
-        *tls_info = Some(tinfo);
-        tls
+        super::finish_starttls(ctx, endpoint, clock, reader, tls_info).await?
     } else {
-        if !reader.buffer().is_empty() {
-            return Err(
-                ProbeError::protocol_violation("the server sent data nobody asked for")
-                    .at(Protocol::Smtp, Phase::Ehlo),
-            );
-        }
-        reader.into_inner()
+        super::unbuffer(endpoint, reader)?
     };
     let encrypted = tls_info.is_some();
 
@@ -321,13 +279,7 @@ async fn transaction(
         let offered = conn.server_info().supports_auth_mechanism(Mechanism::Plain)
             || conn.server_info().supports_auth_mechanism(Mechanism::Login);
         if offered {
-            if !encrypted && !s.smtp.is_loopback() && !s.allow_plaintext_login {
-                return Err(ProbeError::new(
-                    ErrorKind::Unsupported,
-                    "refusing to send the password over an unencrypted connection; use STARTTLS or smtps, or --allow-plaintext-login",
-                )
-                .at(Protocol::Smtp, Phase::Auth));
-            }
+            super::check_plaintext_login(ctx, &s.smtp, encrypted, Phase::Auth)?;
             let credentials =
                 Credentials::new(login.user.clone(), login.password.expose().to_string());
             clock
