@@ -499,7 +499,7 @@ fn wrong_password_is_auth_failed() {
         "stdout:\n{}\nstderr:\n{}",
         out.stdout, out.stderr
     );
-    assert_eq!(run.json["smtp_server"].is_object(), true);
+    assert!(run.json["smtp_server"].is_object());
     let m = &run.json["messages"][0];
     assert_eq!(m["smtp"]["ok"], true, "{m}");
     for (protocol, label) in [("imap", "IMAP"), ("pop3", "POP3")] {

@@ -63,6 +63,21 @@ pub fn render(report: &Report) -> Vec<u8> {
         }
     }
 
+    if let Some(mx) = &report.mx {
+        let _ = writeln!(o);
+        for line in crate::mx::human_lines(mx) {
+            let _ = writeln!(o, "{line}");
+        }
+    }
+    let tls_lines = crate::tls_inspect::human_lines(report);
+    if !tls_lines.is_empty() {
+        let _ = writeln!(o);
+        let _ = writeln!(o, "tls:");
+        for line in tls_lines {
+            let _ = writeln!(o, "  {line}");
+        }
+    }
+
     let _ = writeln!(o);
     let _ = writeln!(
         o,

@@ -1,11 +1,14 @@
 //! The report: everything a check found, with its verdict and diagnoses. Exporters
 //! turn a finished report into bytes; [`write_outputs`] is the one place that writes.
 
+pub mod html;
 pub mod human;
 pub mod json;
 pub mod junit;
 pub mod nagios;
 pub mod prometheus;
+#[cfg(test)]
+mod sample;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -134,6 +137,9 @@ pub struct Report {
     pub size_limit: Option<SizeLimit>,
     pub diagnoses: Vec<Diagnosis>,
     pub cleanup: Cleanup,
+    /// `--domain`: the domain's mail exchangers and the SMTP check on each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mx: Option<crate::mx::MxReport>,
 }
 
 /// Where the server's size limit really is, found by sending between the largest
@@ -166,12 +172,13 @@ pub enum Format {
     Nagios,
     Prometheus,
     Junit,
+    Html,
 }
 
 impl Format {
     pub fn parse(name: &str) -> Result<Format, String> {
         <Format as clap::ValueEnum>::from_str(name, true).map_err(|_| {
-            format!("unknown report format {name:?} (use human, json, nagios, prometheus or junit)")
+            format!("unknown report format {name:?} (use human, json, nagios, prometheus, junit or html)")
         })
     }
     /// Render a finished report.
@@ -182,6 +189,7 @@ impl Format {
             Format::Nagios => nagios::render(report),
             Format::Prometheus => prometheus::render(report),
             Format::Junit => junit::render(report),
+            Format::Html => html::render(report),
         }
     }
 }

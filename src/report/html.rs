@@ -1,0 +1,814 @@
+//! `--format html`: one self-contained page (inline CSS and SVG, no scripts, no
+//! external assets) with the verdict, the diagnoses, the evidence table and a chart
+//! of latency against message size.
+//!
+//! The chart has one series per measurement, named by `data-protocol`:
+//! `smtp` (SMTP total, messages the server accepted), `imap` and `pop3` (the
+//! verifying FETCH / RETR, when it ran) and `delivery` (the first retrieval protocol
+//! to see the message). Every point is a `<circle class="point">` carrying
+//! `data-protocol`, `data-size` (attachment bytes, 0 = plain) and `data-ms` (the
+//! report's value, written so that it parses back to the same number), so a test
+//! can check the chart against the report. The x axis is logarithmic in size.
+//! Everything taken from the report is HTML-escaped.
+
+use std::fmt::Write;
+
+use super::{MessageReport, Report, Verdict};
+use crate::diagnosis::Severity;
+use crate::phase::{Phase, Protocol};
+use crate::prober::ProtocolResult;
+use crate::units::{format_ms, format_size};
+
+/// One series of the chart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Series {
+    SmtpTotal,
+    ImapFetch,
+    Pop3Fetch,
+    Delivery,
+}
+
+impl Series {
+    pub const ALL: [Series; 4] = [
+        Series::SmtpTotal,
+        Series::ImapFetch,
+        Series::Pop3Fetch,
+        Series::Delivery,
+    ];
+    /// The `data-protocol` value.
+    pub fn key(self) -> &'static str {
+        match self {
+            Series::SmtpTotal => "smtp",
+            Series::ImapFetch => "imap",
+            Series::Pop3Fetch => "pop3",
+            Series::Delivery => "delivery",
+        }
+    }
+    pub fn label(self) -> &'static str {
+        match self {
+            Series::SmtpTotal => "SMTP total",
+            Series::ImapFetch => "IMAP fetch",
+            Series::Pop3Fetch => "POP3 fetch",
+            Series::Delivery => "delivery",
+        }
+    }
+    fn color(self) -> &'static str {
+        match self {
+            Series::SmtpTotal => "#1f6fb4",
+            Series::ImapFetch => "#2a9d3a",
+            Series::Pop3Fetch => "#e0730c",
+            Series::Delivery => "#8a4fbf",
+        }
+    }
+    /// The value this series plots for one message, if any.
+    pub fn value(self, m: &MessageReport) -> Option<f64> {
+        let fetch = |r: Option<&ProtocolResult>| {
+            r.and_then(|r| r.phases_ms.get(&Phase::Fetch).copied())
+        };
+        match self {
+            Series::SmtpTotal => m.smtp.ok.then_some(m.smtp.total_ms),
+            Series::ImapFetch => fetch(m.imap.as_ref()),
+            Series::Pop3Fetch => fetch(m.pop3.as_ref()),
+            Series::Delivery => m
+                .retrievals()
+                .filter_map(|(_, r)| r.delivery_ms)
+                .reduce(f64::min),
+        }
+        .filter(|v| v.is_finite() && *v >= 0.0)
+    }
+}
+
+/// The chart's data: (series, size in bytes, ms), in message order per series.
+pub fn chart_points(report: &Report) -> Vec<(Series, u64, f64)> {
+    let mut points = Vec::new();
+    for series in Series::ALL {
+        for m in &report.messages {
+            if let Some(ms) = series.value(m) {
+                points.push((series, m.size_bytes, ms));
+            }
+        }
+    }
+    points
+}
+
+pub fn render(report: &Report) -> Vec<u8> {
+    let mut o = String::new();
+    let (verdict_class, verdict_word) = match report.verdict {
+        Verdict::Healthy => ("healthy", "HEALTHY"),
+        Verdict::Degraded => ("degraded", "DEGRADED"),
+        Verdict::Failing => ("failing", "FAILING"),
+    };
+    let _ = write!(
+        o,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>mailprobe {verdict_word}: {}</title>\n<style>\n{STYLE}</style>\n</head>\n<body>\n",
+        esc(&report.summary)
+    );
+    let _ = writeln!(
+        o,
+        "<header>\n<h1><span class=\"verdict {verdict_class}\" id=\"verdict\">{verdict_word}</span> {}</h1>",
+        esc(&report.summary)
+    );
+    let mut endpoints = vec![esc(&report.target.smtp)];
+    endpoints.extend(report.target.imap.iter().map(|s| esc(s)));
+    endpoints.extend(report.target.pop3.iter().map(|s| esc(s)));
+    let _ = writeln!(
+        o,
+        "<p class=\"meta\">server {} &middot; {} &rarr; {} &middot; started {} &middot; took {} &middot; mailprobe {}</p>",
+        endpoints.join(", "),
+        esc(&report.target.from),
+        esc(&report.target.to),
+        esc(&report.started_at),
+        esc(&format_ms(report.duration_ms)),
+        esc(&report.mailprobe_version)
+    );
+    if report.target.insecure {
+        o.push_str(
+            "<p class=\"warning\">TLS certificates were NOT verified (--insecure).</p>\n",
+        );
+    }
+    o.push_str("</header>\n");
+
+    diagnoses(&mut o, report);
+    evidence_table(&mut o, report);
+    o.push_str("<section id=\"chart-section\">\n<h2>Latency by message size</h2>\n");
+    chart(&mut o, report);
+    o.push_str("</section>\n");
+    details(&mut o, report);
+    let _ = writeln!(
+        o,
+        "<footer>mailprobe {} &middot; verdict {}</footer>\n</body>\n</html>",
+        esc(&report.mailprobe_version),
+        report.verdict.as_str()
+    );
+    o.into_bytes()
+}
+
+fn diagnoses(o: &mut String, report: &Report) {
+    o.push_str("<section id=\"diagnoses\">\n<h2>Diagnoses</h2>\n");
+    if report.diagnoses.is_empty() {
+        o.push_str("<p class=\"ok\">Nothing wrong was found.</p>\n");
+    }
+    for d in &report.diagnoses {
+        let (class, word) = match d.severity {
+            Severity::Failing => ("failing", "FAIL"),
+            Severity::Degraded => ("degraded", "WARN"),
+        };
+        let code = match d.cause {
+            Some(c) => format!("{}/{}", d.code.as_str(), c.as_str()),
+            None => d.code.as_str().to_string(),
+        };
+        let _ = writeln!(
+            o,
+            "<article class=\"diagnosis {class}\" data-code=\"{}\">\n<h3><span class=\"badge {class}\">{word}</span> <code>{}</code> {}</h3>",
+            esc(d.code.as_str()),
+            esc(&code),
+            esc(&d.summary)
+        );
+        if !d.evidence.is_empty() {
+            o.push_str("<h4>Evidence</h4>\n<ul class=\"evidence\">\n");
+            for e in &d.evidence {
+                let _ = writeln!(o, "<li>{}</li>", esc(e));
+            }
+            o.push_str("</ul>\n");
+        }
+        if !d.hints.is_empty() {
+            o.push_str("<h4>What to check</h4>\n<ul class=\"hints\">\n");
+            for h in &d.hints {
+                let _ = writeln!(o, "<li>{}</li>", esc(h));
+            }
+            o.push_str("</ul>\n");
+        }
+        o.push_str("</article>\n");
+    }
+    o.push_str("</section>\n");
+}
+
+fn evidence_table(o: &mut String, report: &Report) {
+    o.push_str(
+        "<section id=\"evidence\">\n<h2>Messages</h2>\n<table class=\"evidence\">\n<thead><tr>\
+         <th>size</th><th>attachment</th><th>encoded</th><th>SMTP</th><th>SMTP time</th>\
+         <th>delivery</th><th>IMAP</th><th>POP3</th></tr></thead>\n<tbody>\n",
+    );
+    for m in &report.messages {
+        let smtp_class = if m.smtp.ok { "ok" } else { "fail" };
+        let delivery = Series::Delivery
+            .value(m)
+            .map(format_ms)
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            o,
+            "<tr data-size=\"{}\"><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td>\
+             <td class=\"{smtp_class}\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>{}{}</tr>",
+            m.size_bytes,
+            esc(&format_size(m.size_bytes)),
+            if m.attachment { "yes" } else { "no" },
+            esc(&format_size(m.encoded_bytes)),
+            smtp_cell(&m.smtp),
+            esc(&format_ms(m.smtp.total_ms)),
+            esc(&delivery),
+            retrieval_cell(m.imap.as_ref()),
+            retrieval_cell(m.pop3.as_ref()),
+        );
+    }
+    o.push_str("</tbody>\n</table>\n</section>\n");
+}
+
+fn error_line(r: &ProtocolResult) -> String {
+    match &r.error {
+        Some(e) => format!("<div class=\"err\">{}</div>", esc(&e.to_string())),
+        None => String::new(),
+    }
+}
+
+fn smtp_cell(r: &ProtocolResult) -> String {
+    if r.ok {
+        return "accepted".into();
+    }
+    let head = match &r.error {
+        Some(e) => {
+            let what = match e.reply.as_ref().and_then(|r| r.code) {
+                Some(code) => format!("{} {code}", e.kind.as_str()),
+                None => e.kind.as_str().to_string(),
+            };
+            match e.phase {
+                Some(p) => format!("{what} at {}", p.as_str()),
+                None => what,
+            }
+        }
+        None => "failed".into(),
+    };
+    format!("{}{}", esc(&head), error_line(r))
+}
+
+fn retrieval_cell(r: Option<&ProtocolResult>) -> String {
+    let Some(r) = r else {
+        return "<td class=\"none\">-</td>".into();
+    };
+    if let Some(why) = &r.skipped {
+        return format!("<td class=\"skip\" title=\"{}\">skipped</td>", esc(why));
+    }
+    if r.ok {
+        let fetch = r.phases_ms.get(&Phase::Fetch).copied().unwrap_or(0.0);
+        return format!("<td class=\"ok\">verified {}</td>", esc(&format_ms(fetch)));
+    }
+    let head = if r.found == Some(true) {
+        "ALTERED".to_string()
+    } else {
+        match &r.error {
+            Some(e) => match e.phase {
+                Some(p) => format!("{} at {}", e.kind.as_str(), p.as_str()),
+                None => e.kind.as_str().to_string(),
+            },
+            None => "failed".into(),
+        }
+    };
+    let problems: String = r
+        .verification
+        .iter()
+        .flat_map(|v| v.problems.iter())
+        .map(|p| format!("<div class=\"err\">{}</div>", esc(p)))
+        .collect();
+    format!(
+        "<td class=\"fail\">{}{}{problems}</td>",
+        esc(&head),
+        error_line(r)
+    )
+}
+
+/// Phase timings, TLS, MX, size limit and cleanup: the rest of the evidence.
+fn details(o: &mut String, report: &Report) {
+    o.push_str("<section id=\"details\">\n<h2>Details</h2>\n");
+    if let Some(limit) = &report.size_limit {
+        let _ = writeln!(
+            o,
+            "<p>Size limit found by bisection: about {} (largest accepted {}, smallest refused {}, {} extra messages){}.</p>",
+            esc(&format_size(limit.estimate_bytes)),
+            esc(&format_size(limit.largest_accepted_bytes)),
+            esc(&format_size(limit.smallest_refused_bytes)),
+            limit.sends,
+            match limit.advertised_bytes {
+                Some(a) => format!("; the server advertises SIZE {}", esc(&format_size(a))),
+                None => String::new(),
+            }
+        );
+    }
+    o.push_str("<table class=\"phases\">\n<thead><tr><th>message</th><th>protocol</th><th>phases (ms)</th></tr></thead>\n<tbody>\n");
+    for m in &report.messages {
+        let label = format!(
+            "{} {}",
+            format_size(m.size_bytes),
+            if m.attachment { "attachment" } else { "plain" }
+        );
+        let results = std::iter::once((Protocol::Smtp, &m.smtp)).chain(m.retrievals());
+        for (protocol, r) in results {
+            if r.phases_ms.is_empty() {
+                continue;
+            }
+            let phases: Vec<String> = r
+                .phases_ms
+                .iter()
+                .map(|(p, ms)| format!("{} {ms:.1}", p.as_str()))
+                .collect();
+            let _ = writeln!(
+                o,
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&label),
+                protocol.label(),
+                esc(&phases.join("  "))
+            );
+        }
+    }
+    o.push_str("</tbody>\n</table>\n");
+    let tls = crate::tls_inspect::human_lines(report);
+    if !tls.is_empty() {
+        let _ = writeln!(o, "<h3>TLS</h3>\n<pre>{}</pre>", esc(&tls.join("\n")));
+    }
+    if let Some(mx) = &report.mx {
+        let lines = crate::mx::human_lines(mx);
+        let _ = writeln!(
+            o,
+            "<h3>Mail exchangers</h3>\n<pre>{}</pre>",
+            esc(&lines.join("\n"))
+        );
+    }
+    let _ = writeln!(
+        o,
+        "<h3>Cleanup</h3>\n<p>{} probe message(s) deleted.</p>",
+        report.cleanup.deleted
+    );
+    if !report.cleanup.leftovers.is_empty() {
+        o.push_str("<p class=\"warning\">Left in the mailbox (run <code>mailprobe cleanup</code> later):</p>\n<ul>\n");
+        for id in &report.cleanup.leftovers {
+            let _ = writeln!(o, "<li><code>{}</code></li>", esc(id));
+        }
+        o.push_str("</ul>\n");
+    }
+    for e in &report.cleanup.errors {
+        let _ = writeln!(o, "<p class=\"err\">{}</p>", esc(&e.to_string()));
+    }
+    o.push_str("</section>\n");
+}
+
+// Chart geometry.
+const WIDTH: f64 = 760.0;
+const HEIGHT: f64 = 380.0;
+const LEFT: f64 = 70.0;
+const RIGHT: f64 = 20.0;
+const TOP: f64 = 40.0;
+const BOTTOM: f64 = 62.0;
+/// Room between the axis and the first / last size.
+const X_PAD: f64 = 24.0;
+
+fn chart(o: &mut String, report: &Report) {
+    let points = chart_points(report);
+    if points.is_empty() {
+        o.push_str("<p class=\"none\" id=\"chart-empty\">No timings to chart.</p>\n");
+        return;
+    }
+    let mut sizes: Vec<u64> = points.iter().map(|p| p.1).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let log = |s: u64| ((s as f64) + 1.0).log10();
+    let (lo, hi) = (log(sizes[0]), log(*sizes.last().unwrap_or(&0)));
+    let plot_w = WIDTH - LEFT - RIGHT;
+    let plot_h = HEIGHT - TOP - BOTTOM;
+    let x_of = |s: u64| {
+        if hi - lo < f64::EPSILON {
+            LEFT + plot_w / 2.0
+        } else {
+            LEFT + X_PAD + (log(s) - lo) / (hi - lo) * (plot_w - 2.0 * X_PAD)
+        }
+    };
+    let max_ms = points.iter().map(|p| p.2).fold(0.0, f64::max);
+    let step = nice_step(max_ms / 5.0);
+    let top_ms = (max_ms / step).ceil().max(1.0) * step;
+    let y_of = |ms: f64| TOP + plot_h - ms / top_ms * plot_h;
+
+    let _ = writeln!(
+        o,
+        "<svg class=\"chart\" id=\"latency-chart\" xmlns=\"http://www.w3.org/2000/svg\" \
+         viewBox=\"0 0 {WIDTH} {HEIGHT}\" width=\"{WIDTH}\" height=\"{HEIGHT}\" role=\"img\" \
+         aria-label=\"Latency in milliseconds against message size\">"
+    );
+    let _ = writeln!(
+        o,
+        "<rect x=\"0\" y=\"0\" width=\"{WIDTH}\" height=\"{HEIGHT}\" fill=\"#ffffff\"/>"
+    );
+    // Horizontal grid and y labels.
+    let mut tick = 0.0;
+    for _ in 0..=20 {
+        if tick > top_ms + step / 2.0 {
+            break;
+        }
+        let y = y_of(tick);
+        let _ = writeln!(
+            o,
+            "<line class=\"grid\" x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\"/>\
+             <text class=\"tick\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            WIDTH - RIGHT,
+            LEFT - 6.0,
+            y + 4.0,
+            number(tick)
+        );
+        tick += step;
+    }
+    // Size ticks; a label too close to the previous one drops to a second row.
+    let mut last_x = f64::NEG_INFINITY;
+    let mut row = 0;
+    for &s in &sizes {
+        let x = x_of(s);
+        row = if x - last_x < 64.0 { 1 - row } else { 0 };
+        last_x = x;
+        let label = if s == 0 {
+            "plain".to_string()
+        } else {
+            format_size(s)
+        };
+        let _ = writeln!(
+            o,
+            "<line class=\"grid\" x1=\"{x:.1}\" y1=\"{TOP}\" x2=\"{x:.1}\" y2=\"{:.1}\"/>\
+             <text class=\"tick\" x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+            TOP + plot_h,
+            TOP + plot_h + 16.0 + 13.0 * row as f64,
+            esc(&label)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "<line class=\"axis\" x1=\"{LEFT}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\"/>\
+         <line class=\"axis\" x1=\"{LEFT}\" y1=\"{TOP}\" x2=\"{LEFT}\" y2=\"{:.1}\"/>",
+        TOP + plot_h,
+        WIDTH - RIGHT,
+        TOP + plot_h,
+        TOP + plot_h
+    );
+    let _ = writeln!(
+        o,
+        "<text class=\"axis-label\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">message size (attachment bytes, log scale)</text>\
+         <text class=\"axis-label\" x=\"16\" y=\"{:.1}\" text-anchor=\"middle\" transform=\"rotate(-90 16 {:.1})\">time (ms)</text>",
+        LEFT + plot_w / 2.0,
+        HEIGHT - 8.0,
+        TOP + plot_h / 2.0,
+        TOP + plot_h / 2.0
+    );
+    // Legend across the top.
+    let mut lx = LEFT;
+    for series in Series::ALL {
+        let _ = writeln!(
+            o,
+            "<g class=\"legend\" data-protocol=\"{}\"><rect x=\"{lx:.1}\" y=\"12\" width=\"14\" height=\"14\" fill=\"{}\"/>\
+             <text x=\"{:.1}\" y=\"24\">{}</text></g>",
+            series.key(),
+            series.color(),
+            lx + 20.0,
+            series.label()
+        );
+        lx += 150.0;
+    }
+    // Series: a polyline through the points in size order, then the points.
+    for series in Series::ALL {
+        let mut mine: Vec<(u64, f64)> = points
+            .iter()
+            .filter(|p| p.0 == series)
+            .map(|p| (p.1, p.2))
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        mine.sort_by_key(|p| p.0);
+        let dash = if series == Series::Delivery {
+            " stroke-dasharray=\"6 4\""
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            o,
+            "<g class=\"series\" data-protocol=\"{}\">",
+            series.key()
+        );
+        if mine.len() > 1 {
+            let coords: Vec<String> = mine
+                .iter()
+                .map(|&(s, ms)| format!("{:.1},{:.1}", x_of(s), y_of(ms)))
+                .collect();
+            let _ = writeln!(
+                o,
+                "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\"{dash} points=\"{}\"/>",
+                series.color(),
+                coords.join(" ")
+            );
+        }
+        for &(s, ms) in &mine {
+            let _ = writeln!(
+                o,
+                "<circle class=\"point\" data-protocol=\"{}\" data-size=\"{s}\" data-ms=\"{ms}\" \
+                 cx=\"{:.1}\" cy=\"{:.1}\" r=\"4.5\" fill=\"{}\"><title>{}, {}: {}</title></circle>",
+                series.key(),
+                x_of(s),
+                y_of(ms),
+                series.color(),
+                series.label(),
+                esc(&format_size(s)),
+                esc(&format_ms(ms))
+            );
+        }
+        o.push_str("</g>\n");
+    }
+    o.push_str("</svg>\n");
+}
+
+/// 1, 2 or 5 times a power of ten, at least `raw`.
+fn nice_step(raw: f64) -> f64 {
+    if !(raw.is_finite() && raw > 0.0) {
+        return 1.0;
+    }
+    let magnitude = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|f| f * magnitude)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * magnitude)
+}
+
+/// A tick value without float noise: `0`, `0.5`, `250`.
+fn number(v: f64) -> String {
+    let s = format!("{v:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s.is_empty() { "0".into() } else { s.into() }
+}
+
+/// Escape text for HTML element content and quoted attribute values.
+pub fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "\
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:24px;color:#1d1d1f;background:#f6f7f9;line-height:1.4}
+header,section{background:#fff;border:1px solid #dde1e6;border-radius:8px;padding:12px 20px;margin-bottom:16px}
+h1{font-size:1.4em;margin:4px 0}h2{font-size:1.15em;margin:4px 0 10px}h3{font-size:1em;margin:4px 0}h4{font-size:.9em;margin:8px 0 2px;color:#555}
+.meta{color:#555;font-size:.9em;margin:4px 0}
+.verdict,.badge{display:inline-block;padding:2px 10px;border-radius:4px;color:#fff;font-weight:700}
+.healthy{background:#2a9d3a}.degraded{background:#d08a00}.failing{background:#c62828}
+.badge{font-size:.8em;padding:1px 6px}
+article.diagnosis{border-left:5px solid #c62828;background:#fff5f5;padding:6px 12px;margin:8px 0}
+article.diagnosis.degraded{border-left-color:#d08a00;background:#fffaf0}
+ul{margin:2px 0 6px;padding-left:22px}
+table{border-collapse:collapse;font-size:.9em}
+th,td{border:1px solid #dde1e6;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#eef1f4}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.ok{color:#1b6e28}td.fail{color:#b71c1c;font-weight:600}td.skip,td.none{color:#888}
+.err{font-weight:400;font-size:.85em;color:#7a1c1c}
+.warning{color:#b71c1c;font-weight:600}p.ok{color:#1b6e28}
+pre{background:#f3f4f6;padding:8px;overflow-x:auto}
+svg.chart{max-width:100%;height:auto;font-size:12px}
+svg .grid{stroke:#e3e6ea;stroke-width:1}svg .axis{stroke:#444;stroke-width:1}
+svg .tick{fill:#444}svg .axis-label{fill:#222;font-size:12px}svg .legend text{fill:#222}
+footer{color:#777;font-size:.8em}
+";
+
+#[cfg(test)]
+mod tests {
+    use super::{Series, chart_points, esc, render};
+
+    use crate::diagnosis::{Cause, Code, Diagnosis, Severity};
+    use crate::error::{ErrorKind, ProbeError};
+    use crate::phase::{Phase, Phases, Protocol};
+    use crate::prober::ProtocolResult;
+    use crate::report::{Cleanup, MessageReport, Report, Target, Verdict};
+
+    fn phases(list: &[(Phase, f64)]) -> Phases {
+        list.iter().copied().collect()
+    }
+
+    fn sent(list: &[(Phase, f64)]) -> ProtocolResult {
+        let phases_ms = phases(list);
+        ProtocolResult {
+            ok: true,
+            accepted: Some(true),
+            total_ms: phases_ms.values().sum(),
+            phases_ms,
+            ..Default::default()
+        }
+    }
+
+    fn fetched(list: &[(Phase, f64)], delivery_ms: f64) -> ProtocolResult {
+        let phases_ms = phases(list);
+        ProtocolResult {
+            ok: true,
+            found: Some(true),
+            verified: Some(true),
+            total_ms: phases_ms.values().sum(),
+            phases_ms,
+            delivery_ms: Some(delivery_ms),
+            ..Default::default()
+        }
+    }
+
+    fn message(
+        size: u64,
+        smtp: ProtocolResult,
+        imap: ProtocolResult,
+        pop3: ProtocolResult,
+    ) -> MessageReport {
+        MessageReport {
+            probe_id: format!("mailprobe-1-{size:x}"),
+            size_bytes: size,
+            attachment: size > 0,
+            encoded_bytes: size * 4 / 3 + 800,
+            smtp,
+            imap: Some(imap),
+            pop3: Some(pop3),
+        }
+    }
+
+    /// Plain and 10 KiB get through; 1 MiB is altered over IMAP and never reaches
+    /// POP3; 5 MiB is refused by SMTP. Text from the server carries markup.
+    fn sample() -> Report {
+        let plain = message(
+            0,
+            sent(&[(Phase::Connect, 12.5), (Phase::Data, 66.0)]),
+            fetched(&[(Phase::Login, 20.0), (Phase::Fetch, 5.0)], 340.0),
+            fetched(&[(Phase::Stat, 2.0), (Phase::Fetch, 4.25)], 1200.25),
+        );
+        let small = message(
+            10 << 10,
+            sent(&[(Phase::Connect, 10.0), (Phase::Data, 90.0)]),
+            fetched(&[(Phase::Fetch, 7.0)], 410.0),
+            fetched(&[(Phase::Fetch, 6.5)], 900.0),
+        );
+        let mut altered = fetched(&[(Phase::Fetch, 40.0)], 500.0);
+        altered.ok = false;
+        altered.verified = Some(false);
+        altered.verification = Some(crate::verify::Verification {
+            verified: false,
+            bytes: 100,
+            problems: vec!["the attachment was renamed to <evil>.exe".into()],
+            attachment: None,
+        });
+        altered.error = Some(
+            ProbeError::new(ErrorKind::Altered, "the attachment was renamed")
+                .at(Protocol::Imap, Phase::Fetch),
+        );
+        let missing = ProtocolResult {
+            found: Some(false),
+            error: Some(
+                ProbeError::new(
+                    ErrorKind::NotDelivered,
+                    "not in the mailbox 8 s after the server accepted it",
+                )
+                .at(Protocol::Pop3, Phase::Delivery),
+            ),
+            ..Default::default()
+        };
+        let one_mib = message(
+            1 << 20,
+            sent(&[(Phase::Connect, 9.0), (Phase::Data, 900.0)]),
+            altered,
+            missing,
+        );
+        let skipped = ProtocolResult {
+            skipped: Some("SMTP did not accept the message".into()),
+            ..Default::default()
+        };
+        let refused = ProtocolResult {
+            accepted: Some(false),
+            phases_ms: phases(&[(Phase::Connect, 8.0)]),
+            total_ms: 8.0,
+            error: Some(
+                ProbeError::new(
+                    ErrorKind::Rejected,
+                    "552 5.3.4 Message size exceeds fixed limit <script>alert(1)</script>",
+                )
+                .at(Protocol::Smtp, Phase::Data),
+            ),
+            ..Default::default()
+        };
+        let five_mib = message(5 << 20, refused, skipped.clone(), skipped);
+        let messages = vec![plain, small, one_mib, five_mib];
+        Report {
+            mailprobe_version: "0.1.0".into(),
+            started_at: "2026-11-25T00:00:00Z".into(),
+            duration_ms: 4321.5,
+            verdict: Verdict::Failing,
+            summary: "attachments fail: 5 MiB is refused & <b>bold</b>".into(),
+            target: Target {
+                smtp: "smtp://h:587".into(),
+                imap: Some("imaps://h:993".into()),
+                pop3: Some("pop3s://h:995".into()),
+                from: "a@h".into(),
+                to: "a@h".into(),
+                sizes: messages.iter().map(|m| m.size_bytes).collect(),
+                insecure: true,
+            },
+            smtp_server: None,
+            messages,
+            size_limit: None,
+            diagnoses: vec![
+                Diagnosis {
+                    code: Code::AttachmentsFail,
+                    severity: Severity::Failing,
+                    summary: "Attachments fail: \"<&>'\nsecond line".into(),
+                    cause: Some(Cause::SizeLimit),
+                    protocol: Some(Protocol::Smtp),
+                    evidence: vec!["5 MiB: 552 <too big>".into()],
+                    hints: vec!["raise message_size_limit & retry".into()],
+                },
+                Diagnosis {
+                    code: Code::Slow,
+                    severity: Severity::Degraded,
+                    summary: "POP3 delivery is slow".into(),
+                    cause: None,
+                    protocol: Some(Protocol::Pop3),
+                    evidence: Vec::new(),
+                    hints: Vec::new(),
+                },
+            ],
+            cleanup: Cleanup {
+                deleted: 3,
+                leftovers: vec!["mailprobe-1-<x>".into()],
+                errors: Vec::new(),
+            },
+            mx: None,
+        }
+    }
+
+    /// Compare with the reviewed snapshot; `MAILPROBE_BLESS=1` rewrites it.
+    #[test]
+    fn snapshot_matches() {
+        let got = String::from_utf8(render(&sample())).unwrap();
+        if std::env::var_os("MAILPROBE_BLESS").is_some() {
+            let path = format!("{}/tests/snapshots/html.html", env!("CARGO_MANIFEST_DIR"));
+            std::fs::write(path, &got).unwrap();
+            return;
+        }
+        assert_eq!(
+            got,
+            include_str!("../../tests/snapshots/html.html"),
+            "snapshot tests/snapshots/html.html differs"
+        );
+    }
+
+    #[test]
+    fn everything_from_the_report_is_escaped() {
+        let out = String::from_utf8(render(&sample())).unwrap();
+        for raw in ["<script>", "<b>bold", "<too big>", "<evil>", "<&>", "-<x>"] {
+            assert!(!out.contains(raw), "unescaped {raw:?}");
+        }
+        assert!(out.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(out.contains("&amp; &lt;b&gt;bold&lt;/b&gt;"));
+        assert_eq!(esc("a\"b'c"), "a&quot;b&#39;c");
+        // Self-contained: no scripts, no external references.
+        for banned in ["<script", "src=", "href=", "@import", "url("] {
+            assert!(!out.contains(banned), "{banned:?} found");
+        }
+    }
+
+    #[test]
+    fn chart_points_match_the_report() {
+        let report = sample();
+        let out = String::from_utf8(render(&report)).unwrap();
+        let points = chart_points(&report);
+        // smtp: 3 accepted; imap fetch: 3 (plain, 10 KiB, altered 1 MiB); pop3: 2; delivery: 3.
+        let count = |s: Series| points.iter().filter(|p| p.0 == s).count();
+        assert_eq!(count(Series::SmtpTotal), 3);
+        assert_eq!(count(Series::ImapFetch), 3);
+        assert_eq!(count(Series::Pop3Fetch), 2);
+        assert_eq!(count(Series::Delivery), 3);
+        assert_eq!(out.matches("<circle class=\"point\"").count(), points.len());
+        for (series, size, ms) in &points {
+            let needle = format!(
+                "data-protocol=\"{}\" data-size=\"{size}\" data-ms=\"{ms}\"",
+                series.key()
+            );
+            assert!(out.contains(&needle), "missing point {needle}");
+        }
+        // Delivery is the first protocol to see the message.
+        assert!(out.contains("data-protocol=\"delivery\" data-size=\"0\" data-ms=\"340\""));
+        assert!(out.contains("data-protocol=\"smtp\" data-size=\"0\" data-ms=\"78.5\""));
+    }
+
+    #[test]
+    fn empty_report_renders_without_a_chart() {
+        let mut r = sample();
+        r.messages.clear();
+        r.diagnoses.clear();
+        let out = String::from_utf8(render(&r)).unwrap();
+        assert!(out.contains("No timings to chart."));
+        assert!(out.contains("Nothing wrong was found."));
+        assert!(!out.contains("<svg"));
+    }
+}
