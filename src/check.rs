@@ -52,6 +52,9 @@ pub async fn run_check(settings: Settings) -> Result<Report, ProbeError> {
         let ctx = ctx_ref;
         let mut sent = Vec::with_capacity(messages_ref.len());
         for (index, message) in messages_ref.iter().enumerate() {
+            if let Some(t) = &ctx.settings.transcript {
+                t.set_message(crate::phase::Protocol::Smtp, Some(index));
+            }
             let outcome = smtp::send(ctx, message).await;
             if let Some(accepted_at) = outcome.accepted_at {
                 let accepted = Accepted {
@@ -118,6 +121,7 @@ pub async fn run_check(settings: Settings) -> Result<Report, ProbeError> {
         cleanup,
         size_limit,
         diagnoses: Vec::new(),
+        mx: None,
     };
     let thresholds = diagnosis::Thresholds {
         cert_warn_days: s.cert_warn_days,

@@ -26,6 +26,14 @@ pub enum Command {
     /// Delete leftover probe messages (found by probe id, older than a given age)
     /// over IMAP and POP3; nothing else in the mailbox is touched.
     Cleanup(CleanupArgs),
+    /// Run a Prometheus exporter (blackbox_exporter style): GET /probe?profile=NAME
+    /// runs the check of probes/NAME.toml and answers its metrics; GET /metrics
+    /// answers the exporter's own.
+    Serve(crate::serve::ServeArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(crate::completions::CompletionsArgs),
+    /// Print the man page (roff) on standard output.
+    Man,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
@@ -36,6 +44,7 @@ pub enum Format {
     Nagios,
     Prometheus,
     Junit,
+    Html,
 }
 
 #[derive(Debug, Clone, Default, Args)]
@@ -137,6 +146,10 @@ pub struct CheckArgs {
     /// Print nothing on standard output (exit code and --output files only).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Write a protocol transcript of every session (C:/S: lines, timestamps) to
+    /// FILE; passwords and SASL exchanges are redacted, message bodies summarized.
+    #[arg(long, value_name = "FILE")]
+    pub transcript: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -92,6 +92,8 @@ pub struct Settings {
     pub bisect: bool,
     /// A certificate expiring within this many days is a warning.
     pub cert_warn_days: i64,
+    /// `--transcript`: where every session records what was said.
+    pub transcript: Option<std::sync::Arc<crate::transcript::Transcript>>,
 }
 
 impl Settings {
@@ -415,6 +417,7 @@ fn resolve_for(args: &CheckArgs, need_smtp: bool) -> Result<Settings, String> {
             .cert_warn_days
             .or(profile.cert_warn_days)
             .unwrap_or(crate::diagnosis::Thresholds::default().cert_warn_days),
+        transcript: None,
     })
 }
 

@@ -3,22 +3,29 @@
 //! `main.rs` parses arguments and calls [`run`]; tests drive the tool in-process
 //! the same way.
 
+pub mod budget;
 pub mod check;
 pub mod cli;
+pub mod completions;
 pub mod config;
 pub mod diagnosis;
 pub mod endpoint;
 pub mod error;
 pub mod message;
+pub mod mx;
 pub mod net;
 pub mod phase;
 pub mod pop3;
 pub mod prober;
+pub mod progress;
+pub mod redact;
 pub mod reply;
 pub mod report;
+pub mod serve;
 pub mod sweep;
 pub mod tls;
 pub mod tls_inspect;
+pub mod transcript;
 pub mod units;
 pub mod verify;
 
@@ -32,6 +39,9 @@ pub const EXIT_UNKNOWN: i32 = 3;
 /// printed to stderr with what to do; everything else is in the report.
 pub async fn run(cli: Cli) -> i32 {
     match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Completions(args) => completions::run_completions(&args),
+        Command::Man => completions::run_man(),
         Command::Cleanup(args) => {
             let settings = match config::resolve_mailbox(&args.mailbox) {
                 Ok(s) => s,
@@ -70,6 +80,7 @@ pub async fn run(cli: Cli) -> i32 {
                     cli::Format::Nagios => Format::Nagios,
                     cli::Format::Prometheus => Format::Prometheus,
                     cli::Format::Junit => Format::Junit,
+                    cli::Format::Html => Format::Html,
                 };
                 outputs.push((format, Destination::Stdout));
             }
@@ -79,19 +90,46 @@ pub async fn run(cli: Cli) -> i32 {
                     Err(e) => return usage_error(&e),
                 }
             }
-            let settings = match config::resolve(&args) {
+            if args.domain.is_some() {
+                return match mx::run_domain_check(&args).await {
+                    Ok(report) => match report::write_outputs(&report, &outputs) {
+                        Ok(()) => report.verdict.exit_code(),
+                        Err(e) => usage_error(&e),
+                    },
+                    Err(e) => usage_error(&e),
+                };
+            }
+            let mut settings = match config::resolve(&args) {
                 Ok(s) => s,
                 Err(e) => return usage_error(&e),
             };
-            match check::run_check(settings).await {
-                Ok(report) => {
+            // A server may echo a password: no report or transcript ever shows one.
+            let secrets = redact::settings_secrets(&settings);
+            let transcript = args.transcript.clone().map(|path| {
+                let t = transcript::Transcript::new(secrets.clone());
+                settings.transcript = Some(std::sync::Arc::clone(&t));
+                (path, t)
+            });
+            let show_progress = progress::wanted(args.quiet);
+            let expected_bytes = progress::expected_bytes(&settings);
+            let check = check::run_check(settings);
+            let outcome = progress::track(show_progress, expected_bytes, check).await;
+            if let Some((path, t)) = &transcript
+                && let Err(e) = report::write_transcript(t, path)
+            {
+                eprintln!("mailprobe: {e}");
+                return EXIT_UNKNOWN;
+            }
+            match outcome {
+                Ok(mut report) => {
+                    redact::scrub_value(&mut report, &secrets);
                     if let Err(e) = report::write_outputs(&report, &outputs) {
                         eprintln!("mailprobe: {e}");
                         return EXIT_UNKNOWN;
                     }
                     report.verdict.exit_code()
                 }
-                Err(e) => usage_error(&e.to_string()),
+                Err(e) => usage_error(&redact::scrub(&e.to_string(), &secrets)),
             }
         }
     }

@@ -60,6 +60,12 @@ pub struct Traffic {
     pub written: AtomicU64,
 }
 
+/// Every guarded stream of the process, added up (the progress bar polls it).
+pub static TOTAL_TRAFFIC: Traffic = Traffic {
+    read: AtomicU64::new(0),
+    written: AtomicU64::new(0),
+};
+
 /// A stream that refuses to let one line grow without bound: a server that sends
 /// hundreds of MiB without a line feed gets an error instead of our memory.
 pub struct Guarded<S> {
@@ -112,6 +118,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
             this.traffic
                 .read
                 .fetch_add(fresh.len() as u64, Ordering::Relaxed);
+            TOTAL_TRAFFIC
+                .read
+                .fetch_add(fresh.len() as u64, Ordering::Relaxed);
             match fresh.iter().rposition(|&b| b == b'\n') {
                 Some(pos) => this.line_run = fresh.len() - pos - 1,
                 None => this.line_run += fresh.len(),
@@ -137,6 +146,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = poll {
             this.traffic.written.fetch_add(n as u64, Ordering::Relaxed);
+            TOTAL_TRAFFIC.written.fetch_add(n as u64, Ordering::Relaxed);
         }
         poll
     }

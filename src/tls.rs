@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::RootCertStore;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::RootCertStore;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ErrorKind, ProbeError, ProbeResult};
@@ -127,9 +127,17 @@ impl TlsClient {
             }
             err.message = format!("TLS handshake with {host} failed: {e}");
             // What the server presented, so a failure still names the certificate.
-            if let Some((leaf, intermediates)) = recorder.chain().as_deref().and_then(|c| c.split_first()) {
+            if let Some((leaf, intermediates)) =
+                recorder.chain().as_deref().and_then(|c| c.split_first())
+            {
                 let certificate = describe_certificate(leaf);
-                let verify = self.verifier.verify_server_cert(leaf, intermediates, &name, &[], UnixTime::now());
+                let verify = self.verifier.verify_server_cert(
+                    leaf,
+                    intermediates,
+                    &name,
+                    &[],
+                    UnixTime::now(),
+                );
                 err.tls = Some(Box::new(TlsInfo {
                     version: String::new(),
                     cipher: String::new(),

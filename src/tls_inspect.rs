@@ -84,14 +84,13 @@ pub fn connector(
         accept_anything,
         seen: Mutex::new(None),
     });
-    let config = ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| ProbeError::config(e.to_string()))?
-    .dangerous()
-    .with_custom_certificate_verifier(Arc::clone(&recorder) as Arc<dyn ServerCertVerifier>)
-    .with_no_client_auth();
+    let config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ProbeError::config(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::clone(&recorder) as Arc<dyn ServerCertVerifier>)
+            .with_no_client_auth();
     Ok((TlsConnector::from(Arc::new(config)), recorder))
 }
 
@@ -101,7 +100,9 @@ pub fn connector(
 pub fn name_matches(sans: &[String], host: &str) -> bool {
     let host = host.trim_end_matches('.');
     if let Ok(ip) = host.parse::<IpAddr>() {
-        return sans.iter().any(|s| s.parse::<IpAddr>().is_ok_and(|a| a == ip));
+        return sans
+            .iter()
+            .any(|s| s.parse::<IpAddr>().is_ok_and(|a| a == ip));
     }
     let host = host.to_ascii_lowercase();
     sans.iter().any(|san| {
@@ -123,8 +124,14 @@ pub fn human_lines(report: &Report) -> Vec<String> {
     };
     let per_protocol = [
         ("smtp", pick(&|m| m.smtp.tls.as_ref())),
-        ("imap", pick(&|m| m.imap.as_ref().and_then(|r| r.tls.as_ref()))),
-        ("pop3", pick(&|m| m.pop3.as_ref().and_then(|r| r.tls.as_ref()))),
+        (
+            "imap",
+            pick(&|m| m.imap.as_ref().and_then(|r| r.tls.as_ref())),
+        ),
+        (
+            "pop3",
+            pick(&|m| m.pop3.as_ref().and_then(|r| r.tls.as_ref())),
+        ),
     ];
     for (name, tls) in per_protocol {
         if let Some(tls) = tls {

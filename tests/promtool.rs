@@ -109,6 +109,7 @@ fn report() -> Report {
             },
         ],
         cleanup: Cleanup::default(),
+        mx: None,
     }
 }
 

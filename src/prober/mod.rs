@@ -269,7 +269,10 @@ pub async fn watch<M: Mailbox>(
                     let mut phases = session_phases.clone();
                     *phases.entry(Phase::Search).or_insert(0.0) += search_ms;
                     let fetch_started = Instant::now();
+                    let transcript = ctx.settings.transcript.as_ref();
+                    transcript.inspect(|t| t.set_message(M::PROTOCOL, Some(a.index)));
                     let fetched = mailbox.fetch(ctx, at, &a).await;
+                    transcript.inspect(|t| t.set_message(M::PROTOCOL, None));
                     phases.insert(Phase::Fetch, millis(fetch_started.elapsed()));
                     let mut r = ProtocolResult {
                         found: Some(true),
@@ -433,8 +436,13 @@ pub async fn open_stream(
         )
         .await?;
     let stream: BoxStream = Box::new(tcp);
+    // `--transcript` records above TLS: the plain stream here, the TLS one below.
+    let record = |s: BoxStream| {
+        let peer = format!("{}:{}", endpoint.host, endpoint.port);
+        crate::transcript::record(ctx.settings.transcript.as_ref(), endpoint.protocol, &peer, s)
+    };
     if endpoint.security != Security::Implicit {
-        return Ok(stream);
+        return Ok(record(stream));
     }
     let (tls, info) = clock
         .run(
@@ -444,7 +452,7 @@ pub async fn open_stream(
         )
         .await?;
     *tls_info = Some(info);
-    Ok(tls)
+    Ok(record(tls))
 }
 
 /// Whether to upgrade a plain connection, given the policy and the server's offer.
@@ -487,7 +495,11 @@ pub async fn finish_starttls(
         )
         .await?;
     *tls_info = Some(info);
-    Ok(tls)
+    Ok(crate::transcript::resume(
+        ctx.settings.transcript.as_ref(),
+        endpoint.protocol,
+        tls,
+    ))
 }
 
 /// A plain connection with nothing pending: hand it on without the read buffer.

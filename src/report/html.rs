@@ -62,9 +62,8 @@ impl Series {
     }
     /// The value this series plots for one message, if any.
     pub fn value(self, m: &MessageReport) -> Option<f64> {
-        let fetch = |r: Option<&ProtocolResult>| {
-            r.and_then(|r| r.phases_ms.get(&Phase::Fetch).copied())
-        };
+        let fetch =
+            |r: Option<&ProtocolResult>| r.and_then(|r| r.phases_ms.get(&Phase::Fetch).copied());
         match self {
             Series::SmtpTotal => m.smtp.ok.then_some(m.smtp.total_ms),
             Series::ImapFetch => fetch(m.imap.as_ref()),
@@ -124,9 +123,7 @@ pub fn render(report: &Report) -> Vec<u8> {
         esc(&report.mailprobe_version)
     );
     if report.target.insecure {
-        o.push_str(
-            "<p class=\"warning\">TLS certificates were NOT verified (--insecure).</p>\n",
-        );
+        o.push_str("<p class=\"warning\">TLS certificates were NOT verified (--insecure).</p>\n");
     }
     o.push_str("</header>\n");
 
@@ -372,10 +369,11 @@ fn chart(o: &mut String, report: &Report) {
     sizes.dedup();
     let log = |s: u64| ((s as f64) + 1.0).log10();
     let (lo, hi) = (log(sizes[0]), log(*sizes.last().unwrap_or(&0)));
+    let one_size = sizes.len() == 1;
     let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = HEIGHT - TOP - BOTTOM;
     let x_of = |s: u64| {
-        if hi - lo < f64::EPSILON {
+        if one_size {
             LEFT + plot_w / 2.0
         } else {
             LEFT + X_PAD + (log(s) - lo) / (hi - lo) * (plot_w - 2.0 * X_PAD)
@@ -483,11 +481,7 @@ fn chart(o: &mut String, report: &Report) {
         } else {
             ""
         };
-        let _ = writeln!(
-            o,
-            "<g class=\"series\" data-protocol=\"{}\">",
-            series.key()
-        );
+        let _ = writeln!(o, "<g class=\"series\" data-protocol=\"{}\">", series.key());
         if mine.len() > 1 {
             let coords: Vec<String> = mine
                 .iter()

@@ -218,17 +218,32 @@ pub fn parse_output(spec: &str) -> Result<(Format, Destination), String> {
 /// The one place that writes reports.
 pub fn write_outputs(report: &Report, outputs: &[(Format, Destination)]) -> Result<(), String> {
     for (format, destination) in outputs {
-        let bytes = format.render(report);
-        match destination {
-            Destination::Stdout => {
-                let mut out = std::io::stdout().lock();
-                out.write_all(&bytes)
-                    .and_then(|_| out.flush())
-                    .map_err(|e| format!("cannot write the report: {e}"))?;
-            }
-            Destination::File(path) => std::fs::write(path, &bytes)
-                .map_err(|e| format!("cannot write the report to {}: {e}", path.display()))?,
-        }
+        write_to(destination, &format.render(report), "report")?;
     }
     Ok(())
+}
+
+/// `--transcript FILE`, written the same way as the reports.
+pub fn write_transcript(
+    transcript: &crate::transcript::Transcript,
+    path: &std::path::Path,
+) -> Result<(), String> {
+    write_to(
+        &Destination::File(path.to_path_buf()),
+        &transcript.render(),
+        "transcript",
+    )
+}
+
+fn write_to(destination: &Destination, bytes: &[u8], what: &str) -> Result<(), String> {
+    match destination {
+        Destination::Stdout => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(bytes)
+                .and_then(|_| out.flush())
+                .map_err(|e| format!("cannot write the {what}: {e}"))
+        }
+        Destination::File(path) => std::fs::write(path, bytes)
+            .map_err(|e| format!("cannot write the {what} to {}: {e}", path.display())),
+    }
 }
