@@ -33,9 +33,9 @@ impl Default for Threshold {
 /// Parse `--regression-threshold`: `50%`, `50` (percent) or `0.5`... as percent always.
 pub fn parse_threshold(text: &str) -> Result<Threshold, String> {
     let t = text.trim().trim_end_matches('%').trim();
-    let percent: f64 = t.parse().map_err(|_| {
-        format!("--regression-threshold {text:?}: give a percentage such as 50%")
-    })?;
+    let percent: f64 = t
+        .parse()
+        .map_err(|_| format!("--regression-threshold {text:?}: give a percentage such as 50%"))?;
     if !(percent > 0.0 && percent.is_finite()) {
         return Err(format!(
             "--regression-threshold {text:?} must be more than 0 %"
@@ -128,10 +128,7 @@ pub fn compare(
 ) -> Comparison {
     let mut regressions = Vec::new();
     for now in &current.latency {
-        let Some(before) = baseline
-            .stats
-            .get(now.protocol, &now.phase, now.size_bytes)
-        else {
+        let Some(before) = baseline.stats.get(now.protocol, &now.phase, now.size_bytes) else {
             continue;
         };
         for (name, b, c) in [
@@ -281,7 +278,11 @@ mod tests {
     #[test]
     fn regressions_need_both_ratio_and_absolute_difference() {
         let b = baseline(
-            vec![lat("greeting", 2.0, 4.0), lat("login", 20.0, 30.0), lat("fetch", 1.0, 1.0)],
+            vec![
+                lat("greeting", 2.0, 4.0),
+                lat("login", 20.0, 30.0),
+                lat("fetch", 1.0, 1.0),
+            ],
             &[],
         );
         let now = Stats {
@@ -338,10 +339,18 @@ mod tests {
 
     #[test]
     fn sizes_that_stopped_working_are_failing() {
-        let now = vec![message(0, true), message(10240, false), message(10240, false)];
+        let now = vec![
+            message(0, true),
+            message(10240, false),
+            message(10240, false),
+        ];
         let b = baseline(vec![], &[0, 10240, 999]);
         let c = compare(&b, &Stats::default(), &now, Threshold::default());
-        assert_eq!(c.newly_failing_sizes, vec![10240], "999 was not tried: not compared");
+        assert_eq!(
+            c.newly_failing_sizes,
+            vec![10240],
+            "999 was not tried: not compared"
+        );
         let d = diagnoses(&c);
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].severity, Severity::Failing);

@@ -3,6 +3,7 @@
 
 use std::time::{Instant, SystemTime};
 
+use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::config::Settings;
@@ -48,28 +49,34 @@ pub async fn run_check(settings: Settings) -> Result<Report, ProbeError> {
     .collect();
 
     let (ctx_ref, messages_ref) = (&ctx, &messages);
+    // Up to `--concurrency` messages in flight; the watchers get each as it is accepted.
     let send_all = async move {
         let ctx = ctx_ref;
-        let mut sent = Vec::with_capacity(messages_ref.len());
-        for (index, message) in messages_ref.iter().enumerate() {
-            if let Some(t) = &ctx.settings.transcript {
-                t.set_message(crate::phase::Protocol::Smtp, Some(index));
-            }
-            let outcome = smtp::send(ctx, message).await;
-            if let Some(accepted_at) = outcome.accepted_at {
-                let accepted = Accepted {
-                    index,
-                    expected: message.expected.clone(),
-                    accepted_at,
-                    encoded_len: message.encoded_len(),
-                };
-                for tx in &senders {
-                    let _ = tx.send(accepted.clone());
+        let senders = &senders;
+        let mut sent: Vec<(usize, smtp::Sent)> = futures::stream::iter(messages_ref.iter().enumerate())
+            .map(|(index, message)| async move {
+                if let Some(t) = &ctx.settings.transcript {
+                    t.set_message(crate::phase::Protocol::Smtp, Some(index));
                 }
-            }
-            sent.push(outcome);
-        }
-        sent
+                let outcome = smtp::send(ctx, message).await;
+                if let Some(accepted_at) = outcome.accepted_at {
+                    let accepted = Accepted {
+                        index,
+                        expected: message.expected.clone(),
+                        accepted_at,
+                        encoded_len: message.encoded_len(),
+                    };
+                    for tx in senders {
+                        let _ = tx.send(accepted.clone());
+                    }
+                }
+                (index, outcome)
+            })
+            .buffer_unordered(ctx.settings.concurrency.max(1))
+            .collect()
+            .await;
+        sent.sort_by_key(|(index, _)| *index);
+        sent.into_iter().map(|(_, outcome)| outcome).collect::<Vec<_>>()
     };
     let watch_imap = async {
         match s.imap {
@@ -97,6 +104,7 @@ pub async fn run_check(settings: Settings) -> Result<Report, ProbeError> {
             smtp: sent.result.clone(),
             imap: imap.as_ref().map(|w| take_result(w, index)),
             pop3: pop3.as_ref().map(|w| take_result(w, index)),
+            round: None,
         })
         .collect();
 
@@ -122,6 +130,7 @@ pub async fn run_check(settings: Settings) -> Result<Report, ProbeError> {
         size_limit,
         diagnoses: Vec::new(),
         mx: None,
+        stats: None,
     };
     let thresholds = diagnosis::Thresholds {
         cert_warn_days: s.cert_warn_days,
@@ -131,7 +140,7 @@ pub async fn run_check(settings: Settings) -> Result<Report, ProbeError> {
     Ok(report)
 }
 
-fn take_result(watch: &WatchOutcome, index: usize) -> prober::ProtocolResult {
+pub(crate) fn take_result(watch: &WatchOutcome, index: usize) -> prober::ProtocolResult {
     watch
         .results
         .get(&index)
@@ -145,7 +154,7 @@ fn take_result(watch: &WatchOutcome, index: usize) -> prober::ProtocolResult {
 
 /// Delete every probe message of this run that SMTP accepted, through IMAP first
 /// and then POP3 (they may be different mailboxes), and record what is left.
-async fn clean_up(
+pub(crate) async fn clean_up(
     ctx: &Context,
     reports: &mut [MessageReport],
     sent: &[smtp::Sent],

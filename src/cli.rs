@@ -34,6 +34,9 @@ pub enum Command {
     Completions(crate::completions::CompletionsArgs),
     /// Print the man page (roff) on standard output.
     Man,
+    /// Repeat rounds until the server has been healthy for --stable rounds in a row
+    /// (exit 0) or --deadline passes (failing: flapping, down or degraded).
+    Verify(crate::rounds::VerifyArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
@@ -45,6 +48,8 @@ pub enum Format {
     Prometheus,
     Junit,
     Html,
+    /// One JSON object per line (verify: one per round, then the report).
+    Jsonl,
 }
 
 #[derive(Debug, Clone, Default, Args)]
@@ -146,6 +151,8 @@ pub struct CheckArgs {
     /// Print nothing on standard output (exit code and --output files only).
     #[arg(long, short)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub rounds: crate::rounds::RoundArgs,
     /// Write a protocol transcript of every session (C:/S: lines, timestamps) to
     /// FILE; passwords and SASL exchanges are redacted, message bodies summarized.
     #[arg(long, value_name = "FILE")]

@@ -94,6 +94,8 @@ pub struct Settings {
     pub cert_warn_days: i64,
     /// `--transcript`: where every session records what was said.
     pub transcript: Option<std::sync::Arc<crate::transcript::Transcript>>,
+    /// `--concurrency`: messages in flight at once over SMTP (1 = one after another).
+    pub concurrency: usize,
 }
 
 impl Settings {
@@ -418,6 +420,7 @@ fn resolve_for(args: &CheckArgs, need_smtp: bool) -> Result<Settings, String> {
             .or(profile.cert_warn_days)
             .unwrap_or(crate::diagnosis::Thresholds::default().cert_warn_days),
         transcript: None,
+        concurrency: args.rounds.concurrency()?,
     })
 }
 

@@ -29,6 +29,12 @@ pub enum Code {
     DnsFailed,
     NullMx,
     MxUnreachable,
+    /// Rounds alternate between up and down (`verify`).
+    Flapping,
+    /// `verify` ended without the stability target (down or degraded).
+    NotStable,
+    /// Slower than, or failing where it worked in, the `--baseline`.
+    Regression,
 }
 
 impl Code {
@@ -49,6 +55,9 @@ impl Code {
             Code::DnsFailed => "dns_failed",
             Code::NullMx => "null_mx",
             Code::MxUnreachable => "mx_unreachable",
+            Code::Flapping => "flapping",
+            Code::NotStable => "not_stable",
+            Code::Regression => "regression",
         }
     }
 }
@@ -706,8 +715,16 @@ fn partial_retrieval(report: &Report, out: &mut Vec<Diagnosis>) {
         {
             continue;
         }
-        let failures: Vec<String> = results_of(report, protocol)
+        let failed: Vec<(&MessageReport, &ProtocolResult)> = results_of(report, protocol)
             .filter(|(_, r)| !r.ok && r.skipped.is_none())
+            .collect();
+        // Only a message another protocol did retrieve makes this a partial failure;
+        // when no protocol could read it (e.g. the only one breaks mid-FETCH) it fails.
+        let nobody_else = failed.iter().any(|(m, _)| {
+            !m.retrievals().any(|(p, r)| p != protocol && r.ok)
+        });
+        let failures: Vec<String> = failed
+            .iter()
             .map(|(m, r)| match &r.error {
                 Some(e) => error_line(m, e),
                 None => format!("{}: not verified", describe(m)),
@@ -716,11 +733,20 @@ fn partial_retrieval(report: &Report, out: &mut Vec<Diagnosis>) {
         if !failures.is_empty() {
             out.push(Diagnosis {
                 code: Code::RetrievalPartial,
-                severity: Severity::Degraded,
+                severity: if nobody_else {
+                    Severity::Failing
+                } else {
+                    Severity::Degraded
+                },
                 summary: format!(
-                    "{} fails for {} message(s) that another protocol retrieved",
+                    "{} fails for {} message(s) that {}",
                     protocol.label(),
-                    failures.len()
+                    failures.len(),
+                    if nobody_else {
+                        "no protocol could retrieve"
+                    } else {
+                        "another protocol retrieved"
+                    }
                 ),
                 cause: None,
                 protocol: Some(protocol),
@@ -813,6 +839,7 @@ mod tests {
             },
             imap: Some(ok.clone()),
             pop3: Some(ok),
+            round: None,
         }
     }
 
@@ -902,6 +929,7 @@ mod tests {
             diagnoses: Vec::new(),
             cleanup: Cleanup::default(),
             mx: None,
+            stats: None,
         };
         apply(&mut r, &Thresholds::default());
         r

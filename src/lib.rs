@@ -3,6 +3,7 @@
 //! `main.rs` parses arguments and calls [`run`]; tests drive the tool in-process
 //! the same way.
 
+pub mod baseline;
 pub mod budget;
 pub mod check;
 pub mod cli;
@@ -18,10 +19,14 @@ pub mod phase;
 pub mod pop3;
 pub mod prober;
 pub mod progress;
+pub mod rate;
 pub mod redact;
 pub mod reply;
 pub mod report;
+pub mod rounds;
 pub mod serve;
+pub mod stability;
+pub mod stats;
 pub mod sweep;
 pub mod tls;
 pub mod tls_inspect;
@@ -40,6 +45,7 @@ pub const EXIT_UNKNOWN: i32 = 3;
 pub async fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
+        Command::Verify(args) => rounds::run_verify(args).await,
         Command::Completions(args) => completions::run_completions(&args),
         Command::Man => completions::run_man(),
         Command::Cleanup(args) => {
@@ -81,6 +87,7 @@ pub async fn run(cli: Cli) -> i32 {
                     cli::Format::Prometheus => Format::Prometheus,
                     cli::Format::Junit => Format::Junit,
                     cli::Format::Html => Format::Html,
+                    cli::Format::Jsonl => Format::Jsonl,
                 };
                 outputs.push((format, Destination::Stdout));
             }
@@ -90,6 +97,7 @@ pub async fn run(cli: Cli) -> i32 {
                     Err(e) => return usage_error(&e),
                 }
             }
+            outputs.extend(rounds::extra_outputs(&args.rounds));
             if args.domain.is_some() {
                 return match mx::run_domain_check(&args).await {
                     Ok(report) => match report::write_outputs(&report, &outputs) {
@@ -112,7 +120,7 @@ pub async fn run(cli: Cli) -> i32 {
             });
             let show_progress = progress::wanted(args.quiet);
             let expected_bytes = progress::expected_bytes(&settings);
-            let check = check::run_check(settings);
+            let check = rounds::check(settings, &args.rounds);
             let outcome = progress::track(show_progress, expected_bytes, check).await;
             if let Some((path, t)) = &transcript
                 && let Err(e) = report::write_transcript(t, path)

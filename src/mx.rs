@@ -29,11 +29,10 @@ use tokio::io::BufReader;
 use crate::cli::CheckArgs;
 use crate::config::{self, Settings};
 use crate::diagnosis::{self, Code, Diagnosis, Severity};
-use crate::endpoint::{Security, StarttlsPolicy};
+use crate::endpoint::{Endpoint, Security, StarttlsPolicy};
 use crate::error::{ErrorKind, ProbeError, ProbeResult};
-use crate::net::{self, BoxStream, write_all_flush};
 use crate::phase::{Phase, PhaseClock, Protocol, millis};
-use crate::prober::smtp::read_reply;
+use crate::prober::smtp::{establish, exchange};
 use crate::prober::{Context, ProtocolResult};
 use crate::reply::Reply;
 use crate::report::{Cleanup, Report, Target};
@@ -414,6 +413,7 @@ fn empty_report(s: &Settings, started_at: SystemTime, started: Instant) -> Repor
         diagnoses: Vec::new(),
         cleanup: Cleanup::default(),
         mx: None,
+        stats: None,
     }
 }
 
@@ -453,17 +453,6 @@ async fn check_exchanger(ctx: &Context, ex: &mut Exchanger, port: u16) {
     }
 }
 
-/// Send `command` and read its reply; a negative reply is an error.
-async fn exchange(reader: &mut BufReader<BoxStream>, command: &str) -> ProbeResult<Reply> {
-    write_all_flush(reader, command.as_bytes()).await?;
-    let reply = read_reply(reader).await?;
-    if reply.is_positive() {
-        Ok(reply)
-    } else {
-        Err(ProbeError::rejected(reply))
-    }
-}
-
 /// One SMTP session without a message: up to RCPT TO, then RSET and QUIT.
 async fn session(
     ctx: &Context,
@@ -476,74 +465,23 @@ async fn session(
 ) -> ProbeResult<Reply> {
     let s = &ctx.settings;
     let t = s.timeouts;
-    let tcp = clock
-        .run(
-            Phase::Connect,
-            t.connect,
-            net::connect(&ip.to_string(), port, t.connect),
-        )
-        .await?;
-    let mut reader = BufReader::new(Box::new(tcp) as BoxStream);
-    let greeting = clock
-        .run(Phase::Greeting, t.greeting, async {
-            let reply = read_reply(&mut reader).await?;
-            if reply.is_positive() {
-                Ok(reply)
-            } else {
-                Err(ProbeError::rejected(reply))
-            }
-        })
-        .await?;
-    *banner = Some(greeting.text.clone());
-    let ehlo_command = format!("EHLO {}\r\n", s.helo_name);
-    let ehlo = clock
-        .run(Phase::Ehlo, t.command, exchange(&mut reader, &ehlo_command))
-        .await?;
-    let offers_tls = ehlo
-        .text
-        .lines()
-        .skip(1)
-        .any(|l| l.trim().eq_ignore_ascii_case("STARTTLS"));
-    let policy = match s.smtp.security {
-        Security::Starttls(p) => p,
-        Security::Implicit => StarttlsPolicy::Auto,
+    // Connect to the address; TLS verifies the MX name, never the address.
+    let endpoint = Endpoint {
+        protocol: Protocol::Smtp,
+        security: match s.smtp.security {
+            Security::Starttls(policy) => Security::Starttls(policy),
+            Security::Implicit => Security::Starttls(StarttlsPolicy::Auto),
+        },
+        host: host.to_string(),
+        port,
+        connect_to: Some(ip),
     };
-    let wants_tls = match policy {
-        StarttlsPolicy::Never => false,
-        StarttlsPolicy::Auto => offers_tls,
-        StarttlsPolicy::Require if offers_tls => true,
-        StarttlsPolicy::Require => {
-            return Err(ProbeError::new(
-                ErrorKind::Unsupported,
-                "STARTTLS is required (--starttls require) but this MX does not offer it",
-            )
-            .at(Protocol::Smtp, Phase::Starttls));
-        }
-    };
-    if wants_tls {
-        clock
-            .run(
-                Phase::Starttls,
-                t.command,
-                exchange(&mut reader, "STARTTLS\r\n"),
-            )
-            .await?;
-        if !reader.buffer().is_empty() {
-            return Err(ProbeError::protocol_violation(
-                "the server sent data after its STARTTLS reply, before TLS",
-            )
-            .at(Protocol::Smtp, Phase::Starttls));
-        }
-        // TLS verifies the MX name, never the address connected to.
-        let (stream, info) = clock
-            .run(
-                Phase::Tls,
-                t.command,
-                ctx.tls.handshake(reader.into_inner(), host),
-            )
-            .await?;
-        *tls_info = Some(info);
-        reader = BufReader::new(stream);
+    let mut server = None;
+    let established = establish(ctx, &endpoint, clock, &mut server, tls_info).await;
+    *banner = server.map(|info| info.banner);
+    let mut reader = BufReader::new(established?);
+    if tls_info.is_some() {
+        let ehlo_command = format!("EHLO {}\r\n", s.helo_name);
         clock
             .run(Phase::Ehlo, t.command, exchange(&mut reader, &ehlo_command))
             .await?;

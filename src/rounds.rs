@@ -109,7 +109,13 @@ pub async fn check(settings: Settings, args: &RoundArgs) -> Result<Report, Probe
     let mut report = if let Some(rate) = args.rate {
         let duration = parse_duration(args.duration.as_deref().unwrap_or("10s"))
             .map_err(ProbeError::config)?;
-        crate::rate::run(settings, rate, duration).await?
+        crate::rate::run(
+            settings,
+            rate,
+            duration,
+            args.concurrency.unwrap_or(crate::rate::DEFAULT_IN_FLIGHT),
+        )
+        .await?
     } else {
         let n = args.rounds.unwrap_or(1);
         if n == 0 || n > MAX_ROUNDS {
@@ -158,6 +164,7 @@ async fn pause_until(next: Instant, limit: Option<Instant>) {
 }
 
 async fn run_rounds(settings: &Settings, n: u32, interval: Duration) -> Result<Report, ProbeError> {
+    let started = Instant::now();
     let mut rounds = Vec::with_capacity(n as usize);
     for number in 1..=n {
         let started = Instant::now();
@@ -166,21 +173,18 @@ async fn run_rounds(settings: &Settings, n: u32, interval: Duration) -> Result<R
             pause_until(started + interval, None).await;
         }
     }
-    Ok(merge(rounds))
+    Ok(merge(rounds, settings, millis(started.elapsed())))
 }
 
 /// Every round in one report: all messages (with their round), cleanup summed,
 /// diagnosed together, with statistics and the round log.
-fn merge(rounds: Vec<Round>) -> Report {
+fn merge(rounds: Vec<Round>, settings: &Settings, elapsed_ms: f64) -> Report {
     let n = rounds.len() as u32;
     let log: Vec<RoundSummary> = rounds.iter().map(|r| r.summary.clone()).collect();
     let outcomes = outcomes(&log);
     let mut iter = rounds.into_iter().map(|r| r.report);
     let mut report = iter.next().expect("at least one round");
-    let started = report.duration_ms;
-    let mut total_ms = started;
     for r in iter {
-        total_ms = r.duration_ms.max(total_ms);
         report.messages.extend(r.messages);
         report.cleanup.deleted += r.cleanup.deleted;
         report.cleanup.leftovers.extend(r.cleanup.leftovers);
@@ -192,7 +196,12 @@ fn merge(rounds: Vec<Round>) -> Report {
             report.size_limit = r.size_limit;
         }
     }
-    diagnosis::apply(&mut report, &diagnosis::Thresholds::default());
+    let thresholds = diagnosis::Thresholds {
+        cert_warn_days: settings.cert_warn_days,
+        ..Default::default()
+    };
+    diagnosis::apply(&mut report, &thresholds);
+    report.duration_ms = elapsed_ms;
     let mut stats = stats::build(&report.messages, n);
     stats.round_log = log;
     stats.stability = Some(stability::analyze(&outcomes, 1));
@@ -229,7 +238,11 @@ pub fn add_diagnoses(report: &mut Report, extra: Vec<Diagnosis>) {
     }
 }
 
-fn apply_baseline(report: &mut Report, baseline: Option<&Baseline>, threshold: baseline::Threshold) {
+fn apply_baseline(
+    report: &mut Report,
+    baseline: Option<&Baseline>,
+    threshold: baseline::Threshold,
+) {
     let Some(baseline) = baseline else {
         return;
     };
@@ -350,6 +363,8 @@ pub async fn run_verify(args: VerifyArgs) -> i32 {
         Ok(s) => s,
         Err(e) => return usage(&e),
     };
+    // A server may echo a password: no progress line or report ever shows one.
+    let secrets = crate::redact::settings_secrets(&settings);
     let human = c.format == crate::cli::Format::Human && !c.quiet;
     let progress = (human || jsonl) && !c.quiet;
     let report = match verify(
@@ -362,7 +377,8 @@ pub async fn run_verify(args: VerifyArgs) -> i32 {
         },
         |summary, s| {
             if progress {
-                emit(&progress_line(summary, s, jsonl));
+                let line = progress_line(summary, s, jsonl);
+                emit(&crate::redact::scrub(&line, &secrets));
             }
         },
     )
@@ -370,6 +386,7 @@ pub async fn run_verify(args: VerifyArgs) -> i32 {
     {
         Ok(mut r) => {
             apply_baseline(&mut r, baseline.as_ref(), threshold);
+            crate::redact::scrub_value(&mut r, &secrets);
             r
         }
         Err(e) => return usage(&e.to_string()),
@@ -490,7 +507,10 @@ mod tests {
         let s = stability::analyze(&outcomes, 3);
         let line = progress_line(&summary, &s, false);
         assert!(line.starts_with("round   4: DOWN"), "{line}");
-        assert!(line.contains("(SMTP down)") && line.contains("FLAPPING"), "{line}");
+        assert!(
+            line.contains("(SMTP down)") && line.contains("FLAPPING"),
+            "{line}"
+        );
         let json = progress_line(&summary, &s, true);
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["event"], "round");

@@ -31,6 +31,9 @@ use tokio::sync::Semaphore;
 use crate::cli::CheckArgs;
 use crate::config::{self, Settings};
 use crate::phase::millis;
+use crate::prober::imap::ImapMailbox;
+use crate::prober::pop3::Pop3Mailbox;
+use crate::prober::{self, Context};
 use crate::report::{self, Cleanup, Report, Target, Verdict};
 
 /// Kept free of a scrape timeout so the answer reaches Prometheus in time.
@@ -482,6 +485,9 @@ async fn probe(request: &Request, state: &Arc<State>) -> Response {
         }
     }
     let budget = budget(request.scrape_timeout, state.config.default_timeout);
+    // Late cleanup runs with the profile's own timeouts, after the answer.
+    let cleanup_settings = settings.clone();
+    let patience = settings.timeouts.delivery.min(BACKGROUND_GRACE);
     fit_timeouts(&mut settings, budget);
 
     let Ok(slot) = Arc::clone(&state.slots).try_acquire_owned() else {
@@ -514,20 +520,37 @@ async fn probe(request: &Request, state: &Arc<State>) -> Response {
                 state: task_state,
                 _slot: slot,
             };
-            let outcome = match tokio::runtime::Builder::new_current_thread()
+            let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {
-                Ok(runtime) => runtime
-                    .block_on(async {
-                        tokio::time::timeout(hard_limit, crate::check::run_check(settings)).await
-                    })
-                    .map_err(|_| "the check did not finish".to_string())
-                    .and_then(|r| r.map_err(|e| format!("the check could not run: {e}"))),
-                Err(e) => Err(format!("cannot start a runtime for the check: {e}")),
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    drop(done);
+                    let _ = tx.send(Err(format!("cannot start a runtime for the check: {e}")));
+                    return;
+                }
             };
-            drop(done);
+            let outcome = runtime
+                .block_on(async {
+                    tokio::time::timeout(hard_limit, crate::check::run_check(settings)).await
+                })
+                .map_err(|_| "the check did not finish".to_string())
+                .and_then(|r| r.map_err(|e| format!("the check could not run: {e}")));
+            let leftovers = match &outcome {
+                Ok(report) => report.cleanup.leftovers.clone(),
+                Err(_) => Vec::new(),
+            };
+            if leftovers.is_empty() {
+                drop(done);
+                let _ = tx.send(outcome);
+                return;
+            }
+            // Messages that arrived after the (scaled-down) delivery deadline: answer
+            // first, then wait for them and delete exactly those.
             let _ = tx.send(outcome);
+            runtime.block_on(late_cleanup(cleanup_settings, leftovers, patience));
+            drop(done);
         });
     if let Err(e) = spawned {
         state.error("internal");
@@ -559,6 +582,42 @@ async fn probe(request: &Request, state: &Arc<State>) -> Response {
     };
     state.stats().observe(elapsed.as_secs_f64());
     response
+}
+
+/// Delete the probe messages `ids` a check left behind as they arrive, through
+/// IMAP and POP3, for at most `patience`. Nothing else is touched.
+async fn late_cleanup(settings: Settings, mut ids: Vec<String>, patience: Duration) {
+    let Ok(ctx) = Context::new(settings) else {
+        return;
+    };
+    let deadline = Instant::now() + patience;
+    let rounds = patience.as_secs() + 2;
+    for _ in 0..rounds {
+        if ids.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let wanted: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let mut deleted = Vec::new();
+        if ctx.settings.imap.is_some()
+            && let Ok(d) = prober::cleanup::<ImapMailbox>(&ctx, &wanted).await
+        {
+            deleted.extend(d);
+        }
+        if ctx.settings.pop3.is_some()
+            && let Ok(d) = prober::cleanup::<Pop3Mailbox>(&ctx, &wanted).await
+        {
+            deleted.extend(d);
+        }
+        ids.retain(|id| !deleted.contains(id));
+    }
+    if !ids.is_empty() {
+        eprintln!(
+            "mailprobe: {} probe message(s) never arrived to be deleted: {}; `mailprobe cleanup` removes them later",
+            ids.len(),
+            ids.join(", ")
+        );
+    }
 }
 
 /// A running check: dropping it (done, or the task panicked) gives back its
@@ -610,6 +669,7 @@ fn timed_out_report(
         diagnoses: Vec::new(),
         cleanup: Cleanup::default(),
         mx: None,
+        stats: None,
     }
 }
 

@@ -50,7 +50,11 @@ pub fn is_connection_failure(err: &ProbeError) -> bool {
 pub fn classify(report: &Report) -> (RoundState, Vec<Protocol>) {
     let mut down: Vec<Protocol> = Vec::new();
     for m in &report.messages {
-        let results = [(Protocol::Smtp, Some(&m.smtp)), (Protocol::Imap, m.imap.as_ref()), (Protocol::Pop3, m.pop3.as_ref())];
+        let results = [
+            (Protocol::Smtp, Some(&m.smtp)),
+            (Protocol::Imap, m.imap.as_ref()),
+            (Protocol::Pop3, m.pop3.as_ref()),
+        ];
         for (protocol, r) in results {
             if let Some(err) = r.and_then(|r| r.error.as_ref())
                 && is_connection_failure(err)
@@ -192,8 +196,6 @@ pub fn analyze(rounds: &[RoundOutcome], stable_target: u32) -> Stability {
         "flapping"
     } else if streak > 0 {
         "recovering"
-    } else if last_state == Some(RoundState::Down) && up_rounds == 0 {
-        "down"
     } else if last_state == Some(RoundState::Down) {
         "down"
     } else {

@@ -388,7 +388,10 @@ mod tests {
         for i in 1..=100 {
             messages.push(message(
                 0,
-                ok(&[(Phase::Connect, i as f64 / 10.0), (Phase::Data, 5.0)], None),
+                ok(
+                    &[(Phase::Connect, i as f64 / 10.0), (Phase::Data, 5.0)],
+                    None,
+                ),
                 Some(ok(&[(Phase::Fetch, 2.0)], Some(i as f64))),
             ));
         }
@@ -423,7 +426,11 @@ mod tests {
         let messages = vec![
             message(10240, refused.clone(), Some(skipped.clone())),
             message(10240, refused, Some(skipped)),
-            message(10240, ok(&[(Phase::Connect, 1.0)], None), Some(ok(&[], Some(3.0)))),
+            message(
+                10240,
+                ok(&[(Phase::Connect, 1.0)], None),
+                Some(ok(&[], Some(3.0))),
+            ),
         ];
         let s = build(&messages, 3);
         assert_eq!(s.failures_of(Protocol::Smtp, 10240), 2);

@@ -53,6 +53,7 @@ fn report() -> Report {
         smtp: result(true, &[(Phase::Connect, 12.5), (Phase::Data, 66.0)], None),
         imap: Some(imap),
         pop3: None,
+        round: None,
     };
     let mut refused = result(false, &[(Phase::Connect, 8.0)], None);
     refused.error = Some(
@@ -69,6 +70,7 @@ fn report() -> Report {
             ..Default::default()
         }),
         pop3: None,
+        round: None,
     };
     Report {
         mailprobe_version: "0.1.0".into(),
@@ -110,6 +112,7 @@ fn report() -> Report {
         ],
         cleanup: Cleanup::default(),
         mx: None,
+        stats: None,
     }
 }
 

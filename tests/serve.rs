@@ -1,6 +1,6 @@
 //! `mailprobe serve`, the blackbox-style exporter, scraped over loopback: the
 //! binary is started on a free port with a temporary profiles directory whose
-//! profiles point at the real test mail server (mailboxes test18, test19).
+//! profiles point at the real test mail server (mailboxes test18, test19, test20).
 //! Needs the test server (`scripts/testserver.sh start`) and promtool (see
 //! tests/promtool.rs).
 
@@ -29,7 +29,7 @@ impl Drop for Exporter {
 }
 
 /// A profile for mailbox `local` on the test server, like probes/local.toml.
-fn profile(server: &TestServer, local: &str) -> String {
+fn profile(server: &TestServer, local: &str, sizes: &str) -> String {
     format!(
         r#"smtp = "{smtp}"
 imap = "{imap}"
@@ -38,7 +38,7 @@ starttls = "require"
 user = "{user}"
 password_file = "{password}"
 ca_file = "{ca}"
-sizes = ["0", "10KiB"]
+sizes = [{sizes}]
 
 [timeouts]
 connect = "5s"
@@ -57,12 +57,16 @@ delivery = "30s"
 }
 
 fn start(profiles: &[(&str, &str)], max_concurrent: usize) -> Exporter {
+    start_with_sizes(profiles, max_concurrent, r#""0", "10KiB""#)
+}
+
+fn start_with_sizes(profiles: &[(&str, &str)], max_concurrent: usize, sizes: &str) -> Exporter {
     let server = TestServer::get();
     let dir = tempfile::tempdir().expect("temp dir");
     for (name, local) in profiles {
         std::fs::write(
             dir.path().join(format!("{name}.toml")),
-            profile(server, local),
+            profile(server, local, sizes),
         )
         .unwrap();
     }
@@ -263,12 +267,14 @@ fn concurrent_probes_both_succeed_and_are_counted() {
 #[test]
 fn a_too_short_scrape_timeout_answers_promptly_with_failure() {
     let _turn = shared_server();
-    let exporter = start(&[("local", "test18")], 4);
+    let server = TestServer::get();
+    // A ladder up to 5 MiB cannot finish in 0.25 s - 0.125 s here.
+    let exporter = start_with_sizes(&[("local", "test20")], 4, r#""0", "10KiB", "1MiB", "5MiB""#);
     let started = Instant::now();
     let (status, body) = get(
         &exporter.addr,
         "/probe?profile=local",
-        &["X-Prometheus-Scrape-Timeout-Seconds: 0.4"],
+        &["X-Prometheus-Scrape-Timeout-Seconds: 0.25"],
         Duration::from_secs(30),
     );
     let took = started.elapsed();
@@ -276,7 +282,7 @@ fn a_too_short_scrape_timeout_answers_promptly_with_failure() {
     assert_eq!(sample(&body, "mailprobe_success"), Some(0.0), "{body}");
     assert!(
         took < Duration::from_secs(3),
-        "a 0.4 s scrape timeout was answered after {took:?}"
+        "a 0.25 s scrape timeout was answered after {took:?}"
     );
     promtool_ok(&body);
     // The check finishes (and cleans up) in the background; then nothing is in flight.

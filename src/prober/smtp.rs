@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufRead, AsyncWrite, BufReader};
 
 use super::{Context, ProtocolResult};
+use crate::endpoint::Endpoint;
 use crate::error::{ErrorKind, ProbeError, ProbeResult};
 use crate::message::ProbeMessage;
 use crate::net::{BoxStream, Replay, read_line_bounded, write_all_flush};
@@ -86,7 +87,7 @@ pub async fn read_reply<R: AsyncBufRead + Unpin>(reader: &mut R) -> ProbeResult<
 }
 
 /// Send `command` and read its reply; a negative reply is an error.
-async fn exchange<S: AsyncBufRead + AsyncWrite + Unpin>(
+pub async fn exchange<S: AsyncBufRead + AsyncWrite + Unpin>(
     stream: &mut S,
     command: &str,
 ) -> ProbeResult<Reply> {
@@ -169,16 +170,18 @@ pub async fn send(ctx: &Context, message: &ProbeMessage) -> Sent {
     }
 }
 
-async fn converse(
+/// Open a session up to the point where mail can be sent: connect, TLS, greeting,
+/// EHLO (keeping the capabilities) and STARTTLS per the policy. After STARTTLS the
+/// caller must say EHLO again.
+pub async fn establish(
     ctx: &Context,
-    message: &ProbeMessage,
+    endpoint: &Endpoint,
     clock: &mut PhaseClock,
     server: &mut Option<SmtpServerInfo>,
     tls_info: &mut Option<TlsInfo>,
-) -> ProbeResult<Reply> {
+) -> ProbeResult<BoxStream> {
     let s = &ctx.settings;
     let t = s.timeouts;
-    let endpoint = &s.smtp;
     let stream = super::open_stream(ctx, endpoint, clock, tls_info).await?;
     let mut reader = BufReader::new(stream);
     let greeting = clock
@@ -211,6 +214,20 @@ async fn converse(
     } else {
         super::unbuffer(endpoint, reader)?
     };
+    *server = Some(info);
+    Ok(stream)
+}
+
+async fn converse(
+    ctx: &Context,
+    message: &ProbeMessage,
+    clock: &mut PhaseClock,
+    server: &mut Option<SmtpServerInfo>,
+    tls_info: &mut Option<TlsInfo>,
+) -> ProbeResult<Reply> {
+    let s = &ctx.settings;
+    let t = s.timeouts;
+    let stream = establish(ctx, &s.smtp, clock, server, tls_info).await?;
     let encrypted = tls_info.is_some();
 
     // lettre reads a greeting before its EHLO: replay one (the real one was timed above).
@@ -231,10 +248,8 @@ async fn converse(
         // The EHLO after TLS is part of the protocol; without TLS it repeats ours.
         clock.record(Phase::Ehlo, lettre_started.elapsed());
     }
-    *server = Some(info.clone());
-
-    let result = transaction(ctx, message, clock, &mut conn, &info, encrypted).await;
-    *server = Some(info);
+    let announces_size = server.as_ref().is_some_and(|i| i.advertised_size.is_some());
+    let result = transaction(ctx, message, clock, &mut conn, announces_size, encrypted).await;
     match result {
         Ok(reply) => {
             // QUIT's answer does not change acceptance; a server dying here is still noted.
@@ -258,7 +273,7 @@ async fn transaction(
     message: &ProbeMessage,
     clock: &mut PhaseClock,
     conn: &mut AsyncSmtpConnection,
-    info: &SmtpServerInfo,
+    announce_size: bool,
     encrypted: bool,
 ) -> ProbeResult<Reply> {
     let s = &ctx.settings;
@@ -311,7 +326,7 @@ async fn transaction(
         s.to.parse()
             .map_err(|e| ProbeError::config(format!("recipient {:?}: {e}", s.to)))?;
     let mut params = Vec::new();
-    if info.advertised_size.is_some() {
+    if announce_size {
         params.push(MailParameter::Size(message.encoded_len() as usize));
     }
     clock

@@ -626,6 +626,7 @@ mod tests {
             smtp,
             imap: Some(imap),
             pop3: Some(pop3),
+            round: None,
         }
     }
 
@@ -737,6 +738,7 @@ mod tests {
                 errors: Vec::new(),
             },
             mx: None,
+            stats: None,
         }
     }
 

@@ -131,6 +131,9 @@ pub fn render(report: &Report) -> Vec<u8> {
             let _ = writeln!(o, "  {id}");
         }
     }
+    if let Some(stats) = &report.stats {
+        o.push_str(&crate::stats::render_human(stats));
+    }
     let _ = writeln!(o);
     let _ = writeln!(
         o,

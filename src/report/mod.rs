@@ -4,6 +4,7 @@
 pub mod html;
 pub mod human;
 pub mod json;
+pub mod jsonl;
 pub mod junit;
 pub mod nagios;
 pub mod prometheus;
@@ -90,6 +91,9 @@ pub struct MessageReport {
     pub imap: Option<ProtocolResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pop3: Option<ProtocolResult>,
+    /// The round this message belongs to (`--rounds`, `verify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<u32>,
 }
 
 impl MessageReport {
@@ -140,6 +144,10 @@ pub struct Report {
     /// `--domain`: the domain's mail exchangers and the SMTP check on each.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mx: Option<crate::mx::MxReport>,
+    /// Latency statistics, round log, stability and baseline comparison (rounds,
+    /// `--rate`, `verify`, `--baseline`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<crate::stats::Stats>,
 }
 
 /// Where the server's size limit really is, found by sending between the largest
@@ -173,12 +181,13 @@ pub enum Format {
     Prometheus,
     Junit,
     Html,
+    Jsonl,
 }
 
 impl Format {
     pub fn parse(name: &str) -> Result<Format, String> {
         <Format as clap::ValueEnum>::from_str(name, true).map_err(|_| {
-            format!("unknown report format {name:?} (use human, json, nagios, prometheus, junit or html)")
+            format!("unknown report format {name:?} (use human, json, jsonl, nagios, prometheus, junit or html)")
         })
     }
     /// Render a finished report.
@@ -190,6 +199,7 @@ impl Format {
             Format::Prometheus => prometheus::render(report),
             Format::Junit => junit::render(report),
             Format::Html => html::render(report),
+            Format::Jsonl => jsonl::render(report),
         }
     }
 }

@@ -69,6 +69,7 @@ fn message(
         smtp,
         imap: Some(imap),
         pop3: Some(pop3),
+        round: None,
     }
 }
 
@@ -182,6 +183,7 @@ pub fn report() -> Report {
         ],
         cleanup: Cleanup::default(),
         mx: None,
+        stats: None,
     }
 }
 

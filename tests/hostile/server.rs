@@ -98,13 +98,12 @@ impl Conn {
         false
     }
 
-    /// Stop reading what the client sends and close with data unread: the
-    /// kernel answers with a TCP reset.
-    pub fn reset(self) {
-        // Make sure something is unread, then close: Linux sends RST.
+    /// Stop reading and let the connection be dropped (the caller returns right
+    /// after): with client data still unread the kernel answers with a TCP reset,
+    /// otherwise the client sees the connection close mid-answer.
+    pub fn reset(&mut self) {
         std::thread::sleep(Duration::from_millis(50));
-        drop(self.reader);
-        drop(self.writer);
+        let _ = self.writer.flush();
     }
 
     /// Half-close politely (FIN).
