@@ -132,11 +132,7 @@ pub async fn run_check(settings: Settings) -> Result<Report, ProbeError> {
         mx: None,
         stats: None,
     };
-    let thresholds = diagnosis::Thresholds {
-        cert_warn_days: s.cert_warn_days,
-        ..Default::default()
-    };
-    diagnosis::apply(&mut report, &thresholds);
+    diagnosis::apply(&mut report, &s.thresholds);
     Ok(report)
 }
 

@@ -116,6 +116,13 @@ pub struct CheckArgs {
     /// Warn (degraded) when a certificate expires within this many days (default 14).
     #[arg(long, value_name = "DAYS")]
     pub cert_warn_days: Option<i64>,
+    /// A command phase (connect, greeting, EHLO, login, ...) slower than this is
+    /// reported as `slow` (default 2s; body transfers get 1 s more per MiB).
+    #[arg(long, value_name = "DURATION")]
+    pub slow_phase: Option<String>,
+    /// Delivery into the mailbox slower than this is reported as `slow` (default 15s).
+    #[arg(long, value_name = "DURATION")]
+    pub slow_delivery: Option<String>,
 
     /// Probe a mail domain instead of --smtp: find its MX hosts in DNS, check SMTP
     /// on each (no SMTP AUTH) and run the ladder through the first reachable one.

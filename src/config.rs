@@ -90,8 +90,8 @@ pub struct Settings {
     pub poll_interval: Duration,
     /// Find the real size limit by bisection when a rung hits it.
     pub bisect: bool,
-    /// A certificate expiring within this many days is a warning.
-    pub cert_warn_days: i64,
+    /// When phases count as slow and certificates as expiring soon.
+    pub thresholds: crate::diagnosis::Thresholds,
     /// `--transcript`: where every session records what was said.
     pub transcript: Option<std::sync::Arc<crate::transcript::Transcript>>,
     /// `--concurrency`: messages in flight at once over SMTP (1 = one after another).
@@ -155,6 +155,8 @@ pub struct Profile {
     pub poll_interval: Option<String>,
     pub bisect: Option<bool>,
     pub cert_warn_days: Option<i64>,
+    pub slow_phase: Option<String>,
+    pub slow_delivery: Option<String>,
     #[serde(default)]
     pub timeouts: TimeoutProfile,
 }
@@ -415,13 +417,25 @@ fn resolve_for(args: &CheckArgs, need_smtp: bool) -> Result<Settings, String> {
             || profile.allow_plaintext_login.unwrap_or(false),
         poll_interval,
         bisect: args.bisect || profile.bisect.unwrap_or(false),
-        cert_warn_days: args
-            .cert_warn_days
-            .or(profile.cert_warn_days)
-            .unwrap_or(crate::diagnosis::Thresholds::default().cert_warn_days),
+        thresholds: thresholds(args, &profile)?,
         transcript: None,
         concurrency: args.rounds.concurrency()?,
     })
+}
+
+fn thresholds(args: &CheckArgs, profile: &Profile) -> Result<crate::diagnosis::Thresholds, String> {
+    let mut t = crate::diagnosis::Thresholds::default();
+    if let Some(days) = args.cert_warn_days.or(profile.cert_warn_days) {
+        t.cert_warn_days = days;
+    }
+    let ms = |text: &String| parse_duration(text).map(|d| d.as_secs_f64() * 1000.0);
+    if let Some(text) = args.slow_phase.as_ref().or(profile.slow_phase.as_ref()) {
+        t.phase_ms = ms(text)?;
+    }
+    if let Some(text) = args.slow_delivery.as_ref().or(profile.slow_delivery.as_ref()) {
+        t.delivery_ms = ms(text)?;
+    }
+    Ok(t)
 }
 
 fn default_helo() -> String {

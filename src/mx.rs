@@ -358,10 +358,7 @@ pub async fn run_domain_check(args: &CheckArgs) -> Result<Report, String> {
         mx.exchangers.clear();
     }
 
-    let thresholds = diagnosis::Thresholds {
-        cert_warn_days: base.cert_warn_days,
-        ..Default::default()
-    };
+    let thresholds = base.thresholds;
     let chosen = mx.exchangers.iter().find(|e| e.reachable()).cloned();
     let mut report = match chosen {
         Some(ex) => {

@@ -200,11 +200,7 @@ pub async fn run(
         mx: None,
         stats: None,
     };
-    let thresholds = diagnosis::Thresholds {
-        cert_warn_days: s.cert_warn_days,
-        ..Default::default()
-    };
-    diagnosis::apply(&mut report, &thresholds);
+    diagnosis::apply(&mut report, &s.thresholds);
     report.stats = Some(stats);
     Ok(report)
 }

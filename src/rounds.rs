@@ -196,11 +196,7 @@ fn merge(rounds: Vec<Round>, settings: &Settings, elapsed_ms: f64) -> Report {
             report.size_limit = r.size_limit;
         }
     }
-    let thresholds = diagnosis::Thresholds {
-        cert_warn_days: settings.cert_warn_days,
-        ..Default::default()
-    };
-    diagnosis::apply(&mut report, &thresholds);
+    diagnosis::apply(&mut report, &settings.thresholds);
     report.duration_ms = elapsed_ms;
     let mut stats = stats::build(&report.messages, n);
     stats.round_log = log;

@@ -23,16 +23,32 @@ use crate::tls::TlsInfo;
 
 const MAX_STATUS_LINE: usize = 64 * 1024;
 const MAX_UNTAGGED: usize = 1000;
+/// What the server may send for one step other than a message FETCH (login,
+/// SELECT, SEARCH with its header fetches, STORE, EXPUNGE): async-imap buffers a
+/// whole response, so a hostile one must not grow without bound.
+const STEP_BUDGET: u64 = 16 << 20;
 
 pub struct ImapMailbox {
     session: Session<BoxStream>,
     uidplus: bool,
+    /// Bytes the server may still send in the current step.
+    allowance: crate::budget::Allowance,
 }
 
 /// Map async-imap's errors onto ours.
 fn from_imap(err: async_imap::error::Error) -> ProbeError {
     use async_imap::error::Error;
     match err {
+        // async-imap reports unparsable input and over-large responses as
+        // `Other` I/O errors quoting the whole buffer: a protocol violation, briefly.
+        Error::Io(e) if e.kind() == std::io::ErrorKind::Other => {
+            let text = e.to_string();
+            let what = text.split(" during parsing of ").next().unwrap_or_default();
+            ProbeError::protocol_violation(format!(
+                "unparsable IMAP response: {}",
+                crate::reply::truncate(what, 160)
+            ))
+        }
         Error::Io(e) => ProbeError::io(&e),
         Error::No(text) => {
             ProbeError::rejected(Reply::textual(format!("NO {}", status_text(&text))))
@@ -221,7 +237,8 @@ impl ImapMailbox {
             super::check_plaintext_login(ctx, endpoint, false, Phase::Login)?;
         }
 
-        let client = async_imap::Client::new(stream);
+        let (stream, allowance) = crate::budget::Budgeted::new(stream, STEP_BUDGET);
+        let client = async_imap::Client::new(Box::new(stream) as BoxStream);
         let mut session = clock
             .run(Phase::Login, t.command, async {
                 client
@@ -248,7 +265,11 @@ impl ImapMailbox {
                 session.select("INBOX").await.map_err(from_imap)
             })
             .await?;
-        Ok(ImapMailbox { session, uidplus })
+        Ok(ImapMailbox {
+            session,
+            uidplus,
+            allowance,
+        })
     }
 }
 
@@ -271,6 +292,7 @@ impl Mailbox for ImapMailbox {
         wanted: Wanted<'_>,
     ) -> ProbeResult<HashMap<String, Locator>> {
         let limit = ctx.settings.timeouts.command;
+        self.allowance.grant(STEP_BUDGET);
         let session = &mut self.session;
         let queries: Vec<String> = match wanted {
             // Bounded query length: search in batches.
@@ -321,6 +343,8 @@ impl Mailbox for ImapMailbox {
         let Locator::ImapUid(uid) = at else {
             return Err(ProbeError::config("not an IMAP locator"));
         };
+        // Delivery adds trace headers; far more than was sent is not our message.
+        self.allowance.grant(message.encoded_len * 2 + (1 << 20));
         let session = &mut self.session;
         let step = async {
             let mut fetches = session
@@ -365,6 +389,7 @@ impl Mailbox for ImapMailbox {
         }
         let set = uid_set(ours.iter().map(|(_, u)| *u));
         let uidplus = self.uidplus;
+        self.allowance.grant(STEP_BUDGET);
         let session = &mut self.session;
         let step = async {
             let _: Vec<_> = session
@@ -411,6 +436,7 @@ impl Mailbox for ImapMailbox {
 
     async fn close(mut self, ctx: &Context) {
         let limit = ctx.settings.timeouts.command.min(Duration::from_secs(5));
+        self.allowance.grant(STEP_BUDGET);
         let _ = tokio::time::timeout(limit, self.session.logout()).await;
     }
 }
