@@ -62,7 +62,7 @@ EXTRA_CERT_NAMES=${MAILPROBE_TEST_CERT_NAMES:-}
 DOMAIN=mailprobe.test
 MAIL_HOSTNAME=mail.$DOMAIN
 USERS=(probe)
-for i in $(seq -w 1 24); do USERS+=("test$i"); done
+for i in $(seq -w 1 32); do USERS+=("test$i"); done
 unset i
 VMAIL_USER=vmail
 PACKAGES=(postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd openssl)
@@ -839,7 +839,7 @@ print_ready() {
   pop3        pop3://$CHECK_HOST:$POP3_PORT    (STLS offered, plaintext login allowed)
   pop3s       pop3s://$CHECK_HOST:$POP3S_PORT
   lmtp        unix:$LMTP_SOCKET
-  users       probe@$DOMAIN, test01@$DOMAIN .. test24@$DOMAIN
+  users       probe@$DOMAIN, test01@$DOMAIN .. test32@$DOMAIN
   password    $PASSWORD_FILE
   CA file     $CA_FILE  (server cert valid for localhost, 127.0.0.1, $MAIL_HOSTNAME, testserver)
   Maildirs    $MAIL_ROOT/<localpart>/Maildir

@@ -19,6 +19,8 @@ pub struct Threshold {
     /// 0.5 = 50 % slower.
     pub ratio: f64,
     pub min_ms: f64,
+    /// Delivery is seen by polling: differences within this are noise.
+    pub delivery_min_ms: f64,
 }
 
 impl Default for Threshold {
@@ -26,6 +28,7 @@ impl Default for Threshold {
         Threshold {
             ratio: 0.5,
             min_ms: 5.0,
+            delivery_min_ms: 5.0,
         }
     }
 }
@@ -135,7 +138,12 @@ pub fn compare(
             ("p50", before.p50_ms, now.p50_ms),
             ("p99", before.p99_ms, now.p99_ms),
         ] {
-            if c > b * (1.0 + t.ratio) && c - b >= t.min_ms {
+            let min_ms = if now.phase == stats::DELIVERY {
+                t.min_ms.max(t.delivery_min_ms)
+            } else {
+                t.min_ms
+            };
+            if c > b * (1.0 + t.ratio) && c - b >= min_ms {
                 regressions.push(Regression {
                     protocol: now.protocol,
                     phase: now.phase.clone(),

@@ -53,30 +53,33 @@ pub async fn run_check(settings: Settings) -> Result<Report, ProbeError> {
     let send_all = async move {
         let ctx = ctx_ref;
         let senders = &senders;
-        let mut sent: Vec<(usize, smtp::Sent)> = futures::stream::iter(messages_ref.iter().enumerate())
-            .map(|(index, message)| async move {
-                if let Some(t) = &ctx.settings.transcript {
-                    t.set_message(crate::phase::Protocol::Smtp, Some(index));
-                }
-                let outcome = smtp::send(ctx, message).await;
-                if let Some(accepted_at) = outcome.accepted_at {
-                    let accepted = Accepted {
-                        index,
-                        expected: message.expected.clone(),
-                        accepted_at,
-                        encoded_len: message.encoded_len(),
-                    };
-                    for tx in senders {
-                        let _ = tx.send(accepted.clone());
+        let mut sent: Vec<(usize, smtp::Sent)> =
+            futures::stream::iter(messages_ref.iter().enumerate())
+                .map(|(index, message)| async move {
+                    if let Some(t) = &ctx.settings.transcript {
+                        t.set_message(crate::phase::Protocol::Smtp, Some(index));
                     }
-                }
-                (index, outcome)
-            })
-            .buffer_unordered(ctx.settings.concurrency.max(1))
-            .collect()
-            .await;
+                    let outcome = smtp::send(ctx, message).await;
+                    if let Some(accepted_at) = outcome.accepted_at {
+                        let accepted = Accepted {
+                            index,
+                            expected: message.expected.clone(),
+                            accepted_at,
+                            encoded_len: message.encoded_len(),
+                        };
+                        for tx in senders {
+                            let _ = tx.send(accepted.clone());
+                        }
+                    }
+                    (index, outcome)
+                })
+                .buffer_unordered(ctx.settings.concurrency.max(1))
+                .collect()
+                .await;
         sent.sort_by_key(|(index, _)| *index);
-        sent.into_iter().map(|(_, outcome)| outcome).collect::<Vec<_>>()
+        sent.into_iter()
+            .map(|(_, outcome)| outcome)
+            .collect::<Vec<_>>()
     };
     let watch_imap = async {
         match s.imap {
@@ -163,17 +166,31 @@ pub(crate) async fn clean_up(
         .map(|(r, _)| r.probe_id.clone())
         .chain(extra_ids.iter().cloned())
         .collect();
+    // A message whose DATA got no final reply may still have been taken by the
+    // server: delete it too if it is there, without counting it as a leftover.
+    let uncertain: Vec<String> = reports
+        .iter()
+        .zip(sent)
+        .filter(|(_, s)| s.accepted_at.is_none())
+        .filter(|(r, _)| {
+            r.smtp.error.as_ref().is_some_and(|e| {
+                e.phase == Some(crate::phase::Phase::Data) && e.reply.is_none()
+            })
+        })
+        .map(|(r, _)| r.probe_id.clone())
+        .collect();
+    let candidates: Vec<&str> = ids.iter().chain(&uncertain).map(String::as_str).collect();
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
     let mut deleted: Vec<String> = Vec::new();
     let mut errors = Vec::new();
     if ctx.settings.imap.is_some() {
-        match prober::cleanup::<ImapMailbox>(ctx, &ids).await {
+        match prober::cleanup::<ImapMailbox>(ctx, &candidates).await {
             Ok(d) => deleted.extend(d),
             Err(e) => errors.push(e),
         }
     }
     if ctx.settings.pop3.is_some() {
-        let remaining: Vec<&str> = ids
+        let remaining: Vec<&str> = candidates
             .iter()
             .copied()
             .filter(|id| {

@@ -58,7 +58,7 @@ pub async fn track<F: Future>(show: bool, expected: u64, work: F) -> F::Output {
     let bar = ProgressBar::with_draw_target(Some(expected.max(1)), ProgressDrawTarget::hidden());
     bar.set_style(
         ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:30} {bytes}/~{total_bytes} {bytes_per_sec} {msg}",
+            "{spinner} {elapsed:>4} [{wide_bar}] {bytes}/~{total_bytes} {bytes_per_sec:>11} {msg:9}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );

@@ -52,6 +52,10 @@ pub struct RoundArgs {
     /// (percent; and always at least 5 ms).
     #[arg(long, value_name = "PERCENT", default_value = "50%")]
     pub regression_threshold: Option<String>,
+    /// ... and at least this much slower (default 5ms; delivery, seen by polling,
+    /// also at least twice the poll interval).
+    #[arg(long, value_name = "DURATION")]
+    pub regression_min: Option<String>,
 }
 
 /// Most rounds `check --rounds` runs.
@@ -76,11 +80,18 @@ impl RoundArgs {
             .transpose()
             .map(|d| d.unwrap_or(default))
     }
-    fn threshold(&self) -> Result<baseline::Threshold, String> {
-        match &self.regression_threshold {
-            Some(t) => baseline::parse_threshold(t),
-            None => Ok(baseline::Threshold::default()),
+    fn threshold(&self, settings: Option<&Settings>) -> Result<baseline::Threshold, String> {
+        let mut t = match &self.regression_threshold {
+            Some(t) => baseline::parse_threshold(t)?,
+            None => baseline::Threshold::default(),
+        };
+        if let Some(min) = &self.regression_min {
+            t.min_ms = millis(parse_duration(min)?);
         }
+        t.delivery_min_ms = t
+            .min_ms
+            .max(settings.map_or(0.0, |s| 2.0 * millis(s.poll_interval)));
+        Ok(t)
     }
     fn load_baseline(&self) -> Result<Option<Baseline>, String> {
         self.baseline.as_deref().map(Baseline::load).transpose()
@@ -105,7 +116,9 @@ pub async fn check(settings: Settings, args: &RoundArgs) -> Result<Report, Probe
         return check::run_check(settings).await;
     }
     let baseline = args.load_baseline().map_err(ProbeError::config)?;
-    let threshold = args.threshold().map_err(ProbeError::config)?;
+    let threshold = args
+        .threshold(Some(&settings))
+        .map_err(ProbeError::config)?;
     let mut report = if let Some(rate) = args.rate {
         let duration = parse_duration(args.duration.as_deref().unwrap_or("10s"))
             .map_err(ProbeError::config)?;
@@ -348,15 +361,19 @@ pub async fn run_verify(args: VerifyArgs) -> i32 {
         Ok(d) => d,
         Err(e) => return usage(&e),
     };
-    let (baseline, threshold) = match (c.rounds.load_baseline(), c.rounds.threshold()) {
-        (Ok(b), Ok(t)) => (b, t),
-        (Err(e), _) | (_, Err(e)) => return usage(&e),
+    let baseline = match c.rounds.load_baseline() {
+        Ok(b) => b,
+        Err(e) => return usage(&e),
     };
     if c.rounds.rate.is_some() {
         return usage("verify runs rounds; --rate belongs to check");
     }
     let settings = match config::resolve(c) {
         Ok(s) => s,
+        Err(e) => return usage(&e),
+    };
+    let threshold = match c.rounds.threshold(Some(&settings)) {
+        Ok(t) => t,
         Err(e) => return usage(&e),
     };
     // A server may echo a password: no progress line or report ever shows one.

@@ -538,7 +538,7 @@ async fn probe(request: &Request, state: &Arc<State>) -> Response {
                 .map_err(|_| "the check did not finish".to_string())
                 .and_then(|r| r.map_err(|e| format!("the check could not run: {e}")));
             let leftovers = match &outcome {
-                Ok(report) => report.cleanup.leftovers.clone(),
+                Ok(report) => unconfirmed_ids(report),
                 Err(_) => Vec::new(),
             };
             if leftovers.is_empty() {
@@ -582,6 +582,24 @@ async fn probe(request: &Request, state: &Arc<State>) -> Response {
     };
     state.stats().observe(elapsed.as_secs_f64());
     response
+}
+
+/// Probe messages of a finished check that may still be (or arrive) in the
+/// mailbox: its leftovers, and messages whose DATA timed out or was cut off (the
+/// server may have accepted them all the same; a refusal is definite).
+pub fn unconfirmed_ids(report: &Report) -> Vec<String> {
+    let mut ids = report.cleanup.leftovers.clone();
+    for m in &report.messages {
+        let maybe_accepted = !m.smtp.ok
+            && m.smtp.error.as_ref().is_some_and(|e| {
+                e.phase == Some(crate::phase::Phase::Data)
+                    && e.kind != crate::error::ErrorKind::Rejected
+            });
+        if maybe_accepted && !ids.contains(&m.probe_id) {
+            ids.push(m.probe_id.clone());
+        }
+    }
+    ids
 }
 
 /// Delete the probe messages `ids` a check left behind as they arrive, through

@@ -55,12 +55,15 @@ fn timeouts() -> Vec<String> {
     .to_vec()
 }
 
+/// A password file for the fakes (written once: runs read it concurrently).
 fn password_file() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("mailprobe-hostile-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join("password");
-    std::fs::write(&path, "hostile-test-password\n").expect("password file");
-    path
+    static PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("hostile-password");
+        std::fs::write(&path, "hostile-test-password\n").expect("password file");
+        path
+    })
+    .clone()
 }
 
 /// SMTP alone against the fake.
@@ -420,7 +423,7 @@ fn imap_reset_mid_fetch() {
 fn imap_fetch_never_ends() {
     let fake = Fake::spawn(|mut c: Conn| {
         server::imap::serve(&mut c, &|c, _tag, id| {
-            let head = format!("* 1 FETCH (UID 7 BODY[] {{4000000000}}\r\nX-Mailprobe-Id: {id}\r\n\r\n");
+            let head = format!("* 1 FETCH (UID 7 BODY[] {{400000000}}\r\nX-Mailprobe-Id: {id}\r\n\r\n");
             c.flood(head.as_bytes(), |_| b"endless body line\r\n".repeat(3000));
         })
     });

@@ -45,7 +45,7 @@ connect = "5s"
 greeting = "10s"
 command = "15s"
 data = "60s"
-delivery = "30s"
+delivery = "10s"
 "#,
         smtp = server.submission_url(),
         imap = server.imap_url(),
@@ -303,6 +303,12 @@ fn a_too_short_scrape_timeout_answers_promptly_with_failure() {
         ),
         Some(1.0),
         "{m}"
+    );
+    // What it sent was deleted, late arrivals included.
+    assert_eq!(
+        server.count_probe_messages("test20"),
+        0,
+        "probe messages left in test20"
     );
 }
 

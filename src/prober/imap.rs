@@ -44,10 +44,12 @@ fn from_imap(err: async_imap::error::Error) -> ProbeError {
         Error::Io(e) if e.kind() == std::io::ErrorKind::Other => {
             let text = e.to_string();
             let what = text.split(" during parsing of ").next().unwrap_or_default();
-            ProbeError::protocol_violation(format!(
-                "unparsable IMAP response: {}",
-                crate::reply::truncate(what, 160)
-            ))
+            // A nom error lists every input byte: keep only its error code.
+            let what = match what.split_once("code: ") {
+                Some((_, code)) => format!("parser error {}", code.trim_end_matches([' ', '}', ')'])),
+                None => crate::reply::truncate(what, 160).to_string(),
+            };
+            ProbeError::protocol_violation(format!("unparsable IMAP response: {what}"))
         }
         Error::Io(e) => ProbeError::io(&e),
         Error::No(text) => {
@@ -237,7 +239,7 @@ impl ImapMailbox {
             super::check_plaintext_login(ctx, endpoint, false, Phase::Login)?;
         }
 
-        let (stream, allowance) = crate::budget::Budgeted::new(stream, STEP_BUDGET);
+        let (stream, allowance) = crate::budget::Budgeted::imap(stream, STEP_BUDGET);
         let client = async_imap::Client::new(Box::new(stream) as BoxStream);
         let mut session = clock
             .run(Phase::Login, t.command, async {

@@ -405,7 +405,7 @@ pub async fn cleanup<M: Mailbox>(ctx: &Context, probe_ids: &[&str]) -> ProbeResu
 pub async fn delete_matching<M: Mailbox>(
     ctx: &Context,
     wanted: Wanted<'_>,
-    select: &dyn Fn(&str) -> bool,
+    select: &(dyn Fn(&str) -> bool + Sync),
 ) -> ProbeResult<Vec<String>> {
     let (mut mailbox, _, _) = M::open(ctx).await.map_err(|(e, _)| e)?;
     let found = mailbox.find(ctx, wanted).await?;

@@ -23,6 +23,10 @@ use crate::phase::{Phase, PhaseClock, Protocol};
 use crate::reply::{MAX_REPLY_LINE, MAX_REPLY_LINES, Reply};
 use crate::tls::TlsInfo;
 
+/// All a server may send while lettre speaks (EHLO, AUTH, MAIL, RCPT, DATA,
+/// QUIT replies): real replies are a few KiB.
+const LETTRE_READ_BUDGET: u64 = 64 * 1024;
+
 /// What the server told about itself.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SmtpServerInfo {
@@ -231,7 +235,13 @@ async fn converse(
     let encrypted = tls_info.is_some();
 
     // lettre reads a greeting before its EHLO: replay one (the real one was timed above).
-    let replay = Replay::new(b"220 greeting already received\r\n".to_vec(), stream);
+    // lettre keeps a reply in memory and re-parses it after every line without
+    // yielding while data keeps coming: bound and pace what the server may send it.
+    let (stream, _) = crate::budget::Budgeted::new(stream, LETTRE_READ_BUDGET);
+    let replay = Replay::new(
+        b"220 greeting already received\r\n".to_vec(),
+        Box::new(stream) as BoxStream,
+    );
     let client_id = ClientId::Domain(s.helo_name.clone());
     let lettre_started = Instant::now();
     let mut conn = match tokio::time::timeout(
