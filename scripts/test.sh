@@ -11,6 +11,7 @@ fi
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)   # promtool, for tests/promtool.rs
 command -v chromium >/dev/null || missing+=(chromium)     # tests/html_chromium.rs
+[ -x /usr/bin/time ] || missing+=(time)                   # peak memory in tests/hostile.rs
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -93,7 +93,8 @@ impl LiteralScan {
         None
     }
     fn push_tail(&mut self, bytes: &[u8]) {
-        self.tail.extend_from_slice(&bytes[bytes.len().saturating_sub(TAIL)..]);
+        self.tail
+            .extend_from_slice(&bytes[bytes.len().saturating_sub(TAIL)..]);
         let excess = self.tail.len().saturating_sub(TAIL);
         self.tail.drain(..excess);
     }
@@ -110,7 +111,12 @@ fn announced_literal(line: &[u8]) -> Option<u64> {
         return None;
     }
     // Too many digits for u64 is certainly too large.
-    Some(std::str::from_utf8(digits).ok()?.parse().unwrap_or(u64::MAX))
+    Some(
+        std::str::from_utf8(digits)
+            .ok()?
+            .parse()
+            .unwrap_or(u64::MAX),
+    )
 }
 
 impl<S> Budgeted<S> {
@@ -166,6 +172,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Budgeted<S> {
             let left = this.allowance.left.load(Ordering::Relaxed);
             if got > left {
                 this.allowance.left.store(0, Ordering::Relaxed);
+                buf.set_filled(before);
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
@@ -176,13 +183,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Budgeted<S> {
                 )));
             }
             this.allowance.left.store(left - got, Ordering::Relaxed);
-            let fresh = &buf.filled()[before..];
             if let Some(n) = this
                 .literals
                 .as_mut()
-                .and_then(|scan| scan.scan(fresh, left - got))
+                .and_then(|scan| scan.scan(&buf.filled()[before..], left - got))
             {
                 this.allowance.left.store(0, Ordering::Relaxed);
+                buf.set_filled(before);
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(

@@ -173,9 +173,10 @@ pub(crate) async fn clean_up(
         .zip(sent)
         .filter(|(_, s)| s.accepted_at.is_none())
         .filter(|(r, _)| {
-            r.smtp.error.as_ref().is_some_and(|e| {
-                e.phase == Some(crate::phase::Phase::Data) && e.reply.is_none()
-            })
+            r.smtp
+                .error
+                .as_ref()
+                .is_some_and(|e| e.phase == Some(crate::phase::Phase::Data) && e.reply.is_none())
         })
         .map(|(r, _)| r.probe_id.clone())
         .collect();

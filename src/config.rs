@@ -386,7 +386,7 @@ fn resolve_for(args: &CheckArgs, need_smtp: bool) -> Result<Settings, String> {
         .as_deref()
         .map(parse_duration)
         .transpose()?
-        .unwrap_or(Duration::from_millis(250));
+        .unwrap_or(Duration::from_millis(100));
 
     let insecure = args.insecure || profile.insecure.unwrap_or(false);
     let ca_file = args.ca_file.clone().or(profile.ca_file.clone());
@@ -432,7 +432,11 @@ fn thresholds(args: &CheckArgs, profile: &Profile) -> Result<crate::diagnosis::T
     if let Some(text) = args.slow_phase.as_ref().or(profile.slow_phase.as_ref()) {
         t.phase_ms = ms(text)?;
     }
-    if let Some(text) = args.slow_delivery.as_ref().or(profile.slow_delivery.as_ref()) {
+    if let Some(text) = args
+        .slow_delivery
+        .as_ref()
+        .or(profile.slow_delivery.as_ref())
+    {
         t.delivery_ms = ms(text)?;
     }
     Ok(t)

@@ -720,9 +720,9 @@ fn partial_retrieval(report: &Report, out: &mut Vec<Diagnosis>) {
             .collect();
         // Only a message another protocol did retrieve makes this a partial failure;
         // when no protocol could read it (e.g. the only one breaks mid-FETCH) it fails.
-        let nobody_else = failed.iter().any(|(m, _)| {
-            !m.retrievals().any(|(p, r)| p != protocol && r.ok)
-        });
+        let nobody_else = failed
+            .iter()
+            .any(|(m, _)| !m.retrievals().any(|(p, r)| p != protocol && r.ok));
         let failures: Vec<String> = failed
             .iter()
             .map(|(m, r)| match &r.error {

@@ -104,7 +104,25 @@ impl<S: fmt::Debug> fmt::Debug for Guarded<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
+/// A transport that can be asked to acknowledge received data at once.
+pub trait QuickAck {
+    fn quick_ack(&self) {}
+}
+
+impl QuickAck for TcpStream {
+    /// Linux delays ACKs by up to 40 ms; a server whose small reply waits in
+    /// Nagle's algorithm for that ACK (e.g. behind TLS session tickets) would make
+    /// the probe measure our kernel, not the server. Quick-ack mode is not sticky,
+    /// so it is renewed after every read.
+    fn quick_ack(&self) {
+        #[cfg(target_os = "linux")]
+        let _ = socket2::SockRef::from(self).set_tcp_quickack(true);
+    }
+}
+
+impl QuickAck for tokio::io::DuplexStream {}
+
+impl<S: AsyncRead + Unpin + QuickAck> AsyncRead for Guarded<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -114,6 +132,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
         let this = &mut *self;
         let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = poll {
+            this.inner.quick_ack();
             let fresh = &buf.filled()[before..];
             this.traffic
                 .read

@@ -124,11 +124,17 @@ mod tests {
     #[test]
     fn scrub_replaces_every_form() {
         let forms = secret_forms("u", "hunter22");
-        let text = format!("535 no: hunter22 / {}", base64::engine::general_purpose::STANDARD.encode("\0u\0hunter22"));
+        let text = format!(
+            "535 no: hunter22 / {}",
+            base64::engine::general_purpose::STANDARD.encode("\0u\0hunter22")
+        );
         let clean = scrub(&text, &forms);
         assert!(!clean.contains("hunter22"), "{clean}");
         assert_eq!(clean, "535 no: <redacted> / <redacted>");
-        assert!(matches!(scrub("nothing here", &forms), std::borrow::Cow::Borrowed(_)));
+        assert!(matches!(
+            scrub("nothing here", &forms),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]

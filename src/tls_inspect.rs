@@ -84,13 +84,17 @@ pub fn connector(
         accept_anything,
         seen: Mutex::new(None),
     });
-    let config =
+    let mut config =
         ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
             .map_err(|e| ProbeError::config(e.to_string()))?
             .dangerous()
             .with_custom_certificate_verifier(Arc::clone(&recorder) as Arc<dyn ServerCertVerifier>)
             .with_no_client_auth();
+    // Every probe measures a full handshake; and a client that offers no resumption
+    // gets no session tickets, whose unacknowledged bytes otherwise hold the
+    // server's next small reply in Nagle's algorithm for a delayed-ACK period (~40 ms).
+    config.resumption = rustls::client::Resumption::disabled();
     Ok((TlsConnector::from(Arc::new(config)), recorder))
 }
 

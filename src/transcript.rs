@@ -103,6 +103,7 @@ impl Transcript {
             data_asked: false,
             body_asked: false,
             passthrough: false,
+            generation: 0,
         }));
         inner.sessions.push(Arc::clone(&session));
         session
@@ -179,6 +180,9 @@ struct Session {
     body_asked: bool,
     /// STARTTLS accepted: what passes below TLS is not recorded.
     passthrough: bool,
+    /// Bumped when the session goes on over TLS: only the recorder of the current
+    /// generation records (the one below TLS then sees ciphertext).
+    generation: u32,
 }
 
 fn trim_eol(line: &[u8]) -> &[u8] {
@@ -403,7 +407,10 @@ impl Session {
                 {
                     self.starttls_asked = false;
                     if ok {
-                        self.push(dir, "<TLS handshake: not recorded; the session goes on encrypted>");
+                        self.push(
+                            dir,
+                            "<TLS handshake: not recorded; the session goes on encrypted>",
+                        );
                         self.passthrough = true;
                     }
                 }
@@ -424,10 +431,16 @@ impl Session {
             if side.literal_left > 0 {
                 let (got, of) = (side.literal_len - side.literal_left, side.literal_len);
                 side.literal_left = 0;
-                self.push(dir, &format!("<literal: {got} of {of} bytes, then the connection ended>"));
+                self.push(
+                    dir,
+                    &format!("<literal: {got} of {of} bytes, then the connection ended>"),
+                );
             }
             if let Some((bytes, lines, _)) = self.side(dir).body.take() {
-                self.push(dir, &format!("<body: {bytes} bytes, {lines} lines, unfinished>"));
+                self.push(
+                    dir,
+                    &format!("<body: {bytes} bytes, {lines} lines, unfinished>"),
+                );
             }
         }
     }
@@ -437,24 +450,28 @@ impl Session {
 pub struct Recorder<S> {
     inner: S,
     session: Arc<Mutex<Session>>,
+    generation: u32,
 }
 
 impl<S: fmt::Debug> fmt::Debug for Recorder<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Recorder").field("inner", &self.inner).finish()
+        f.debug_struct("Recorder")
+            .field("inner", &self.inner)
+            .finish()
     }
 }
 
 impl<S> Recorder<S> {
-    fn session(&self) -> std::sync::MutexGuard<'_, Session> {
-        self.session.lock().unwrap_or_else(|e| e.into_inner())
+    /// The session, if this recorder is the one that records it now.
+    fn session(&self) -> Option<std::sync::MutexGuard<'_, Session>> {
+        let s = self.session.lock().unwrap_or_else(|e| e.into_inner());
+        (s.generation == self.generation && !s.passthrough).then_some(s)
     }
 }
 
 impl<S> Drop for Recorder<S> {
     fn drop(&mut self) {
-        let mut s = self.session();
-        if !s.passthrough {
+        if let Some(mut s) = self.session() {
             s.flush_partial();
         }
     }
@@ -470,8 +487,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Recorder<S> {
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = poll {
             let fresh = &buf.filled()[before..];
-            if !fresh.is_empty() {
-                self.session().feed(Dir::Server, fresh);
+            if !fresh.is_empty()
+                && let Some(mut s) = self.session()
+            {
+                s.feed(Dir::Server, fresh);
             }
         }
         poll
@@ -485,8 +504,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Recorder<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = poll {
-            self.session().feed(Dir::Client, &buf[..n]);
+        if let Poll::Ready(Ok(n)) = poll
+            && let Some(mut s) = self.session()
+        {
+            s.feed(Dir::Client, &buf[..n]);
         }
         poll
     }
@@ -510,12 +531,17 @@ pub fn record(
         Some(t) => Box::new(Recorder {
             inner: stream,
             session: t.start(protocol, peer),
+            generation: 0,
         }),
     }
 }
 
 /// Go on recording a session over the TLS stream its STARTTLS led to.
-pub fn resume(transcript: Option<&Arc<Transcript>>, protocol: Protocol, stream: BoxStream) -> BoxStream {
+pub fn resume(
+    transcript: Option<&Arc<Transcript>>,
+    protocol: Protocol,
+    stream: BoxStream,
+) -> BoxStream {
     let Some(t) = transcript else { return stream };
     // Never hold the transcript lock while locking a session (sessions lock it in `push`).
     let sessions: Vec<Arc<Mutex<Session>>> = t.lock().sessions.clone();
@@ -523,24 +549,27 @@ pub fn resume(transcript: Option<&Arc<Transcript>>, protocol: Protocol, stream: 
         let s = s.lock().unwrap_or_else(|e| e.into_inner());
         s.protocol == protocol && s.passthrough
     });
-    let session = match waiting {
+    let (session, generation) = match waiting {
         Some(s) => {
-            {
+            let generation = {
                 let mut g = s.lock().unwrap_or_else(|e| e.into_inner());
                 g.passthrough = false;
+                g.generation += 1;
                 // The session under TLS starts afresh.
                 g.client = Side::default();
                 g.server = Side::default();
                 g.auth = false;
                 g.push(Dir::Server, "<TLS established>");
-            }
-            s
+                g.generation
+            };
+            (s, generation)
         }
-        None => t.start(protocol, "(after STARTTLS)"),
+        None => (t.start(protocol, "(after STARTTLS)"), 0),
     };
     Box::new(Recorder {
         inner: stream,
         session,
+        generation,
     })
 }
 
@@ -549,18 +578,25 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    async fn converse(protocol: Protocol, secrets: Vec<String>, client: &[&[u8]], server: &[u8]) -> String {
+    /// Record a conversation: each client chunk, then the server's answer to it.
+    async fn converse(
+        protocol: Protocol,
+        secrets: Vec<String>,
+        turns: &[(&[u8], &[u8])],
+    ) -> String {
         let t = Transcript::new(secrets);
         t.set_message(protocol, Some(3));
         let (near, mut far) = tokio::io::duplex(1 << 20);
         let mut s = record(Some(&t), protocol, "test:1", Box::new(near));
-        for c in client {
-            s.write_all(c).await.unwrap();
+        for (client, server) in turns {
+            s.write_all(client).await.unwrap();
+            far.write_all(server).await.unwrap();
+            let mut answer = vec![0u8; server.len()];
+            s.read_exact(&mut answer).await.unwrap();
         }
-        far.write_all(server).await.unwrap();
         drop(far);
-        let mut sink = Vec::new();
-        s.read_to_end(&mut sink).await.unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).await.unwrap();
         drop(s);
         String::from_utf8(t.render()).unwrap()
     }
@@ -572,15 +608,17 @@ mod tests {
             Protocol::Smtp,
             secrets,
             &[
-                b"EHLO me\r\n",
-                b"AUTH PLAIN AHUAaHVudGVyMjI=\r\n",
-                b"AUTH LOGIN\r\n",
-                b"dQ==\r\n",
-                b"aHVudGVyMjI=\r\n",
-                b"DATA\r\n",
-                b"X-Mailprobe-Id: mailprobe-1\r\nSubject: hi\r\n\r\nbody\r\n.\r\n",
+                (b"EHLO me\r\n", b"250 ok\r\n"),
+                (b"AUTH PLAIN AHUAaHVudGVyMjI=\r\n", b"535 5.7.8 no\r\n"),
+                (b"AUTH LOGIN\r\n", b"334 VXNlcm5hbWU6\r\n"),
+                (b"dQ==\r\n", b"334 UGFzc3dvcmQ6\r\n"),
+                (b"aHVudGVyMjI=\r\n", b"535 5.7.8 bad password hunter22\r\n"),
+                (b"DATA\r\n", b"354 go\r\n"),
+                (
+                    b"X-Mailprobe-Id: mailprobe-1\r\nSubject: hi\r\n\r\nbody\r\n.\r\n",
+                    b"250 queued\r\n",
+                ),
             ],
-            b"250 ok\r\n334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n535 5.7.8 bad password hunter22\r\n354 go\r\n250 queued\r\n",
         )
         .await;
         assert!(!text.contains("hunter22"), "{text}");
@@ -598,10 +636,17 @@ mod tests {
         let text = converse(
             Protocol::Imap,
             Vec::new(),
-            &[b"a1 LOGIN \"u\" \"pw\"\r\n", b"a2 UID FETCH 1 (BODY.PEEK[])\r\n"],
-            b"a1 OK in\r\n* 1 FETCH (BODY[] {12}\r\nline1\r\nline2)\r\na2 OK done\r\n",
+            &[
+                (b"a1 LOGIN \"u\" {6}\r\n", b"+ go\r\n"),
+                (b"Pa55wd\r\n", b"a1 OK in\r\n"),
+                (
+                    b"a2 UID FETCH 1 (BODY.PEEK[])\r\n",
+                    b"* 1 FETCH (BODY[] {12}\r\nline1\r\nline2)\r\na2 OK done\r\n",
+                ),
+            ],
         )
         .await;
+        assert!(!text.contains("Pa55wd"), "{text}");
         assert!(text.contains("C: a1 LOGIN <redacted>"), "{text}");
         assert!(text.contains("<literal: 12 bytes>"), "{text}");
         assert!(!text.contains("line1"), "{text}");
@@ -610,11 +655,21 @@ mod tests {
         let text = converse(
             Protocol::Pop3,
             Vec::new(),
-            &[b"USER bob\r\n", b"PASS pw\r\n", b"RETR 1\r\n"],
-            b"+OK\r\n+OK\r\n+OK 10 octets\r\nX-Mailprobe-Id: x\r\n..dot\r\n.\r\n",
+            &[
+                (b"USER bob\r\n", b"+OK\r\n"),
+                (b"PASS Pa55wd\r\n", b"+OK\r\n"),
+                (
+                    b"RETR 1\r\n",
+                    b"+OK 10 octets\r\nX-Mailprobe-Id: x\r\n..dot\r\n.\r\n",
+                ),
+            ],
         )
         .await;
-        assert!(text.contains("C: USER <redacted>") && text.contains("C: PASS <redacted>"), "{text}");
+        assert!(!text.contains("Pa55wd") && !text.contains("bob"), "{text}");
+        assert!(
+            text.contains("C: USER <redacted>") && text.contains("C: PASS <redacted>"),
+            "{text}"
+        );
         assert!(text.contains("<body: "), "{text}");
     }
 
@@ -623,8 +678,10 @@ mod tests {
         let text = converse(
             Protocol::Pop3,
             Vec::new(),
-            &[b"STLS\r\n"],
-            b"+OK begin\r\n\x16\x03\x01binary handshake\r\n",
+            &[(
+                b"STLS\r\n",
+                b"+OK begin\r\n\x16\x03\x01binary handshake\r\n",
+            )],
         )
         .await;
         assert!(text.contains("<TLS handshake: not recorded"), "{text}");
@@ -634,8 +691,11 @@ mod tests {
     #[tokio::test]
     async fn endless_lines_are_capped() {
         let line = vec![b'A'; 1 << 20];
-        let text = converse(Protocol::Smtp, Vec::new(), &[], &line).await;
+        let text = converse(Protocol::Smtp, Vec::new(), &[(b"", &line)]).await;
         assert!(text.len() < 4096, "{}", text.len());
-        assert!(text.contains("(1048576 bytes) <connection ended mid-line>"), "{text}");
+        assert!(
+            text.contains("(1048576 bytes) <connection ended mid-line>"),
+            "{text}"
+        );
     }
 }

@@ -198,7 +198,7 @@ impl<'e> Verifier<'e> {
                 // inner whitespace: decode straight from the line, no copy, no allocation.
                 let clean = trim_eol(line);
                 if part.pending.is_empty()
-                    && clean.len() % 4 == 0
+                    && clean.len().is_multiple_of(4)
                     && clean.len() <= 1024
                     && !clean.iter().any(u8::is_ascii_whitespace)
                 {

@@ -138,7 +138,13 @@ fn error_of(report: &Report, protocol: Protocol) -> ProbeError {
 }
 
 /// Run one case and check everything the suite promises.
-fn check_case(what: &str, args: Vec<String>, protocol: Protocol, kinds: &[ErrorKind], phase: Phase) {
+fn check_case(
+    what: &str,
+    args: Vec<String>,
+    protocol: Protocol,
+    kinds: &[ErrorKind],
+    phase: Phase,
+) {
     let run = run::run(&args, &[], LIMIT);
     let report = run.assert_contained(what);
     let err = error_of(report, protocol);
@@ -163,7 +169,13 @@ fn check_case(what: &str, args: Vec<String>, protocol: Protocol, kinds: &[ErrorK
 }
 
 fn smtp_case(what: &str, fake: &Fake, scheme: &str, size: &str, kinds: &[ErrorKind], phase: Phase) {
-    check_case(what, smtp_args(&fake.url(scheme), size), Protocol::Smtp, kinds, phase);
+    check_case(
+        what,
+        smtp_args(&fake.url(scheme), size),
+        Protocol::Smtp,
+        kinds,
+        phase,
+    );
 }
 
 fn imap_case(what: &str, fake: &Fake, scheme: &str, kinds: &[ErrorKind], phase: Phase) {
@@ -238,23 +250,51 @@ fn garbage_tls() -> Fake {
 
 #[test]
 fn smtp_silent() {
-    smtp_case("smtp silent", &silent(), "smtp", "0", &[Timeout], Phase::Greeting);
+    smtp_case(
+        "smtp silent",
+        &silent(),
+        "smtp",
+        "0",
+        &[Timeout],
+        Phase::Greeting,
+    );
 }
 
 #[test]
 fn smtp_one_byte_per_second() {
     let fake = trickle("220 fake.test ESMTP slowly\r\n");
-    smtp_case("smtp trickle", &fake, "smtp", "0", &[Timeout], Phase::Greeting);
+    smtp_case(
+        "smtp trickle",
+        &fake,
+        "smtp",
+        "0",
+        &[Timeout],
+        Phase::Greeting,
+    );
 }
 
 #[test]
 fn smtp_line_without_end() {
-    smtp_case("smtp endless line", &endless_line("220 "), "smtp", "0", &[Protocol], Phase::Greeting);
+    smtp_case(
+        "smtp endless line",
+        &endless_line("220 "),
+        "smtp",
+        "0",
+        &[Protocol],
+        Phase::Greeting,
+    );
 }
 
 #[test]
 fn smtp_binary_garbage() {
-    smtp_case("smtp garbage", &binary_garbage(), "smtp", "0", &[Protocol], Phase::Greeting);
+    smtp_case(
+        "smtp garbage",
+        &binary_garbage(),
+        "smtp",
+        "0",
+        &[Protocol],
+        Phase::Greeting,
+    );
 }
 
 #[test]
@@ -272,7 +312,14 @@ fn smtp_ten_thousand_line_ehlo() {
         c.send(&reply);
         c.silence();
     });
-    smtp_case("smtp 10k EHLO", &fake, "smtp", "0", &[Protocol], Phase::Ehlo);
+    smtp_case(
+        "smtp 10k EHLO",
+        &fake,
+        "smtp",
+        "0",
+        &[Protocol],
+        Phase::Ehlo,
+    );
 }
 
 #[test]
@@ -284,18 +331,39 @@ fn smtp_invalid_codes() {
         }
         c.silence();
     });
-    smtp_case("smtp invalid code", &fake, "smtp", "0", &[Protocol], Phase::Ehlo);
+    smtp_case(
+        "smtp invalid code",
+        &fake,
+        "smtp",
+        "0",
+        &[Protocol],
+        Phase::Ehlo,
+    );
     let greeting = Fake::spawn(|mut c: Conn| {
         c.send("999 not a greeting\r\n");
         c.silence();
     });
-    smtp_case("smtp invalid greeting code", &greeting, "smtp", "0", &[Protocol], Phase::Greeting);
+    smtp_case(
+        "smtp invalid greeting code",
+        &greeting,
+        "smtp",
+        "0",
+        &[Protocol],
+        Phase::Greeting,
+    );
 }
 
 #[test]
 fn smtp_closes_mid_reply() {
     let fake = closes_mid_reply("220-fake.test ESMTP\r\n220-still");
-    smtp_case("smtp closes mid-reply", &fake, "smtp", "0", &[Closed], Phase::Greeting);
+    smtp_case(
+        "smtp closes mid-reply",
+        &fake,
+        "smtp",
+        "0",
+        &[Closed],
+        Phase::Greeting,
+    );
 }
 
 #[test]
@@ -312,7 +380,14 @@ fn smtp_reset_mid_data() {
         }
         c.reset();
     });
-    smtp_case("smtp reset mid-DATA", &fake, "smtp", "2MiB", &[Reset, Closed], Phase::Data);
+    smtp_case(
+        "smtp reset mid-DATA",
+        &fake,
+        "smtp",
+        "2MiB",
+        &[Reset, Closed],
+        Phase::Data,
+    );
 }
 
 #[test]
@@ -322,10 +397,19 @@ fn smtp_data_reply_never_ends() {
             return;
         }
         if c.read_until_line(".") {
-            c.flood(b"250-", |_| b"250-queued and still talking\r\n".repeat(2048));
+            c.flood(b"250-", |_| {
+                b"250-queued and still talking\r\n".repeat(2048)
+            });
         }
     });
-    smtp_case("smtp endless DATA reply", &fake, "smtp", "0", &[Protocol, Timeout], Phase::Data);
+    smtp_case(
+        "smtp endless DATA reply",
+        &fake,
+        "smtp",
+        "0",
+        &[Protocol, Timeout],
+        Phase::Data,
+    );
 }
 
 #[test]
@@ -341,12 +425,26 @@ fn smtp_starttls_then_plain_text() {
         }
         c.silence();
     });
-    smtp_case("smtp STARTTLS then plain", &fake, "smtp", "0", &[Tls], Phase::Tls);
+    smtp_case(
+        "smtp STARTTLS then plain",
+        &fake,
+        "smtp",
+        "0",
+        &[Tls],
+        Phase::Tls,
+    );
 }
 
 #[test]
 fn smtp_garbage_instead_of_tls() {
-    smtp_case("smtps garbage TLS", &garbage_tls(), "smtps", "0", &[Tls], Phase::Tls);
+    smtp_case(
+        "smtps garbage TLS",
+        &garbage_tls(),
+        "smtps",
+        "0",
+        &[Tls],
+        Phase::Tls,
+    );
 }
 
 // ------------------------------------------------------------------------ IMAP
@@ -355,22 +453,46 @@ const IMAP_GREETING: &str = "* OK [CAPABILITY IMAP4rev1] fake ready\r\n";
 
 #[test]
 fn imap_silent() {
-    imap_case("imap silent", &silent(), "imap", &[Timeout], Phase::Greeting);
+    imap_case(
+        "imap silent",
+        &silent(),
+        "imap",
+        &[Timeout],
+        Phase::Greeting,
+    );
 }
 
 #[test]
 fn imap_one_byte_per_second() {
-    imap_case("imap trickle", &trickle(IMAP_GREETING), "imap", &[Timeout], Phase::Greeting);
+    imap_case(
+        "imap trickle",
+        &trickle(IMAP_GREETING),
+        "imap",
+        &[Timeout],
+        Phase::Greeting,
+    );
 }
 
 #[test]
 fn imap_line_without_end() {
-    imap_case("imap endless line", &endless_line("* OK "), "imap", &[Protocol], Phase::Greeting);
+    imap_case(
+        "imap endless line",
+        &endless_line("* OK "),
+        "imap",
+        &[Protocol],
+        Phase::Greeting,
+    );
 }
 
 #[test]
 fn imap_binary_garbage() {
-    imap_case("imap garbage", &binary_garbage(), "imap", &[Protocol], Phase::Greeting);
+    imap_case(
+        "imap garbage",
+        &binary_garbage(),
+        "imap",
+        &[Protocol],
+        Phase::Greeting,
+    );
 }
 
 #[test]
@@ -387,7 +509,13 @@ fn imap_ten_thousand_line_capability() {
         c.send(&reply);
         c.silence();
     });
-    imap_case("imap 10k CAPABILITY", &fake, "imap", &[Protocol], Phase::Capability);
+    imap_case(
+        "imap 10k CAPABILITY",
+        &fake,
+        "imap",
+        &[Protocol],
+        Phase::Capability,
+    );
 }
 
 #[test]
@@ -399,13 +527,25 @@ fn imap_invalid_status() {
         c.send(&format!("{tag} MAYBE who knows\r\n"));
         c.silence();
     });
-    imap_case("imap invalid status", &fake, "imap", &[Protocol], Phase::Capability);
+    imap_case(
+        "imap invalid status",
+        &fake,
+        "imap",
+        &[Protocol],
+        Phase::Capability,
+    );
 }
 
 #[test]
 fn imap_closes_mid_reply() {
     let fake = closes_mid_reply("* OK [CAPABILITY IMAP4rev1 ");
-    imap_case("imap closes mid-reply", &fake, "imap", &[Closed], Phase::Greeting);
+    imap_case(
+        "imap closes mid-reply",
+        &fake,
+        "imap",
+        &[Closed],
+        Phase::Greeting,
+    );
 }
 
 #[test]
@@ -416,18 +556,31 @@ fn imap_reset_mid_fetch() {
             c.reset();
         })
     });
-    imap_case("imap reset mid-FETCH", &fake, "imap", &[Reset, Closed], Phase::Fetch);
+    imap_case(
+        "imap reset mid-FETCH",
+        &fake,
+        "imap",
+        &[Reset, Closed],
+        Phase::Fetch,
+    );
 }
 
 #[test]
 fn imap_fetch_never_ends() {
     let fake = Fake::spawn(|mut c: Conn| {
         server::imap::serve(&mut c, &|c, _tag, id| {
-            let head = format!("* 1 FETCH (UID 7 BODY[] {{400000000}}\r\nX-Mailprobe-Id: {id}\r\n\r\n");
+            let head =
+                format!("* 1 FETCH (UID 7 BODY[] {{400000000}}\r\nX-Mailprobe-Id: {id}\r\n\r\n");
             c.flood(head.as_bytes(), |_| b"endless body line\r\n".repeat(3000));
         })
     });
-    imap_case("imap endless FETCH", &fake, "imap", &[Protocol, Timeout], Phase::Fetch);
+    imap_case(
+        "imap endless FETCH",
+        &fake,
+        "imap",
+        &[Protocol, Timeout],
+        Phase::Fetch,
+    );
 }
 
 #[test]
@@ -442,7 +595,13 @@ fn imap_fetch_larger_than_announced() {
             c.silence();
         })
     });
-    imap_case("imap FETCH larger than announced", &fake, "imap", &[Protocol], Phase::Fetch);
+    imap_case(
+        "imap FETCH larger than announced",
+        &fake,
+        "imap",
+        &[Protocol],
+        Phase::Fetch,
+    );
 }
 
 #[test]
@@ -456,12 +615,24 @@ fn imap_starttls_then_plain_text() {
         c.send("* OK this is not TLS at all\r\n");
         c.silence();
     });
-    imap_case("imap STARTTLS then plain", &fake, "imap", &[Tls], Phase::Tls);
+    imap_case(
+        "imap STARTTLS then plain",
+        &fake,
+        "imap",
+        &[Tls],
+        Phase::Tls,
+    );
 }
 
 #[test]
 fn imap_garbage_instead_of_tls() {
-    imap_case("imaps garbage TLS", &garbage_tls(), "imaps", &[Tls], Phase::Tls);
+    imap_case(
+        "imaps garbage TLS",
+        &garbage_tls(),
+        "imaps",
+        &[Tls],
+        Phase::Tls,
+    );
 }
 
 // ------------------------------------------------------------------------ POP3
@@ -472,22 +643,46 @@ fn pop3_fake(on_retr: impl Fn(&mut Conn, &str) + Send + Sync + 'static) -> Fake 
 
 #[test]
 fn pop3_silent() {
-    pop3_case("pop3 silent", &silent(), "pop3", &[Timeout], Phase::Greeting);
+    pop3_case(
+        "pop3 silent",
+        &silent(),
+        "pop3",
+        &[Timeout],
+        Phase::Greeting,
+    );
 }
 
 #[test]
 fn pop3_one_byte_per_second() {
-    pop3_case("pop3 trickle", &trickle("+OK fake POP3 ready\r\n"), "pop3", &[Timeout], Phase::Greeting);
+    pop3_case(
+        "pop3 trickle",
+        &trickle("+OK fake POP3 ready\r\n"),
+        "pop3",
+        &[Timeout],
+        Phase::Greeting,
+    );
 }
 
 #[test]
 fn pop3_line_without_end() {
-    pop3_case("pop3 endless line", &endless_line("+OK "), "pop3", &[Protocol], Phase::Greeting);
+    pop3_case(
+        "pop3 endless line",
+        &endless_line("+OK "),
+        "pop3",
+        &[Protocol],
+        Phase::Greeting,
+    );
 }
 
 #[test]
 fn pop3_binary_garbage() {
-    pop3_case("pop3 garbage", &binary_garbage(), "pop3", &[Protocol], Phase::Greeting);
+    pop3_case(
+        "pop3 garbage",
+        &binary_garbage(),
+        "pop3",
+        &[Protocol],
+        Phase::Greeting,
+    );
 }
 
 #[test]
@@ -505,7 +700,13 @@ fn pop3_ten_thousand_line_capa() {
         c.send(&reply);
         c.silence();
     });
-    pop3_case("pop3 10k CAPA", &fake, "pop3", &[Protocol], Phase::Capability);
+    pop3_case(
+        "pop3 10k CAPA",
+        &fake,
+        "pop3",
+        &[Protocol],
+        Phase::Capability,
+    );
 }
 
 #[test]
@@ -517,21 +718,41 @@ fn pop3_invalid_status() {
         }
         c.silence();
     });
-    pop3_case("pop3 invalid status", &fake, "pop3", &[Protocol], Phase::Capability);
+    pop3_case(
+        "pop3 invalid status",
+        &fake,
+        "pop3",
+        &[Protocol],
+        Phase::Capability,
+    );
 }
 
 #[test]
 fn pop3_closes_mid_reply() {
-    pop3_case("pop3 closes mid-reply", &closes_mid_reply("+OK fake PO"), "pop3", &[Closed], Phase::Greeting);
+    pop3_case(
+        "pop3 closes mid-reply",
+        &closes_mid_reply("+OK fake PO"),
+        "pop3",
+        &[Closed],
+        Phase::Greeting,
+    );
 }
 
 #[test]
 fn pop3_reset_mid_retr() {
     let fake = pop3_fake(|c, id| {
-        c.send(&format!("+OK 100000 octets\r\nX-Mailprobe-Id: {id}\r\nReceived: x\r\n"));
+        c.send(&format!(
+            "+OK 100000 octets\r\nX-Mailprobe-Id: {id}\r\nReceived: x\r\n"
+        ));
         c.reset();
     });
-    pop3_case("pop3 reset mid-RETR", &fake, "pop3", &[Reset, Closed], Phase::Fetch);
+    pop3_case(
+        "pop3 reset mid-RETR",
+        &fake,
+        "pop3",
+        &[Reset, Closed],
+        Phase::Fetch,
+    );
 }
 
 #[test]
@@ -540,7 +761,13 @@ fn pop3_retr_never_ends() {
         let head = format!("+OK 500 octets\r\nX-Mailprobe-Id: {id}\r\n\r\n");
         c.flood(head.as_bytes(), |_| b"endless body line\r\n".repeat(3000));
     });
-    pop3_case("pop3 endless RETR", &fake, "pop3", &[Protocol, Timeout], Phase::Fetch);
+    pop3_case(
+        "pop3 endless RETR",
+        &fake,
+        "pop3",
+        &[Protocol, Timeout],
+        Phase::Fetch,
+    );
 }
 
 #[test]
@@ -552,7 +779,13 @@ fn pop3_retr_larger_than_announced() {
         c.send_bytes(&body);
         c.silence();
     });
-    pop3_case("pop3 RETR larger than announced", &fake, "pop3", &[Protocol], Phase::Fetch);
+    pop3_case(
+        "pop3 RETR larger than announced",
+        &fake,
+        "pop3",
+        &[Protocol],
+        Phase::Fetch,
+    );
 }
 
 #[test]
@@ -576,5 +809,11 @@ fn pop3_stls_then_plain_text() {
 
 #[test]
 fn pop3_garbage_instead_of_tls() {
-    pop3_case("pop3s garbage TLS", &garbage_tls(), "pop3s", &[Tls], Phase::Tls);
+    pop3_case(
+        "pop3s garbage TLS",
+        &garbage_tls(),
+        "pop3s",
+        &[Tls],
+        Phase::Tls,
+    );
 }

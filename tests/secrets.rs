@@ -103,8 +103,8 @@ fn run(args: Vec<String>, password: &str) -> Outcome {
         ));
     }
     for f in files {
-        let bytes = std::fs::read(&f)
-            .unwrap_or_else(|e| panic!("{} was not written: {e}", f.display()));
+        let bytes =
+            std::fs::read(&f).unwrap_or_else(|e| panic!("{} was not written: {e}", f.display()));
         assert!(!bytes.is_empty(), "{} is empty", f.display());
         texts.push((file_name(&f), bytes));
     }
@@ -115,7 +115,10 @@ fn run(args: Vec<String>, password: &str) -> Outcome {
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name().unwrap_or_default().to_string_lossy().into_owned()
+    p.file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Every wire form of the password must be absent from every text.
@@ -181,13 +184,25 @@ fn successful_run_never_shows_the_password() {
     assert_no_secret("successful run", &o, &server.user("test21"), &password);
     // The transcript recorded the sessions, above TLS, with logins redacted.
     let t = text(&o, "transcript.txt");
-    assert!(t.contains("C: AUTH PLAIN <redacted>") || t.contains("C: AUTH LOGIN"), "{t}");
-    assert!(t.contains("C: USER <redacted>") || t.contains("C: AUTH PLAIN"), "{t}");
+    assert!(
+        t.contains("C: AUTH PLAIN <redacted>") || t.contains("C: AUTH LOGIN"),
+        "{t}"
+    );
+    assert!(
+        t.contains("C: USER <redacted>") || t.contains("C: AUTH PLAIN"),
+        "{t}"
+    );
     assert!(t.contains("LOGIN <redacted>"), "{t}");
     assert!(t.contains("<TLS established>"), "{t}");
-    assert!(t.contains("C: MAIL FROM:"), "SMTP after STARTTLS is recorded in plain text: {t}");
+    assert!(
+        t.contains("C: MAIL FROM:"),
+        "SMTP after STARTTLS is recorded in plain text: {t}"
+    );
     assert!(t.contains("<body: "), "bodies are summarized: {t}");
-    assert!(t.len() < 200_000, "transcript of two small messages is small");
+    assert!(
+        t.len() < 200_000,
+        "transcript of two small messages is small"
+    );
 }
 
 #[test]
@@ -298,7 +313,10 @@ fn a_server_echoing_the_password_does_not_leak_it() {
     assert!(json.contains("AUTHENTICATIONFAILED"), "{json}");
     assert!(json.contains("535"), "{json}");
     assert!(json.contains("<redacted>"), "{json}");
-    assert!(text(&o, "transcript.txt").contains("S: 535 5.7.8 Authentication failed: wrong password <redacted>"));
+    assert!(
+        text(&o, "transcript.txt")
+            .contains("S: 535 5.7.8 Authentication failed: wrong password <redacted>")
+    );
     // ... but never the password.
     assert_no_secret("echoing servers", &o, user, password);
 }

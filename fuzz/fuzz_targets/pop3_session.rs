@@ -11,7 +11,6 @@ use mailprobe::pop3::Pop3Client;
 fuzz_target!(|data: &[u8]| {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
-        .start_paused(true)
         .build()
         .expect("runtime");
     rt.block_on(async {
@@ -20,8 +19,14 @@ fuzz_target!(|data: &[u8]| {
             return;
         };
         client.set_idle_timeout(Duration::from_secs(1));
-        let Ok(caps) = client.capa().await else { return };
-        if client.login("user@example.com", "secret", &caps).await.is_err() {
+        let Ok(caps) = client.capa().await else {
+            return;
+        };
+        if client
+            .login("user@example.com", "secret", &caps)
+            .await
+            .is_err()
+        {
             return;
         }
         if client.stat().await.is_err() || client.uidl().await.is_err() {

@@ -29,7 +29,10 @@ const MAX_UNTAGGED: usize = 1000;
 const STEP_BUDGET: u64 = 16 << 20;
 
 pub struct ImapMailbox {
-    session: Session<BoxStream>,
+    /// Taken out while IDLE runs; `None` after a failed IDLE (the session is gone).
+    session: Option<Session<BoxStream>>,
+    /// The server supports IDLE (RFC 2177): wait for new mail instead of polling.
+    idle: bool,
     uidplus: bool,
     /// Bytes the server may still send in the current step.
     allowance: crate::budget::Allowance,
@@ -46,7 +49,9 @@ fn from_imap(err: async_imap::error::Error) -> ProbeError {
             let what = text.split(" during parsing of ").next().unwrap_or_default();
             // A nom error lists every input byte: keep only its error code.
             let what = match what.split_once("code: ") {
-                Some((_, code)) => format!("parser error {}", code.trim_end_matches([' ', '}', ')'])),
+                Some((_, code)) => {
+                    format!("parser error {}", code.trim_end_matches([' ', '}', ')']))
+                }
                 None => crate::reply::truncate(what, 160).to_string(),
             };
             ProbeError::protocol_violation(format!("unparsable IMAP response: {what}"))
@@ -262,16 +267,26 @@ impl ImapMailbox {
             })
             .await?;
         let uidplus = caps.has_str("UIDPLUS");
+        let idle = caps.has_str("IDLE");
         clock
             .run(Phase::Select, t.command, async {
                 session.select("INBOX").await.map_err(from_imap)
             })
             .await?;
         Ok(ImapMailbox {
-            session,
+            session: Some(session),
+            idle,
             uidplus,
             allowance,
         })
+    }
+}
+
+impl ImapMailbox {
+    fn session(&mut self) -> ProbeResult<&mut Session<BoxStream>> {
+        self.session
+            .as_mut()
+            .ok_or_else(|| ProbeError::new(ErrorKind::Closed, "the IMAP session ended during IDLE"))
     }
 }
 
@@ -295,7 +310,7 @@ impl Mailbox for ImapMailbox {
     ) -> ProbeResult<HashMap<String, Locator>> {
         let limit = ctx.settings.timeouts.command;
         self.allowance.grant(STEP_BUDGET);
-        let session = &mut self.session;
+        let session = self.session()?;
         let queries: Vec<String> = match wanted {
             // Bounded query length: search in batches.
             Wanted::Ids(ids) => ids.chunks(50).map(search_query).collect(),
@@ -347,7 +362,7 @@ impl Mailbox for ImapMailbox {
         };
         // Delivery adds trace headers; far more than was sent is not our message.
         self.allowance.grant(message.encoded_len * 2 + (1 << 20));
-        let session = &mut self.session;
+        let session = self.session()?;
         let step = async {
             let mut fetches = session
                 .uid_fetch(uid.to_string(), "(UID BODY.PEEK[])")
@@ -392,7 +407,7 @@ impl Mailbox for ImapMailbox {
         let set = uid_set(ours.iter().map(|(_, u)| *u));
         let uidplus = self.uidplus;
         self.allowance.grant(STEP_BUDGET);
-        let session = &mut self.session;
+        let session = self.session()?;
         let step = async {
             let _: Vec<_> = session
                 .uid_store(&set, "+FLAGS.SILENT (\\Deleted)")
@@ -436,10 +451,40 @@ impl Mailbox for ImapMailbox {
             .map_err(|e| e.at(Protocol::Imap, Phase::Delete))
     }
 
+    async fn wait_for_change(&mut self, ctx: &Context, limit: Duration) -> ProbeResult<()> {
+        if !self.idle {
+            tokio::time::sleep(limit.min(ctx.settings.poll_interval)).await;
+            return Ok(());
+        }
+        let session = self
+            .session
+            .take()
+            .ok_or_else(|| ProbeError::new(ErrorKind::Closed, "the IMAP session has ended"))?;
+        self.allowance.grant(STEP_BUDGET);
+        let mut handle = session.idle();
+        let cycle = async {
+            handle.init().await.map_err(from_imap)?;
+            {
+                // New mail (EXISTS) or the time limit, whichever comes first.
+                let (wait, _stop) = handle.wait_with_timeout(limit);
+                wait.await.map_err(from_imap)?;
+            }
+            handle.done().await.map_err(from_imap)
+        };
+        let bound = limit + ctx.settings.timeouts.command;
+        let session = timed(bound, cycle)
+            .await
+            .map_err(|e| e.at(Protocol::Imap, Phase::Delivery))?;
+        self.session = Some(session);
+        Ok(())
+    }
+
     async fn close(mut self, ctx: &Context) {
         let limit = ctx.settings.timeouts.command.min(Duration::from_secs(5));
         self.allowance.grant(STEP_BUDGET);
-        let _ = tokio::time::timeout(limit, self.session.logout()).await;
+        if let Some(mut session) = self.session.take() {
+            let _ = tokio::time::timeout(limit, session.logout()).await;
+        }
     }
 }
 

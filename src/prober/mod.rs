@@ -157,7 +157,23 @@ pub trait Mailbox: Sized {
         which: &[(String, Locator)],
     ) -> impl Future<Output = ProbeResult<Vec<String>>>;
     fn close(self, ctx: &Context) -> impl Future<Output = ()>;
+    /// Wait until the mailbox may have changed, at most `limit` (IMAP IDLE);
+    /// by default, one poll interval.
+    fn wait_for_change(
+        &mut self,
+        ctx: &Context,
+        limit: Duration,
+    ) -> impl Future<Output = ProbeResult<()>> {
+        let pause = limit.min(ctx.settings.poll_interval);
+        async move {
+            tokio::time::sleep(pause).await;
+            Ok(())
+        }
+    }
 }
+
+/// POP3 sees new mail only by logging in again; never more often than this.
+const MIN_RELOGIN_INTERVAL: Duration = Duration::from_millis(250);
 
 /// How long a mailbox that cannot be opened is retried before it counts as down.
 const OPEN_GRACE: Duration = Duration::from_secs(10);
@@ -353,8 +369,23 @@ pub async fn watch<M: Mailbox>(
                 true
             }
         });
-        if !pending.is_empty() || sending {
-            tokio::time::sleep(ctx.settings.poll_interval).await;
+        // With nothing due, the top of the loop waits for SMTP's next acceptance.
+        if !pending.is_empty() {
+            match session.as_mut() {
+                // Wait for the mailbox to change (IDLE where offered; servers may hold
+                // notifications back, Dovecot for 0.5 s), looking again every poll interval.
+                Some((m, _, _)) => {
+                    if let Err(e) = m.wait_for_change(ctx, ctx.settings.poll_interval).await {
+                        last_error = Some(e);
+                        session = None;
+                    }
+                }
+                // A mailbox seen as a snapshot is logged into again: not too often.
+                None if M::SNAPSHOT => {
+                    tokio::time::sleep(ctx.settings.poll_interval.max(MIN_RELOGIN_INTERVAL)).await
+                }
+                None => tokio::time::sleep(ctx.settings.poll_interval).await,
+            }
         }
     }
     for a in pending.drain(..) {
@@ -439,7 +470,12 @@ pub async fn open_stream(
     // `--transcript` records above TLS: the plain stream here, the TLS one below.
     let record = |s: BoxStream| {
         let peer = format!("{}:{}", endpoint.host, endpoint.port);
-        crate::transcript::record(ctx.settings.transcript.as_ref(), endpoint.protocol, &peer, s)
+        crate::transcript::record(
+            ctx.settings.transcript.as_ref(),
+            endpoint.protocol,
+            &peer,
+            s,
+        )
     };
     if endpoint.security != Security::Implicit {
         return Ok(record(stream));

@@ -64,11 +64,8 @@ impl Pop3Mailbox {
                 )
                 .await?;
             *tls_info = Some(info);
-            let tls = crate::transcript::resume(
-                ctx.settings.transcript.as_ref(),
-                Protocol::Pop3,
-                tls,
-            );
+            let tls =
+                crate::transcript::resume(ctx.settings.transcript.as_ref(), Protocol::Pop3, tls);
             client = Pop3Client::after_stls(tls);
             client.set_idle_timeout(t.command);
             // Capabilities before TLS are not to be trusted (RFC 2595).

@@ -38,8 +38,8 @@ fn time_binary() -> &'static str {
 
 /// Kill the process `pid` started by us and its direct children (the binary under `time`).
 fn kill_tree(pid: u32) {
-    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default();
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
     for child in children.split_whitespace() {
         let _ = Command::new("kill").args(["-KILL", child]).status();
     }
@@ -75,7 +75,9 @@ pub fn run(args: &[String], envs: &[(&str, &str)], limit: Duration) -> Run {
         command.env(k, v);
     }
     let started = Instant::now();
-    let mut child = command.spawn().expect("start mailprobe under /usr/bin/time");
+    let mut child = command
+        .spawn()
+        .expect("start mailprobe under /usr/bin/time");
     let status = loop {
         match child.try_wait().expect("wait for mailprobe") {
             Some(s) => break Some(s),
@@ -136,8 +138,11 @@ impl Run {
             self.max_rss_kib,
             MAX_RSS_KIB
         );
-        self.report
-            .as_ref()
-            .unwrap_or_else(|| panic!("{what}: no JSON report was written\nstderr:\n{}", self.stderr))
+        self.report.as_ref().unwrap_or_else(|| {
+            panic!(
+                "{what}: no JSON report was written\nstderr:\n{}",
+                self.stderr
+            )
+        })
     }
 }

@@ -379,7 +379,11 @@ pub mod pop3 {
 
     /// Serve greeting, CAPA, USER/PASS, STAT, UIDL, TOP (with the probe id that
     /// `probe_id()` finds, if any), DELE, QUIT; RETR calls `on_retr` and ends.
-    pub fn serve(c: &mut Conn, probe_id: &dyn Fn() -> Option<String>, on_retr: &super::pop3::OnRetr) {
+    pub fn serve(
+        c: &mut Conn,
+        probe_id: &dyn Fn() -> Option<String>,
+        on_retr: &super::pop3::OnRetr,
+    ) {
         if !c.send("+OK fake POP3 ready\r\n") {
             return;
         }
@@ -394,7 +398,10 @@ pub mod pop3 {
                 format!("+OK {} 100\r\n", u8::from(id.is_some()))
             } else if upper.starts_with("UIDL") {
                 match &id {
-                    Some(i) => format!("+OK\r\n1 u-{}\r\n.\r\n", i.replace(|c: char| !c.is_ascii_alphanumeric(), "")),
+                    Some(i) => format!(
+                        "+OK\r\n1 u-{}\r\n.\r\n",
+                        i.replace(|c: char| !c.is_ascii_alphanumeric(), "")
+                    ),
                     None => "+OK\r\n.\r\n".to_string(),
                 }
             } else if upper.starts_with("TOP") {
