@@ -159,6 +159,10 @@ pub(crate) async fn clean_up(
     sent: &[smtp::Sent],
     extra_ids: &[String],
 ) -> Cleanup {
+    if ctx.settings.imap.is_none() && ctx.settings.pop3.is_none() {
+        // --smtp-only: the mailbox is not ours to read, so nothing is cleaned or missed.
+        return Cleanup::default();
+    }
     let ids: Vec<String> = reports
         .iter()
         .zip(sent)

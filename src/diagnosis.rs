@@ -1178,6 +1178,29 @@ mod tests {
     }
 
     #[test]
+    fn a_broken_fetch_on_the_only_retrieval_protocol_is_failing() {
+        let mut ms = vec![delivered(0), delivered(10240)];
+        for m in &mut ms {
+            m.imap = None;
+        }
+        ms[1].pop3 = Some(ProtocolResult::failed(
+            ProbeError::new(ErrorKind::Closed, "closed mid-transfer")
+                .at(Protocol::Pop3, Phase::Fetch),
+            Phases::new(),
+        ));
+        let mut r = report(ms);
+        r.target.imap = None;
+        apply(&mut r, &Thresholds::default());
+        assert_eq!(codes(&r), vec![(Code::RetrievalPartial, None)]);
+        assert_eq!(r.verdict, Verdict::Failing);
+        assert!(
+            r.summary.contains("no protocol could retrieve"),
+            "{}",
+            r.summary
+        );
+    }
+
+    #[test]
     fn partial_retrieval_is_degraded() {
         let mut ms = vec![delivered(0), delivered(10240)];
         ms[1].pop3 = Some(ProtocolResult::failed(
