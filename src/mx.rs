@@ -476,13 +476,7 @@ async fn session(
     let mut server = None;
     let established = establish(ctx, &endpoint, clock, &mut server, tls_info).await;
     *banner = server.map(|info| info.banner);
-    let mut reader = BufReader::new(established?);
-    if tls_info.is_some() {
-        let ehlo_command = format!("EHLO {}\r\n", s.helo_name);
-        clock
-            .run(Phase::Ehlo, t.command, exchange(&mut reader, &ehlo_command))
-            .await?;
-    }
+    let mut reader = BufReader::new(established?.stream);
     clock
         .run(
             Phase::MailFrom,

@@ -184,6 +184,8 @@ pub struct Replay<S> {
     prefix: Vec<u8>,
     pos: usize,
     inner: S,
+    /// Still swallowing the first line written (answered by `prefix`).
+    swallowing: bool,
 }
 
 impl<S> Replay<S> {
@@ -192,6 +194,16 @@ impl<S> Replay<S> {
             prefix,
             pos: 0,
             inner,
+            swallowing: false,
+        }
+    }
+
+    /// Like [`Replay::new`], and the first line written is not sent: its answer
+    /// is already in `prefix` (lettre's EHLO, answered by the one we said).
+    pub fn answering_first_line(prefix: Vec<u8>, inner: S) -> Self {
+        Replay {
+            swallowing: true,
+            ..Replay::new(prefix, inner)
         }
     }
 }
@@ -219,6 +231,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if self.swallowing {
+            return Poll::Ready(Ok(match buf.iter().position(|&b| b == b'\n') {
+                Some(end) => {
+                    self.swallowing = false;
+                    end + 1
+                }
+                None => buf.len(),
+            }));
+        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -341,6 +362,27 @@ mod tests {
         }
         assert!(failed, "a 64 KiB line must trip a 4 KiB guard");
         writer.abort();
+    }
+
+    #[tokio::test]
+    async fn replay_answers_the_first_line_itself() {
+        use tokio::io::AsyncWriteExt;
+        let (mut server, client) = tokio::io::duplex(1024);
+        let mut r = Replay::answering_first_line(b"250 ok\r\n".to_vec(), client);
+        r.write_all(b"EHLO me\r\nMAIL FROM:<a@b>\r\n")
+            .await
+            .unwrap();
+        r.flush().await.unwrap();
+        let mut reply = [0u8; 8];
+        r.read_exact(&mut reply).await.unwrap();
+        assert_eq!(&reply, b"250 ok\r\n");
+        drop(r);
+        let mut sent = String::new();
+        server.read_to_string(&mut sent).await.unwrap();
+        assert_eq!(
+            sent, "MAIL FROM:<a@b>\r\n",
+            "only what follows the first line is sent"
+        );
     }
 
     #[tokio::test]

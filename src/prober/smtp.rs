@@ -174,16 +174,22 @@ pub async fn send(ctx: &Context, message: &ProbeMessage) -> Sent {
     }
 }
 
+/// A session ready for mail, and the EHLO reply that describes it.
+pub struct Established {
+    pub stream: BoxStream,
+    /// The last EHLO reply (after TLS when STARTTLS was used).
+    pub ehlo: Reply,
+}
+
 /// Open a session up to the point where mail can be sent: connect, TLS, greeting,
-/// EHLO (keeping the capabilities) and STARTTLS per the policy. After STARTTLS the
-/// caller must say EHLO again.
+/// EHLO (keeping the capabilities), STARTTLS per the policy and the EHLO after it.
 pub async fn establish(
     ctx: &Context,
     endpoint: &Endpoint,
     clock: &mut PhaseClock,
     server: &mut Option<SmtpServerInfo>,
     tls_info: &mut Option<TlsInfo>,
-) -> ProbeResult<BoxStream> {
+) -> ProbeResult<Established> {
     let s = &ctx.settings;
     let t = s.timeouts;
     let stream = super::open_stream(ctx, endpoint, clock, tls_info).await?;
@@ -197,7 +203,7 @@ pub async fn establish(
     let ehlo = clock
         .run(Phase::Ehlo, t.command, exchange(&mut reader, &ehlo_command))
         .await?;
-    let info = SmtpServerInfo::from_ehlo(greeting.text.clone(), &ehlo);
+    let mut info = SmtpServerInfo::from_ehlo(greeting.text.clone(), &ehlo);
 
     let wants_tls = match super::starttls_wanted(endpoint, info.has("STARTTLS")) {
         Ok(w) => w,
@@ -216,10 +222,35 @@ pub async fn establish(
             .await?;
         super::finish_starttls(ctx, endpoint, clock, reader, tls_info).await?
     } else {
-        super::unbuffer(endpoint, reader)?
+        *server = Some(info);
+        return Ok(Established {
+            stream: super::unbuffer(endpoint, reader)?,
+            ehlo,
+        });
     };
+    // Capabilities before TLS are not to be trusted (RFC 3207): ask again.
+    let mut reader = BufReader::new(stream);
+    let ehlo = clock
+        .run(Phase::Ehlo, t.command, exchange(&mut reader, &ehlo_command))
+        .await?;
+    info = SmtpServerInfo::from_ehlo(greeting.text, &ehlo);
     *server = Some(info);
-    Ok(stream)
+    Ok(Established {
+        stream: super::unbuffer(endpoint, reader)?,
+        ehlo,
+    })
+}
+
+/// An SMTP reply as it went over the wire, for replaying it to lettre.
+fn wire_form(reply: &Reply) -> Vec<u8> {
+    let code = reply.code.unwrap_or(250);
+    let lines: Vec<&str> = reply.text.split('\n').collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let sep = if i + 1 == lines.len() { ' ' } else { '-' };
+        out.extend_from_slice(format!("{code}{sep}{line}\r\n").as_bytes());
+    }
+    out
 }
 
 async fn converse(
@@ -231,19 +262,18 @@ async fn converse(
 ) -> ProbeResult<Reply> {
     let s = &ctx.settings;
     let t = s.timeouts;
-    let stream = establish(ctx, &s.smtp, clock, server, tls_info).await?;
+    let Established { stream, ehlo } = establish(ctx, &s.smtp, clock, server, tls_info).await?;
     let encrypted = tls_info.is_some();
 
-    // lettre reads a greeting before its EHLO: replay one (the real one was timed above).
+    // lettre reads a greeting and says EHLO before anything else: it is answered
+    // from what was already said (and timed) above, without a round trip.
+    let mut said = b"220 greeting already received\r\n".to_vec();
+    said.extend_from_slice(&wire_form(&ehlo));
     // lettre keeps a reply in memory and re-parses it after every line without
     // yielding while data keeps coming: bound and pace what the server may send it.
     let (stream, _) = crate::budget::Budgeted::new(stream, LETTRE_READ_BUDGET);
-    let replay = Replay::new(
-        b"220 greeting already received\r\n".to_vec(),
-        Box::new(stream) as BoxStream,
-    );
+    let replay = Replay::answering_first_line(said, Box::new(stream) as BoxStream);
     let client_id = ClientId::Domain(s.helo_name.clone());
-    let lettre_started = Instant::now();
     let mut conn = match tokio::time::timeout(
         t.command,
         AsyncSmtpConnection::connect_with_transport(Box::new(replay), &client_id),
@@ -254,10 +284,6 @@ async fn converse(
         Ok(Err(e)) => return Err(from_lettre(e).at(Protocol::Smtp, Phase::Ehlo)),
         Err(_) => return Err(ProbeError::timeout(t.command).at(Protocol::Smtp, Phase::Ehlo)),
     };
-    if encrypted {
-        // The EHLO after TLS is part of the protocol; without TLS it repeats ours.
-        clock.record(Phase::Ehlo, lettre_started.elapsed());
-    }
     let announces_size = server.as_ref().is_some_and(|i| i.advertised_size.is_some());
     let result = transaction(ctx, message, clock, &mut conn, announces_size, encrypted).await;
     match result {
