@@ -222,14 +222,15 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// Seeded random attachment bytes, produced in line-aligned blocks.
 struct AttachmentBytes {
-    rng: rand::rngs::StdRng,
+    // Fast and incompressible; nothing here needs cryptographic randomness.
+    rng: rand::rngs::SmallRng,
     remaining: u64,
 }
 
 impl AttachmentBytes {
     fn new(seed: u64, size: u64) -> Self {
         AttachmentBytes {
-            rng: rand::rngs::StdRng::seed_from_u64(seed),
+            rng: rand::rngs::SmallRng::seed_from_u64(seed),
             remaining: size,
         }
     }
