@@ -10,11 +10,10 @@ use crate::config::Settings;
 use crate::diagnosis;
 use crate::error::ProbeError;
 use crate::message::{ProbeMessage, new_probe_id};
-use crate::phase::millis;
 use crate::prober::imap::ImapMailbox;
 use crate::prober::pop3::Pop3Mailbox;
 use crate::prober::{self, Accepted, Context, WatchOutcome, smtp};
-use crate::report::{Cleanup, MessageReport, Report, SizeLimit, Target};
+use crate::report::{Cleanup, MessageReport, Report, SizeLimit};
 
 /// Run one check against the configured server. Never panics on server behaviour;
 /// every failure lands in the report.
@@ -23,93 +22,10 @@ pub async fn run_check(settings: Settings) -> Result<Report, ProbeError> {
     let started = Instant::now();
     let ctx = Context::new(settings)?;
     let s = &ctx.settings;
-
-    let messages: Vec<ProbeMessage> = {
-        let (from, to, sizes) = (s.from.clone(), s.to.clone(), s.sizes.clone());
-        // Hashing a large attachment takes a moment: keep it off the async threads.
-        tokio::task::spawn_blocking(move || {
-            sizes
-                .iter()
-                .map(|&size| ProbeMessage::build(&new_probe_id(), &from, &to, size))
-                .collect()
-        })
-        .await
-        .map_err(|e| ProbeError::config(format!("building messages failed: {e}")))?
-    };
-
-    let (imap_tx, imap_rx) = mpsc::unbounded_channel::<Accepted>();
-    let (pop3_tx, pop3_rx) = mpsc::unbounded_channel::<Accepted>();
-    // Only watchers that run get a sender; dropping them tells the watchers sending is over.
-    let senders: Vec<mpsc::UnboundedSender<Accepted>> = [
-        s.imap.as_ref().map(|_| imap_tx),
-        s.pop3.as_ref().map(|_| pop3_tx),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-
-    let (ctx_ref, messages_ref) = (&ctx, &messages);
-    // Up to `--concurrency` messages in flight; the watchers get each as it is accepted.
-    let send_all = async move {
-        let ctx = ctx_ref;
-        let senders = &senders;
-        let mut sent: Vec<(usize, smtp::Sent)> =
-            futures::stream::iter(messages_ref.iter().enumerate())
-                .map(|(index, message)| async move {
-                    if let Some(t) = &ctx.settings.transcript {
-                        t.set_message(crate::phase::Protocol::Smtp, Some(index));
-                    }
-                    let outcome = smtp::send(ctx, message).await;
-                    if let Some(accepted_at) = outcome.accepted_at {
-                        let accepted = Accepted {
-                            index,
-                            expected: message.expected.clone(),
-                            accepted_at,
-                            encoded_len: message.encoded_len(),
-                        };
-                        for tx in senders {
-                            let _ = tx.send(accepted.clone());
-                        }
-                    }
-                    (index, outcome)
-                })
-                .buffer_unordered(ctx.settings.concurrency.max(1))
-                .collect()
-                .await;
-        sent.sort_by_key(|(index, _)| *index);
-        sent.into_iter()
-            .map(|(_, outcome)| outcome)
-            .collect::<Vec<_>>()
-    };
-    let watch_imap = async {
-        match s.imap {
-            Some(_) => Some(prober::watch::<ImapMailbox>(&ctx, imap_rx).await),
-            None => None,
-        }
-    };
-    let watch_pop3 = async {
-        match s.pop3 {
-            Some(_) => Some(prober::watch::<Pop3Mailbox>(&ctx, pop3_rx).await),
-            None => None,
-        }
-    };
-    let (sent, imap, pop3) = tokio::join!(send_all, watch_imap, watch_pop3);
-
-    let mut reports: Vec<MessageReport> = messages
-        .iter()
-        .zip(sent.iter())
-        .enumerate()
-        .map(|(index, (message, sent))| MessageReport {
-            probe_id: message.probe_id().to_string(),
-            size_bytes: message.attachment_size(),
-            attachment: message.attachment_size() > 0,
-            encoded_bytes: message.encoded_len(),
-            smtp: sent.result.clone(),
-            imap: imap.as_ref().map(|w| take_result(w, index)),
-            pop3: pop3.as_ref().map(|w| take_result(w, index)),
-            round: None,
-        })
-        .collect();
+    let messages = build_messages(s, s.sizes.clone()).await?;
+    let dispatched = send_and_watch(&ctx, &messages, s.concurrency, &|_| None).await;
+    let mut reports = message_reports(&messages, &dispatched);
+    let sent: Vec<smtp::Sent> = dispatched.sent.into_iter().map(|d| d.sent).collect();
 
     let smtp_server = sent.iter().rev().find_map(|s| s.server.clone());
     let mut extra_ids = Vec::new();
@@ -120,23 +36,132 @@ pub async fn run_check(settings: Settings) -> Result<Report, ProbeError> {
         None
     };
     let cleanup = clean_up(&ctx, &mut reports, &sent, &extra_ids).await;
-    let mut report = Report {
-        mailprobe_version: env!("CARGO_PKG_VERSION").to_string(),
-        started_at: crate::report::rfc3339(started_at),
-        duration_ms: millis(started.elapsed()),
-        verdict: crate::report::Verdict::Healthy,
-        summary: String::new(),
-        target: Target::from_settings(s),
-        smtp_server,
-        messages: reports,
-        cleanup,
-        size_limit,
-        diagnoses: Vec::new(),
-        mx: None,
-        stats: None,
-    };
+    let mut report = Report::new(s, started_at, started, reports, cleanup);
+    report.smtp_server = smtp_server;
+    report.size_limit = size_limit;
     diagnosis::apply(&mut report, &s.thresholds);
     Ok(report)
+}
+
+/// Build one message per size (off the async thread: hashing a large attachment
+/// takes a moment).
+pub(crate) async fn build_messages(
+    s: &Settings,
+    sizes: Vec<u64>,
+) -> Result<Vec<ProbeMessage>, ProbeError> {
+    let (from, to) = (s.from.clone(), s.to.clone());
+    tokio::task::spawn_blocking(move || {
+        sizes
+            .iter()
+            .map(|&size| ProbeMessage::build(&new_probe_id(), &from, &to, size))
+            .collect()
+    })
+    .await
+    .map_err(|e| ProbeError::config(format!("building messages failed: {e}")))
+}
+
+/// One message's trip through SMTP.
+pub(crate) struct Dispatch {
+    pub index: usize,
+    pub sent: smtp::Sent,
+    /// When sending began.
+    pub started: Instant,
+}
+
+/// What sending and watching produced.
+pub(crate) struct Dispatched {
+    /// In message order.
+    pub sent: Vec<Dispatch>,
+    pub imap: Option<WatchOutcome>,
+    pub pop3: Option<WatchOutcome>,
+}
+
+/// Send every message, up to `in_flight` at once and none before `not_before(index)`
+/// (constant-rate mode), while IMAP and POP3 watch for each as SMTP accepts it.
+pub(crate) async fn send_and_watch(
+    ctx: &Context,
+    messages: &[ProbeMessage],
+    in_flight: usize,
+    not_before: &(dyn Fn(usize) -> Option<Instant> + Sync),
+) -> Dispatched {
+    let s = &ctx.settings;
+    let (imap_tx, imap_rx) = mpsc::unbounded_channel::<Accepted>();
+    let (pop3_tx, pop3_rx) = mpsc::unbounded_channel::<Accepted>();
+    // Only watchers that run get a sender; dropping them tells the watchers sending is over.
+    let senders: Vec<mpsc::UnboundedSender<Accepted>> = [
+        s.imap.as_ref().map(|_| imap_tx),
+        s.pop3.as_ref().map(|_| pop3_tx),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let send_all = async move {
+        let senders = &senders;
+        let mut sent: Vec<Dispatch> = futures::stream::iter(messages.iter().enumerate())
+            .map(|(index, message)| async move {
+                if let Some(at) = not_before(index) {
+                    tokio::time::sleep_until(at.into()).await;
+                }
+                let started = Instant::now();
+                if let Some(t) = &ctx.settings.transcript {
+                    t.set_message(crate::phase::Protocol::Smtp, Some(index));
+                }
+                let sent = smtp::send(ctx, message).await;
+                if let Some(accepted_at) = sent.accepted_at {
+                    let accepted = Accepted {
+                        index,
+                        expected: message.expected.clone(),
+                        accepted_at,
+                        encoded_len: message.encoded_len(),
+                    };
+                    for tx in senders {
+                        let _ = tx.send(accepted.clone());
+                    }
+                }
+                Dispatch {
+                    index,
+                    sent,
+                    started,
+                }
+            })
+            .buffer_unordered(in_flight.max(1))
+            .collect()
+            .await;
+        sent.sort_by_key(|d| d.index);
+        sent
+    };
+    let watch_imap = async {
+        match s.imap {
+            Some(_) => Some(prober::watch::<ImapMailbox>(ctx, imap_rx).await),
+            None => None,
+        }
+    };
+    let watch_pop3 = async {
+        match s.pop3 {
+            Some(_) => Some(prober::watch::<Pop3Mailbox>(ctx, pop3_rx).await),
+            None => None,
+        }
+    };
+    let (sent, imap, pop3) = tokio::join!(send_all, watch_imap, watch_pop3);
+    Dispatched { sent, imap, pop3 }
+}
+
+/// One report row per message: what SMTP, IMAP and POP3 did with it.
+pub(crate) fn message_reports(messages: &[ProbeMessage], d: &Dispatched) -> Vec<MessageReport> {
+    messages
+        .iter()
+        .zip(&d.sent)
+        .map(|(message, dispatch)| MessageReport {
+            probe_id: message.probe_id().to_string(),
+            size_bytes: message.attachment_size(),
+            attachment: message.attachment_size() > 0,
+            encoded_bytes: message.encoded_len(),
+            smtp: dispatch.sent.result.clone(),
+            imap: d.imap.as_ref().map(|w| take_result(w, dispatch.index)),
+            pop3: d.pop3.as_ref().map(|w| take_result(w, dispatch.index)),
+            round: None,
+        })
+        .collect()
 }
 
 pub(crate) fn take_result(watch: &WatchOutcome, index: usize) -> prober::ProtocolResult {

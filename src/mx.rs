@@ -35,7 +35,7 @@ use crate::phase::{Phase, PhaseClock, Protocol, millis};
 use crate::prober::smtp::{establish, exchange};
 use crate::prober::{Context, ProtocolResult};
 use crate::reply::Reply;
-use crate::report::{Cleanup, Report, Target};
+use crate::report::{Cleanup, Report};
 use crate::tls::TlsInfo;
 
 /// SMTP port of an MX unless `--mx-port` says otherwise.
@@ -397,21 +397,7 @@ fn retrieval_configured(args: &CheckArgs) -> Result<bool, String> {
 
 /// A report without messages: DNS gave no exchanger, or none answered.
 fn empty_report(s: &Settings, started_at: SystemTime, started: Instant) -> Report {
-    Report {
-        mailprobe_version: env!("CARGO_PKG_VERSION").to_string(),
-        started_at: crate::report::rfc3339(started_at),
-        duration_ms: millis(started.elapsed()),
-        verdict: crate::report::Verdict::Healthy,
-        summary: String::new(),
-        target: Target::from_settings(s),
-        smtp_server: None,
-        messages: Vec::new(),
-        size_limit: None,
-        diagnoses: Vec::new(),
-        cleanup: Cleanup::default(),
-        mx: None,
-        stats: None,
-    }
+    Report::new(s, started_at, started, Vec::new(), Cleanup::default())
 }
 
 /// Check SMTP on one exchanger: its addresses in turn until one answers.

@@ -6,19 +6,13 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use futures::StreamExt;
-use tokio::sync::mpsc;
-
 use crate::check;
 use crate::config::Settings;
 use crate::diagnosis;
 use crate::error::ProbeError;
-use crate::message::{ProbeMessage, new_probe_id};
 use crate::phase::{Protocol, millis};
-use crate::prober::imap::ImapMailbox;
-use crate::prober::pop3::Pop3Mailbox;
-use crate::prober::{self, Accepted, Context, smtp};
-use crate::report::{MessageReport, Report, Target};
+use crate::prober::{Context, smtp};
+use crate::report::Report;
 use crate::stats::{Collector, INTENDED, RateStats};
 
 /// Highest rate accepted.
@@ -68,111 +62,45 @@ pub async fn run(
     let ctx = Context::new(settings)?;
     let s = &ctx.settings;
     let n = scheduled(rate, duration);
-    let messages: Vec<ProbeMessage> = {
-        let (from, to, sizes) = (s.from.clone(), s.to.clone(), s.sizes.clone());
-        tokio::task::spawn_blocking(move || {
-            (0..n)
-                .map(|i| ProbeMessage::build(&new_probe_id(), &from, &to, sizes[i % sizes.len()]))
-                .collect()
-        })
-        .await
-        .map_err(|e| ProbeError::config(format!("building messages failed: {e}")))?
-    };
-
-    let (imap_tx, imap_rx) = mpsc::unbounded_channel::<Accepted>();
-    let (pop3_tx, pop3_rx) = mpsc::unbounded_channel::<Accepted>();
-    let senders: Vec<mpsc::UnboundedSender<Accepted>> = [
-        s.imap.as_ref().map(|_| imap_tx),
-        s.pop3.as_ref().map(|_| pop3_tx),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let sizes = (0..n).map(|i| s.sizes[i % s.sizes.len()]).collect();
+    let messages = check::build_messages(s, sizes).await?;
 
     let t0 = Instant::now() + Duration::from_millis(20);
-    let (ctx_ref, messages_ref) = (&ctx, &messages);
-    let send_all = async move {
-        let senders = &senders;
-        let mut done: Vec<(usize, smtp::Sent, Duration, Option<Duration>)> =
-            futures::stream::iter(messages_ref.iter().enumerate())
-                .map(|(index, message)| async move {
-                    let intended = t0 + intended_offset(index, rate);
-                    tokio::time::sleep_until(intended.into()).await;
-                    let start = Instant::now();
-                    let outcome = smtp::send(ctx_ref, message).await;
-                    let from_intended = outcome
-                        .accepted_at
-                        .map(|a| a.saturating_duration_since(intended));
-                    if let Some(accepted_at) = outcome.accepted_at {
-                        let accepted = Accepted {
-                            index,
-                            expected: message.expected.clone(),
-                            accepted_at,
-                            encoded_len: message.encoded_len(),
-                        };
-                        for tx in senders {
-                            let _ = tx.send(accepted.clone());
-                        }
-                    }
-                    (
-                        index,
-                        outcome,
-                        start.saturating_duration_since(t0),
-                        from_intended,
-                    )
-                })
-                .buffer_unordered(in_flight.max(1))
-                .collect()
-                .await;
-        done.sort_by_key(|d| d.0);
-        done
-    };
-    let watch_imap = async {
-        match s.imap {
-            Some(_) => Some(prober::watch::<ImapMailbox>(&ctx, imap_rx).await),
-            None => None,
-        }
-    };
-    let watch_pop3 = async {
-        match s.pop3 {
-            Some(_) => Some(prober::watch::<Pop3Mailbox>(&ctx, pop3_rx).await),
-            None => None,
-        }
-    };
-    let (done, imap, pop3) = tokio::join!(send_all, watch_imap, watch_pop3);
-
-    let mut reports: Vec<MessageReport> = messages
+    let intended = |index: usize| t0 + intended_offset(index, rate);
+    let dispatched =
+        check::send_and_watch(&ctx, &messages, in_flight, &|index| Some(intended(index))).await;
+    let mut reports = check::message_reports(&messages, &dispatched);
+    let starts: Vec<Duration> = dispatched
+        .sent
         .iter()
-        .zip(done.iter())
-        .enumerate()
-        .map(|(index, (message, (_, sent, _, _)))| MessageReport {
-            probe_id: message.probe_id().to_string(),
-            size_bytes: message.attachment_size(),
-            attachment: message.attachment_size() > 0,
-            encoded_bytes: message.encoded_len(),
-            smtp: sent.result.clone(),
-            imap: imap.as_ref().map(|w| check::take_result(w, index)),
-            pop3: pop3.as_ref().map(|w| check::take_result(w, index)),
-            round: None,
-        })
+        .map(|d| d.started.saturating_duration_since(t0))
         .collect();
-    let last_start = done.iter().map(|d| d.2).max().unwrap_or_default();
-    let max_lag = done
+    let last_start = starts.iter().copied().max().unwrap_or_default();
+    let max_lag = dispatched
+        .sent
         .iter()
-        .map(|d| d.2.saturating_sub(intended_offset(d.0, rate)))
+        .zip(&starts)
+        .map(|(d, start)| start.saturating_sub(intended_offset(d.index, rate)))
         .max()
         .unwrap_or_default();
     let mut collector = Collector::default();
     for m in &reports {
         collector.message(m);
     }
-    for (m, d) in reports.iter().zip(&done) {
-        if let Some(ms) = d.3 {
-            collector.record(Protocol::Smtp, INTENDED, m.size_bytes, millis(ms));
+    // Latency from the intended send time: a stalling server cannot hide its stall.
+    for (m, d) in reports.iter().zip(&dispatched.sent) {
+        if let Some(accepted_at) = d.sent.accepted_at {
+            let from_intended = accepted_at.saturating_duration_since(intended(d.index));
+            collector.record(
+                Protocol::Smtp,
+                INTENDED,
+                m.size_bytes,
+                millis(from_intended),
+            );
         }
     }
-    let sent_count = done.len();
-    let sent: Vec<smtp::Sent> = done.into_iter().map(|d| d.1).collect();
+    let sent_count = dispatched.sent.len();
+    let sent: Vec<smtp::Sent> = dispatched.sent.into_iter().map(|d| d.sent).collect();
     let smtp_server = sent.iter().rev().find_map(|s| s.server.clone());
     let cleanup = check::clean_up(&ctx, &mut reports, &sent, &[]).await;
     let mut stats = collector.finish(1);
@@ -185,21 +113,8 @@ pub async fn run(
         max_start_lag_ms: millis(max_lag),
     });
 
-    let mut report = Report {
-        mailprobe_version: env!("CARGO_PKG_VERSION").to_string(),
-        started_at: crate::report::rfc3339(started_at),
-        duration_ms: millis(started.elapsed()),
-        verdict: crate::report::Verdict::Healthy,
-        summary: String::new(),
-        target: Target::from_settings(s),
-        smtp_server,
-        messages: reports,
-        cleanup,
-        size_limit: None,
-        diagnoses: Vec::new(),
-        mx: None,
-        stats: None,
-    };
+    let mut report = Report::new(s, started_at, started, reports, cleanup);
+    report.smtp_server = smtp_server;
     diagnosis::apply(&mut report, &s.thresholds);
     report.stats = Some(stats);
     Ok(report)

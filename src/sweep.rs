@@ -34,13 +34,17 @@ pub async fn sweep(settings: Settings, min_age: Duration) -> Result<Sweep, Probe
     let mut result = Sweep::default();
     if ctx.settings.imap.is_some() {
         match prober::delete_matching::<ImapMailbox>(&ctx, Wanted::AllProbes, &select).await {
-            Ok(ids) => result.deleted.extend(ids.into_iter().map(|id| (Protocol::Imap, id))),
+            Ok(ids) => result
+                .deleted
+                .extend(ids.into_iter().map(|id| (Protocol::Imap, id))),
             Err(e) => result.errors.push(e),
         }
     }
     if ctx.settings.pop3.is_some() {
         match prober::delete_matching::<Pop3Mailbox>(&ctx, Wanted::AllProbes, &select).await {
-            Ok(ids) => result.deleted.extend(ids.into_iter().map(|id| (Protocol::Pop3, id))),
+            Ok(ids) => result
+                .deleted
+                .extend(ids.into_iter().map(|id| (Protocol::Pop3, id))),
             Err(e) => result.errors.push(e),
         }
     }

@@ -578,168 +578,38 @@ footer{color:#777;font-size:.8em}
 mod tests {
     use super::{Series, chart_points, esc, render};
 
-    use crate::diagnosis::{Cause, Code, Diagnosis, Severity};
-    use crate::error::{ErrorKind, ProbeError};
-    use crate::phase::{Phase, Phases, Protocol};
-    use crate::prober::ProtocolResult;
-    use crate::report::{Cleanup, MessageReport, Report, Target, Verdict};
+    use crate::phase::Phase;
+    use crate::report::{Cleanup, Report, sample};
 
-    fn phases(list: &[(Phase, f64)]) -> Phases {
-        list.iter().copied().collect()
-    }
-
-    fn sent(list: &[(Phase, f64)]) -> ProtocolResult {
-        let phases_ms = phases(list);
-        ProtocolResult {
-            ok: true,
-            accepted: Some(true),
-            total_ms: phases_ms.values().sum(),
-            phases_ms,
-            ..Default::default()
-        }
-    }
-
-    fn fetched(list: &[(Phase, f64)], delivery_ms: f64) -> ProtocolResult {
-        let phases_ms = phases(list);
-        ProtocolResult {
-            ok: true,
-            found: Some(true),
-            verified: Some(true),
-            total_ms: phases_ms.values().sum(),
-            phases_ms,
-            delivery_ms: Some(delivery_ms),
-            ..Default::default()
-        }
-    }
-
-    fn message(
-        size: u64,
-        smtp: ProtocolResult,
-        imap: ProtocolResult,
-        pop3: ProtocolResult,
-    ) -> MessageReport {
-        MessageReport {
-            probe_id: format!("mailprobe-1-{size:x}"),
-            size_bytes: size,
-            attachment: size > 0,
-            encoded_bytes: size * 4 / 3 + 800,
-            smtp,
-            imap: Some(imap),
-            pop3: Some(pop3),
-            round: None,
-        }
-    }
-
-    /// Plain and 10 KiB get through; 1 MiB is altered over IMAP and never reaches
-    /// POP3; 5 MiB is refused by SMTP. Text from the server carries markup.
+    /// The exporters' sample, plus a 10 KiB message that gets through, markup in
+    /// text from the server (the page must show it, not run it), `--insecure` and a
+    /// leftover.
     fn sample() -> Report {
-        let plain = message(
-            0,
-            sent(&[(Phase::Connect, 12.5), (Phase::Data, 66.0)]),
-            fetched(&[(Phase::Login, 20.0), (Phase::Fetch, 5.0)], 340.0),
-            fetched(&[(Phase::Stat, 2.0), (Phase::Fetch, 4.25)], 1200.25),
-        );
-        let small = message(
+        let mut r = sample::report();
+        let small = sample::message(
             10 << 10,
-            sent(&[(Phase::Connect, 10.0), (Phase::Data, 90.0)]),
-            fetched(&[(Phase::Fetch, 7.0)], 410.0),
-            fetched(&[(Phase::Fetch, 6.5)], 900.0),
+            sample::sent(&[(Phase::Connect, 10.0), (Phase::Data, 90.0)]),
+            sample::fetched(&[(Phase::Fetch, 7.0)], 410.0, 30),
+            sample::fetched(&[(Phase::Fetch, 6.5)], 900.0, 30),
         );
-        let mut altered = fetched(&[(Phase::Fetch, 40.0)], 500.0);
-        altered.ok = false;
-        altered.verified = Some(false);
-        altered.verification = Some(crate::verify::Verification {
-            verified: false,
-            bytes: 100,
-            problems: vec!["the attachment was renamed to <evil>.exe".into()],
-            attachment: None,
-        });
-        altered.error = Some(
-            ProbeError::new(ErrorKind::Altered, "the attachment was renamed")
-                .at(Protocol::Imap, Phase::Fetch),
-        );
-        let missing = ProtocolResult {
-            found: Some(false),
-            error: Some(
-                ProbeError::new(
-                    ErrorKind::NotDelivered,
-                    "not in the mailbox 8 s after the server accepted it",
-                )
-                .at(Protocol::Pop3, Phase::Delivery),
-            ),
-            ..Default::default()
-        };
-        let one_mib = message(
-            1 << 20,
-            sent(&[(Phase::Connect, 9.0), (Phase::Data, 900.0)]),
-            altered,
-            missing,
-        );
-        let skipped = ProtocolResult {
-            skipped: Some("SMTP did not accept the message".into()),
-            ..Default::default()
-        };
-        let refused = ProtocolResult {
-            accepted: Some(false),
-            phases_ms: phases(&[(Phase::Connect, 8.0)]),
-            total_ms: 8.0,
-            error: Some(
-                ProbeError::new(
-                    ErrorKind::Rejected,
-                    "552 5.3.4 Message size exceeds fixed limit <script>alert(1)</script>",
-                )
-                .at(Protocol::Smtp, Phase::Data),
-            ),
-            ..Default::default()
-        };
-        let five_mib = message(5 << 20, refused, skipped.clone(), skipped);
-        let messages = vec![plain, small, one_mib, five_mib];
-        Report {
-            mailprobe_version: "0.1.0".into(),
-            started_at: "2026-11-25T00:00:00Z".into(),
-            duration_ms: 4321.5,
-            verdict: Verdict::Failing,
-            summary: "attachments fail: 5 MiB is refused & <b>bold</b>".into(),
-            target: Target {
-                smtp: "smtp://h:587".into(),
-                imap: Some("imaps://h:993".into()),
-                pop3: Some("pop3s://h:995".into()),
-                from: "a@h".into(),
-                to: "a@h".into(),
-                sizes: messages.iter().map(|m| m.size_bytes).collect(),
-                insecure: true,
-            },
-            smtp_server: None,
-            messages,
-            size_limit: None,
-            diagnoses: vec![
-                Diagnosis {
-                    code: Code::AttachmentsFail,
-                    severity: Severity::Failing,
-                    summary: "Attachments fail: \"<&>'\nsecond line".into(),
-                    cause: Some(Cause::SizeLimit),
-                    protocol: Some(Protocol::Smtp),
-                    evidence: vec!["5 MiB: 552 <too big>".into()],
-                    hints: vec!["raise message_size_limit & retry".into()],
-                },
-                Diagnosis {
-                    code: Code::Slow,
-                    severity: Severity::Degraded,
-                    summary: "POP3 delivery is slow".into(),
-                    cause: None,
-                    protocol: Some(Protocol::Pop3),
-                    evidence: Vec::new(),
-                    hints: Vec::new(),
-                },
-            ],
-            cleanup: Cleanup {
-                deleted: 3,
-                leftovers: vec!["mailprobe-1-<x>".into()],
-                errors: Vec::new(),
-            },
-            mx: None,
-            stats: None,
+        r.messages.insert(1, small);
+        r.summary.push_str(" & <b>bold</b>");
+        r.target.insecure = true;
+        for m in &mut r.messages {
+            if let Some(e) = m.smtp.error.as_mut() {
+                e.message.push_str(" <script>alert(1)</script>");
+            }
+            if let Some(v) = m.imap.as_mut().and_then(|i| i.verification.as_mut()) {
+                v.problems
+                    .push("the attachment was renamed to <evil>.exe".into());
+            }
         }
+        r.cleanup = Cleanup {
+            deleted: 3,
+            leftovers: vec!["mailprobe-1-<x>".into()],
+            errors: Vec::new(),
+        };
+        r
     }
 
     /// Compare with the reviewed snapshot; `MAILPROBE_BLESS=1` rewrites it.
@@ -778,11 +648,12 @@ mod tests {
         let report = sample();
         let out = String::from_utf8(render(&report)).unwrap();
         let points = chart_points(&report);
-        // smtp: 3 accepted; imap fetch: 3 (plain, 10 KiB, altered 1 MiB); pop3: 2; delivery: 3.
+        // smtp: 3 accepted; imap fetch: 3 (plain, 10 KiB, altered 1 MiB); pop3: only
+        // 10 KiB has a fetch phase; delivery: 3.
         let count = |s: Series| points.iter().filter(|p| p.0 == s).count();
         assert_eq!(count(Series::SmtpTotal), 3);
         assert_eq!(count(Series::ImapFetch), 3);
-        assert_eq!(count(Series::Pop3Fetch), 2);
+        assert_eq!(count(Series::Pop3Fetch), 1);
         assert_eq!(count(Series::Delivery), 3);
         assert_eq!(out.matches("<circle class=\"point\"").count(), points.len());
         for (series, size, ms) in &points {
@@ -794,7 +665,7 @@ mod tests {
         }
         // Delivery is the first protocol to see the message.
         assert!(out.contains("data-protocol=\"delivery\" data-size=\"0\" data-ms=\"340\""));
-        assert!(out.contains("data-protocol=\"smtp\" data-size=\"0\" data-ms=\"78.5\""));
+        assert!(out.contains("data-protocol=\"smtp\" data-size=\"0\" data-ms=\"81.5\""));
     }
 
     #[test]

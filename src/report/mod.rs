@@ -166,6 +166,34 @@ pub struct SizeLimit {
     pub advertised_disagrees: bool,
 }
 
+impl Report {
+    /// A report for `settings` that started at `started_at` / `started`; verdict,
+    /// summary and diagnoses are set by [`crate::diagnosis::apply`].
+    pub fn new(
+        settings: &Settings,
+        started_at: SystemTime,
+        started: std::time::Instant,
+        messages: Vec<MessageReport>,
+        cleanup: Cleanup,
+    ) -> Report {
+        Report {
+            mailprobe_version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: rfc3339(started_at),
+            duration_ms: crate::phase::millis(started.elapsed()),
+            verdict: Verdict::Healthy,
+            summary: String::new(),
+            target: Target::from_settings(settings),
+            smtp_server: None,
+            messages,
+            size_limit: None,
+            diagnoses: Vec::new(),
+            cleanup,
+            mx: None,
+            stats: None,
+        }
+    }
+}
+
 pub fn rfc3339(t: SystemTime) -> String {
     time::OffsetDateTime::from(t)
         .format(&time::format_description::well_known::Rfc3339)

@@ -8,7 +8,7 @@ use crate::prober::ProtocolResult;
 use crate::report::{Cleanup, MessageReport, Report, Target, Verdict};
 use crate::tls::{CertificateInfo, TlsInfo};
 
-fn phases(list: &[(Phase, f64)]) -> Phases {
+pub fn phases(list: &[(Phase, f64)]) -> Phases {
     list.iter().copied().collect()
 }
 
@@ -30,7 +30,7 @@ fn tls(days: i64) -> Option<TlsInfo> {
     })
 }
 
-fn sent(list: &[(Phase, f64)]) -> ProtocolResult {
+pub fn sent(list: &[(Phase, f64)]) -> ProtocolResult {
     let phases_ms = phases(list);
     ProtocolResult {
         ok: true,
@@ -41,7 +41,7 @@ fn sent(list: &[(Phase, f64)]) -> ProtocolResult {
     }
 }
 
-fn fetched(list: &[(Phase, f64)], delivery_ms: f64, days: i64) -> ProtocolResult {
+pub fn fetched(list: &[(Phase, f64)], delivery_ms: f64, days: i64) -> ProtocolResult {
     let phases_ms = phases(list);
     ProtocolResult {
         ok: true,
@@ -55,7 +55,7 @@ fn fetched(list: &[(Phase, f64)], delivery_ms: f64, days: i64) -> ProtocolResult
     }
 }
 
-fn message(
+pub fn message(
     size: u64,
     smtp: ProtocolResult,
     imap: ProtocolResult,
