@@ -32,7 +32,7 @@ use crate::diagnosis::{self, Code, Diagnosis, Severity};
 use crate::endpoint::{Endpoint, Security, StarttlsPolicy};
 use crate::error::{ErrorKind, ProbeError, ProbeResult};
 use crate::phase::{Phase, PhaseClock, Protocol, millis};
-use crate::prober::smtp::{establish, exchange};
+use crate::prober::smtp::{establish, exchange, smtp_result};
 use crate::prober::{Context, ProtocolResult};
 use crate::reply::Reply;
 use crate::report::{Cleanup, Report};
@@ -409,24 +409,12 @@ async fn check_exchanger(ctx: &Context, ex: &mut Exchanger, port: u16) {
         let mut tls = None;
         let outcome = session(ctx, &ex.host, ip, port, &mut clock, &mut banner, &mut tls).await;
         let reached = clock.timings.contains_key(&Phase::Greeting);
-        let mut r = match outcome {
-            Ok(reply) => ProtocolResult {
-                ok: true,
-                accepted: Some(true),
-                reply: Some(reply),
-                ..Default::default()
-            },
-            Err(err) => ProtocolResult {
-                accepted: Some(false),
-                reply: err.reply.clone(),
-                tls: err.tls.as_deref().cloned(),
-                error: Some(err),
-                ..Default::default()
-            },
-        };
-        r.tls = tls.or(r.tls);
-        r.phases_ms = clock.into_timings();
-        r.total_ms = millis(started.elapsed());
+        let r = smtp_result(
+            outcome,
+            clock.into_timings(),
+            millis(started.elapsed()),
+            tls,
+        );
         ex.address = Some(ip);
         ex.smtp = r;
         ex.banner = banner;

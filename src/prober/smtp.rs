@@ -135,15 +135,14 @@ fn from_lettre(err: lettre::transport::smtp::Error) -> ProbeError {
     ProbeError::new(kind, text)
 }
 
-/// Send one message. Every phase is timed and bounded; the result says where it failed.
-pub async fn send(ctx: &Context, message: &ProbeMessage) -> Sent {
-    let mut clock = PhaseClock::new(Protocol::Smtp);
-    let mut server = None;
-    let mut tls = None;
-    let started = Instant::now();
-    let outcome = converse(ctx, message, &mut clock, &mut server, &mut tls).await;
-    let accepted_at = outcome.as_ref().ok().map(|_| Instant::now());
-    let total_ms = crate::phase::millis(started.elapsed());
+/// What one SMTP session's outcome says, with its timings and TLS details; a
+/// failed handshake still names the certificate the server presented.
+pub fn smtp_result(
+    outcome: ProbeResult<Reply>,
+    phases_ms: crate::phase::Phases,
+    total_ms: f64,
+    tls: Option<TlsInfo>,
+) -> ProtocolResult {
     let mut result = match outcome {
         Ok(reply) => ProtocolResult {
             ok: true,
@@ -154,19 +153,27 @@ pub async fn send(ctx: &Context, message: &ProbeMessage) -> Sent {
         Err(err) => ProtocolResult {
             accepted: Some(false),
             reply: err.reply.clone(),
+            tls: err.tls.as_deref().cloned(),
             error: Some(err),
             ..Default::default()
         },
     };
-    result.phases_ms = clock.into_timings();
+    result.tls = tls.or(result.tls);
+    result.phases_ms = phases_ms;
     result.total_ms = total_ms;
-    // A failed handshake still names the certificate the server presented.
-    result.tls = tls.or_else(|| {
-        result
-            .error
-            .as_ref()
-            .and_then(|e| e.tls.as_deref().cloned())
-    });
+    result
+}
+
+/// Send one message. Every phase is timed and bounded; the result says where it failed.
+pub async fn send(ctx: &Context, message: &ProbeMessage) -> Sent {
+    let mut clock = PhaseClock::new(Protocol::Smtp);
+    let mut server = None;
+    let mut tls = None;
+    let started = Instant::now();
+    let outcome = converse(ctx, message, &mut clock, &mut server, &mut tls).await;
+    let accepted_at = outcome.as_ref().ok().map(|_| Instant::now());
+    let total_ms = crate::phase::millis(started.elapsed());
+    let result = smtp_result(outcome, clock.into_timings(), total_ms, tls);
     Sent {
         result,
         accepted_at,
