@@ -15,6 +15,37 @@ use tokio::net::TcpStream;
 
 use crate::error::{ErrorKind, ProbeError, ProbeResult};
 
+/// The write side of a wrapper that only watches or bounds reads: every call goes
+/// to `self.inner`. `delegate_write!(all)` for a whole `AsyncWrite` body,
+/// `delegate_write!(flush_shutdown)` next to a `poll_write` of its own.
+macro_rules! delegate_write {
+    (all) => {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+        $crate::net::delegate_write!(flush_shutdown);
+    };
+    (flush_shutdown) => {
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+        }
+        fn poll_shutdown(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    };
+}
+pub(crate) use delegate_write;
+
 /// Anything we can speak a mail protocol over: plain TCP or TLS, boxed.
 pub trait MailStream: AsyncRead + AsyncWrite + Unpin + Send + Sync + fmt::Debug {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync + fmt::Debug> MailStream for T {}
@@ -169,12 +200,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         }
         poll
     }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
+    crate::net::delegate_write!(flush_shutdown);
 }
 
 /// A stream that first yields bytes we already read from the connection (so a
@@ -242,12 +268,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
         }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
+    crate::net::delegate_write!(flush_shutdown);
 }
 
 impl lettre::transport::smtp::client::AsyncTokioStream for Replay<BoxStream> {

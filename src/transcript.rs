@@ -511,12 +511,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Recorder<S> {
         }
         poll
     }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
+    crate::net::delegate_write!(flush_shutdown);
 }
 
 /// Start recording a new session over `stream` (a no-op without a transcript).
