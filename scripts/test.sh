@@ -9,7 +9,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exec sudo --preserve-env env "PATH=$PATH" "$0" "$@"
 fi
 missing=()
-command -v promtool >/dev/null || missing+=(prometheus)   # promtool, for tests/promtool.rs
+command -v promtool >/dev/null || missing+=(prometheus)   # promtool, for the Prometheus report test
 command -v chromium >/dev/null || missing+=(chromium)     # tests/html_chromium.rs
 [ -x /usr/bin/time ] || missing+=(time)                   # peak memory in tests/hostile.rs
 if [ ${#missing[@]} -gt 0 ]; then

@@ -275,4 +275,47 @@ mod tests {
         }
         assert!(out.ends_with('\n'));
     }
+
+    /// The output passes `promtool check metrics` (format and lint), also with an
+    /// expired certificate and markup and newlines in a summary. Needs promtool
+    /// (`apt-get install prometheus`); without it the test fails and says so.
+    #[test]
+    fn passes_promtool() {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let mut report = sample();
+        for m in &mut report.messages {
+            if let Some(c) = m
+                .imap
+                .as_mut()
+                .and_then(|r| r.tls.as_mut())
+                .and_then(|t| t.certificate.as_mut())
+            {
+                c.days_to_expiry = -2;
+            }
+        }
+        let metrics = render(&report);
+        let mut child = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run promtool ({e}): install it to run this test, e.g. \
+                     `apt-get install prometheus` on Debian/Ubuntu (scripts/test.sh does)"
+                )
+            });
+        child.stdin.take().unwrap().write_all(&metrics).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool check metrics failed ({}):\n{}{}\n--- metrics ---\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&metrics)
+        );
+    }
 }
