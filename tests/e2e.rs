@@ -811,5 +811,6 @@ fn json_report_has_the_documented_shape() {
             assert_eq!(m[p]["verified"], true, "{p}: {m}");
         }
     }
+    common::assert_json_fields(&json, "json_fields_healthy.txt");
     assert_eq!(server.count_probe_messages(local), 0);
 }

@@ -7,3 +7,120 @@ pub fn render(report: &Report) -> Vec<u8> {
     bytes.push(b'\n');
     bytes
 }
+
+#[cfg(test)]
+mod tests {
+    use super::render;
+    use crate::report::sample::{report as sample, snapshot};
+
+    /// The sample with every optional section filled: size limit, SMTP server,
+    /// cleanup, MX, statistics with a round log, stability, rate and baseline.
+    fn full_sample() -> crate::report::Report {
+        use crate::phase::Protocol;
+        let mut r = sample();
+        r.smtp_server = Some(crate::prober::smtp::SmtpServerInfo {
+            banner: "h ESMTP".into(),
+            capabilities: vec!["SIZE 10240000".into(), "STARTTLS".into()],
+            advertised_size: Some(10_240_000),
+        });
+        r.size_limit = Some(crate::report::SizeLimit {
+            largest_accepted_bytes: 1_000_000,
+            smallest_refused_bytes: 1_100_000,
+            estimate_bytes: 1_050_000,
+            sends: 4,
+            advertised_bytes: Some(10_240_000),
+            advertised_disagrees: true,
+        });
+        r.cleanup = crate::report::Cleanup {
+            deleted: 3,
+            leftovers: vec!["mailprobe-1-0".into()],
+            errors: vec![crate::error::ProbeError::new(
+                crate::error::ErrorKind::Timeout,
+                "no answer",
+            )],
+        };
+        r.mx = Some(crate::mx::MxReport {
+            domain: "h".into(),
+            source: crate::mx::MxSource::Mx,
+            resolver: "127.0.0.1:53".into(),
+            note: Some("a note".into()),
+            dns_error: None,
+            exchangers: vec![crate::mx::Exchanger {
+                host: "mx.h".into(),
+                preference: 10,
+                addresses: vec!["127.0.0.1".parse().unwrap()],
+                address: Some("127.0.0.1".parse().unwrap()),
+                smtp: r.messages[0].smtp.clone(),
+                banner: Some("mx.h ESMTP".into()),
+            }],
+            used: Some("mx.h".into()),
+        });
+        let mut stats = crate::stats::build(&r.messages, 2);
+        stats.round_log = vec![crate::stats::RoundSummary {
+            round: 1,
+            state: crate::stability::RoundState::Down,
+            verdict: crate::report::Verdict::Failing,
+            duration_ms: 100.0,
+            down: vec![Protocol::Imap],
+            summary: "IMAP is down".into(),
+        }];
+        stats.stability = Some(crate::stability::analyze(
+            &[crate::stability::RoundOutcome {
+                state: crate::stability::RoundState::Down,
+                down: vec![Protocol::Imap],
+            }],
+            3,
+        ));
+        stats.rate = Some(crate::stats::RateStats {
+            intended_per_sec: 10.0,
+            achieved_per_sec: 9.5,
+            scheduled: 30,
+            sent: 30,
+            duration_ms: 3000.0,
+            max_start_lag_ms: 12.0,
+        });
+        stats.baseline = Some(crate::baseline::Comparison {
+            baseline_started_at: "2026-11-24T00:00:00Z".into(),
+            threshold_percent: 50.0,
+            threshold_min_ms: 5.0,
+            regressions: vec![crate::baseline::Regression {
+                protocol: Protocol::Smtp,
+                phase: "data".into(),
+                size_bytes: 0,
+                percentile: "p50".into(),
+                baseline_ms: 10.0,
+                current_ms: 66.0,
+            }],
+            newly_failing_sizes: vec![5 << 20],
+        });
+        r.stats = Some(stats);
+        r.messages[1].round = Some(2);
+        let tls = r.messages[0].imap.as_ref().and_then(|i| i.tls.clone());
+        let refused = &mut r.messages[2].smtp;
+        refused.reply = Some(crate::reply::Reply::smtp(552, "5.3.4 too big"));
+        if let Some(e) = refused.error.as_mut() {
+            e.reply = refused.reply.clone();
+            e.tls = tls.clone().map(Box::new);
+        }
+        refused.tls = tls;
+        refused.skipped = None;
+        r
+    }
+
+    /// The JSON report is a contract: these bytes only ever gain fields.
+    #[test]
+    fn snapshot_matches() {
+        let got = String::from_utf8(render(&sample())).unwrap();
+        snapshot(
+            "json.json",
+            include_str!("../../tests/snapshots/json.json"),
+            &got,
+        );
+        let got = String::from_utf8(render(&full_sample())).unwrap();
+        snapshot(
+            "json_full.json",
+            include_str!("../../tests/snapshots/json_full.json"),
+            &got,
+        );
+    }
+}

@@ -613,3 +613,52 @@ pub fn shared_server() -> ServerTurn {
 pub fn exclusive_server() -> ServerTurn {
     take_turn(true)
 }
+
+/// Every field path of a JSON value (`messages[].smtp.phases_ms.data`), sorted.
+pub fn json_field_paths(value: &serde_json::Value) -> Vec<String> {
+    fn walk(v: &serde_json::Value, path: &str, out: &mut std::collections::BTreeSet<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, child) in map {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    out.insert(p.clone());
+                    walk(child, &p, out);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for child in items {
+                    walk(child, &format!("{path}[]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    walk(value, "", &mut out);
+    out.into_iter().collect()
+}
+
+/// The report's field paths equal the reviewed list in `tests/snapshots/NAME`
+/// (the JSON report only ever gains fields); `MAILPROBE_BLESS=1` rewrites it.
+pub fn assert_json_fields(value: &serde_json::Value, name: &str) {
+    let got = json_field_paths(value).join("\n") + "\n";
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/snapshots")
+        .join(name);
+    if std::env::var_os("MAILPROBE_BLESS").is_some() {
+        std::fs::write(&path, &got).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    assert_eq!(
+        got,
+        expected,
+        "the report's fields differ from {}",
+        path.display()
+    );
+}
