@@ -35,8 +35,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{TestServer, contains, run_binary_timeout};
 use cutter::{Cut, Cutter};
-use mailprobe::endpoint::StarttlsPolicy;
-use mailprobe::report::Report;
+use mailprobe::core::endpoint::StarttlsPolicy;
+use mailprobe::model::report::Report;
 
 const LOCAL: &str = "test23";
 const FOREIGN_COUNT: usize = 300;
@@ -414,8 +414,8 @@ fn plans() -> Vec<Plan> {
     ]
 }
 
-fn run_check(args: mailprobe::cli::CheckArgs) -> Report {
-    let settings = mailprobe::config::resolve(&args).expect("arguments resolve");
+fn run_check(args: mailprobe::app::cli::CheckArgs) -> Report {
+    let settings = mailprobe::app::profile::resolve(&args).expect("arguments resolve");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -423,7 +423,7 @@ fn run_check(args: mailprobe::cli::CheckArgs) -> Report {
         .expect("tokio runtime");
     let report = runtime
         .block_on(async {
-            tokio::time::timeout(RUN_LIMIT, mailprobe::check::run_check(settings)).await
+            tokio::time::timeout(RUN_LIMIT, mailprobe::probe::check::run_check(settings)).await
         })
         .unwrap_or_else(|_| panic!("a probe run took longer than {RUN_LIMIT:?}"))
         .expect("run_check");

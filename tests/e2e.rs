@@ -10,12 +10,13 @@ use std::collections::BTreeSet;
 use std::net::TcpListener;
 
 use common::{BinOutput, TestServer, contains, exclusive_server, run_binary, run_in_process};
-use mailprobe::cli::CheckArgs;
-use mailprobe::diagnosis::Code;
-use mailprobe::endpoint::StarttlsPolicy;
-use mailprobe::phase::{Phase, Protocol};
-use mailprobe::prober::ProtocolResult;
-use mailprobe::report::{Format, Report, Verdict};
+use mailprobe::app::cli::CheckArgs;
+use mailprobe::core::endpoint::StarttlsPolicy;
+use mailprobe::core::phase::{Phase, Protocol};
+use mailprobe::model::diagnosis::Code;
+use mailprobe::model::report::{Report, Verdict};
+use mailprobe::model::result::ProtocolResult;
+use mailprobe::report::Format;
 use serde_json::Value;
 
 const LADDER: &str = "0,10KiB,300KiB";

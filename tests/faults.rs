@@ -24,12 +24,12 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::{TestServer, run_in_process};
-use mailprobe::cli::CheckArgs;
-use mailprobe::diagnosis::{Cause, Code, Diagnosis};
-use mailprobe::endpoint::StarttlsPolicy;
-use mailprobe::error::ErrorKind;
-use mailprobe::phase::{Phase, Protocol};
-use mailprobe::report::{Report, Verdict};
+use mailprobe::app::cli::CheckArgs;
+use mailprobe::core::endpoint::StarttlsPolicy;
+use mailprobe::core::error::ErrorKind;
+use mailprobe::core::phase::{Phase, Protocol};
+use mailprobe::model::diagnosis::{Cause, Code, Diagnosis};
+use mailprobe::model::report::{Report, Verdict};
 use proxy::{Fault, Proxy};
 
 /// Serializes every test of this file: faults reconfigure the one shared server.

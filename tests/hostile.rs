@@ -26,9 +26,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use common::TestServer;
-use mailprobe::error::{ErrorKind, ProbeError};
-use mailprobe::phase::{Phase, Protocol};
-use mailprobe::report::Report;
+use mailprobe::core::error::{ErrorKind, ProbeError};
+use mailprobe::core::phase::{Phase, Protocol};
+use mailprobe::model::report::Report;
 use server::{Conn, Fake, filler, garbage};
 
 /// The outer bound of one run: every timeout below is 1-3 s.

@@ -15,8 +15,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{TestServer, run_in_process, shared_server};
+use mailprobe::model::report::Report;
+use mailprobe::report::Format;
 use mailprobe::report::html::{Series, chart_points};
-use mailprobe::report::{Format, Report};
 
 const CHROMIUM_CANDIDATES: [&str; 3] = [
     "/usr/bin/chromium",
@@ -207,7 +208,7 @@ fn chromium_renders_the_chart_with_the_reports_data() {
             "no legend entry for {}",
             series.key()
         );
-        if report.verdict == mailprobe::report::Verdict::Healthy {
+        if report.verdict == mailprobe::model::report::Verdict::Healthy {
             assert_eq!(n, report.messages.len(), "series {}", series.key());
         }
     }

@@ -17,12 +17,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{TestServer, run_binary};
-use mailprobe::cli::CheckArgs;
-use mailprobe::diagnosis::Code;
-use mailprobe::phase::Protocol;
-use mailprobe::report::{Report, Verdict};
-use mailprobe::rounds::{self, RoundArgs, VerifyPlan};
-use mailprobe::stability::RoundState;
+use mailprobe::app::cli::CheckArgs;
+use mailprobe::app::cli::RoundArgs;
+use mailprobe::app::rounds;
+use mailprobe::core::phase::Protocol;
+use mailprobe::model::diagnosis::Code;
+use mailprobe::model::report::{Report, Verdict};
+use mailprobe::model::stats::RoundState;
+use mailprobe::probe::rounds::VerifyPlan;
 
 const LOCAL: &str = "test25";
 
@@ -35,7 +37,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn run_rounds(args: CheckArgs) -> Report {
-    let settings = mailprobe::config::resolve(&args)
+    let settings = mailprobe::app::profile::resolve(&args)
         .unwrap_or_else(|e| panic!("the test's arguments do not resolve: {e}"));
     runtime()
         .block_on(rounds::check(settings, &args.rounds))
@@ -81,14 +83,14 @@ fn twenty_rounds_statistics_are_consistent() {
     for size in [0u64, 10240] {
         for protocol in [Protocol::Smtp, Protocol::Imap, Protocol::Pop3] {
             let total = stats
-                .get(protocol, mailprobe::stats::TOTAL, size)
+                .get(protocol, mailprobe::model::stats::TOTAL, size)
                 .unwrap_or_else(|| panic!("no {protocol:?} total for {size}: {text}"));
             assert_eq!(total.count, 20, "{total:?}");
             assert_eq!(stats.failures_of(protocol, size), 0);
         }
         for protocol in [Protocol::Imap, Protocol::Pop3] {
             let d = stats
-                .get(protocol, mailprobe::stats::DELIVERY, size)
+                .get(protocol, mailprobe::model::stats::DELIVERY, size)
                 .unwrap();
             assert_eq!(d.count, 20, "{d:?}");
         }
@@ -346,7 +348,7 @@ impl Drop for FlapServer {
 #[test]
 fn verify_reports_flapping_during_a_restart_loop_and_stable_after() {
     let flap = FlapServer::start();
-    let settings = mailprobe::config::resolve(&flap.args()).expect("flap args resolve");
+    let settings = mailprobe::app::profile::resolve(&flap.args()).expect("flap args resolve");
     // Begin down: the first up stretch must not look like stability.
     assert!(flap_script("stop"));
 
@@ -366,7 +368,7 @@ fn verify_reports_flapping_during_a_restart_loop_and_stable_after() {
         ok
     });
 
-    let events: Arc<Mutex<Vec<(Instant, RoundState, mailprobe::stability::Stability)>>> =
+    let events: Arc<Mutex<Vec<(Instant, RoundState, mailprobe::model::stats::Stability)>>> =
         Default::default();
     let events2 = Arc::clone(&events);
     let plan = VerifyPlan {
@@ -376,12 +378,16 @@ fn verify_reports_flapping_during_a_restart_loop_and_stable_after() {
         max_rounds: 300,
     };
     let report = runtime()
-        .block_on(rounds::verify(&settings, plan, |round, s| {
-            events2
-                .lock()
-                .unwrap()
-                .push((Instant::now(), round.state, s.clone()));
-        }))
+        .block_on(mailprobe::probe::rounds::verify(
+            &settings,
+            plan,
+            |round, s| {
+                events2
+                    .lock()
+                    .unwrap()
+                    .push((Instant::now(), round.state, s.clone()));
+            },
+        ))
         .expect("verify runs");
     assert!(looper.join().unwrap(), "the last start failed");
     let loop_end = loop_end.lock().unwrap().expect("loop ended");

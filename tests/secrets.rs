@@ -123,7 +123,7 @@ fn file_name(p: &Path) -> String {
 
 /// Every wire form of the password must be absent from every text.
 fn assert_no_secret(what: &str, o: &Outcome, user: &str, password: &str) {
-    let forms = mailprobe::redact::secret_forms(user, password);
+    let forms = mailprobe::core::secret::secret_forms(user, password);
     assert!(forms.len() >= 3);
     for (name, bytes) in &o.texts {
         for form in &forms {

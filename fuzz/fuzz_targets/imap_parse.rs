@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mailprobe::prober::imap::{parse_capabilities, split_status_line, status_text};
+use mailprobe::protocol::imap::{parse_capabilities, split_status_line, status_text};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

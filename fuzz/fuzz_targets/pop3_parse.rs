@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mailprobe::pop3::parse;
+use mailprobe::protocol::pop3::parse;
 
 fuzz_target!(|data: &[u8]| {
     for line in data.split_inclusive(|&b| b == b'\n') {

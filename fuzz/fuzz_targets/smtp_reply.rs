@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mailprobe::prober::smtp::read_reply;
-use mailprobe::reply::Reply;
+use mailprobe::protocol::smtp::read_reply;
+use mailprobe::core::reply::Reply;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

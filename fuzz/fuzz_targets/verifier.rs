@@ -6,7 +6,8 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use mailprobe::message::{ProbeMessage, Verifier};
+use mailprobe::protocol::message::ProbeMessage;
+use mailprobe::protocol::verifier::Verifier;
 
 fn expected() -> &'static (ProbeMessage, ProbeMessage) {
     static M: OnceLock<(ProbeMessage, ProbeMessage)> = OnceLock::new();

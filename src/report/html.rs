@@ -13,11 +13,11 @@
 
 use std::fmt::Write;
 
-use super::{MessageReport, Report, Verdict};
-use crate::diagnosis::Severity;
-use crate::phase::{Phase, Protocol};
-use crate::prober::ProtocolResult;
-use crate::units::{format_ms, format_size};
+use crate::core::phase::{Phase, Protocol};
+use crate::core::units::{format_ms, format_size};
+use crate::model::diagnosis::Severity;
+use crate::model::report::{MessageReport, Report, Verdict};
+use crate::model::result::ProtocolResult;
 
 /// One series of the chart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -318,12 +318,12 @@ fn details(o: &mut String, report: &Report) {
         }
     }
     o.push_str("</tbody>\n</table>\n");
-    let tls = crate::tls_inspect::human_lines(report);
+    let tls = super::human::tls_lines(report);
     if !tls.is_empty() {
         let _ = writeln!(o, "<h3>TLS</h3>\n<pre>{}</pre>", esc(&tls.join("\n")));
     }
     if let Some(mx) = &report.mx {
-        let lines = crate::mx::human_lines(mx);
+        let lines = super::human::mx_lines(mx);
         let _ = writeln!(
             o,
             "<h3>Mail exchangers</h3>\n<pre>{}</pre>",
@@ -578,8 +578,9 @@ footer{color:#777;font-size:.8em}
 mod tests {
     use super::{Series, chart_points, esc, render};
 
-    use crate::phase::Phase;
-    use crate::report::{Cleanup, Report, sample};
+    use crate::core::phase::Phase;
+    use crate::model::fixtures as sample;
+    use crate::model::report::{Cleanup, Report};
 
     /// The exporters' sample, plus a 10 KiB message that gets through, markup in
     /// text from the server (the page must show it, not run it), `--insecure` and a

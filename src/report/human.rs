@@ -2,10 +2,14 @@
 
 use std::fmt::Write;
 
-use super::{MessageReport, Report, Verdict};
-use crate::phase::Phases;
-use crate::prober::ProtocolResult;
-use crate::units::{format_ms, format_size};
+use crate::core::phase::{Phase, Phases};
+use crate::core::tls_info::TlsInfo;
+use crate::core::units::{format_ms, format_size};
+use crate::model::diagnosis::Severity;
+use crate::model::mx::{MxReport, MxSource};
+use crate::model::report::{MessageReport, Report, Verdict};
+use crate::model::result::ProtocolResult;
+use crate::model::stats::{DELIVERY, INTENDED, LatencyStats, Stats, TOTAL};
 
 pub fn render(report: &Report) -> Vec<u8> {
     let mut o = String::new();
@@ -48,8 +52,8 @@ pub fn render(report: &Report) -> Vec<u8> {
             o,
             "[{}] {}{}: {}",
             match d.severity {
-                crate::diagnosis::Severity::Failing => "FAIL",
-                crate::diagnosis::Severity::Degraded => "WARN",
+                Severity::Failing => "FAIL",
+                Severity::Degraded => "WARN",
             },
             d.code.as_str(),
             cause,
@@ -65,11 +69,11 @@ pub fn render(report: &Report) -> Vec<u8> {
 
     if let Some(mx) = &report.mx {
         let _ = writeln!(o);
-        for line in crate::mx::human_lines(mx) {
+        for line in mx_lines(mx) {
             let _ = writeln!(o, "{line}");
         }
     }
-    let tls_lines = crate::tls_inspect::human_lines(report);
+    let tls_lines = tls_lines(report);
     if !tls_lines.is_empty() {
         let _ = writeln!(o);
         let _ = writeln!(o, "tls:");
@@ -132,7 +136,7 @@ pub fn render(report: &Report) -> Vec<u8> {
         }
     }
     if let Some(stats) = &report.stats {
-        o.push_str(&crate::stats::render_human(stats));
+        o.push_str(&stats_section(stats));
     }
     let _ = writeln!(o);
     let _ = writeln!(
@@ -188,17 +192,219 @@ fn retrieval_cell(r: Option<&ProtocolResult>) -> String {
         Some(r) if r.skipped.is_some() => "skipped".into(),
         Some(r) if r.ok => format!(
             "verified {}",
-            format_ms(
-                r.phases_ms
-                    .get(&crate::phase::Phase::Fetch)
-                    .copied()
-                    .unwrap_or(0.0)
-            )
+            format_ms(r.phases_ms.get(&Phase::Fetch).copied().unwrap_or(0.0))
         ),
         Some(r) if r.found == Some(true) => "ALTERED".into(),
         Some(r) => match &r.error {
             Some(e) => format!("{} {}", e.phase.map_or("", |p| p.as_str()), e.kind.as_str()),
             None => "failed".into(),
         },
+    }
+}
+/// One line per protocol that used TLS: version, cipher, subject, days to expiry.
+pub fn tls_lines(report: &Report) -> Vec<String> {
+    let mut out = Vec::new();
+    let pick = |f: &dyn Fn(&MessageReport) -> Option<&TlsInfo>| {
+        report.messages.iter().find_map(f).cloned()
+    };
+    let per_protocol = [
+        ("smtp", pick(&|m| m.smtp.tls.as_ref())),
+        (
+            "imap",
+            pick(&|m| m.imap.as_ref().and_then(|r| r.tls.as_ref())),
+        ),
+        (
+            "pop3",
+            pick(&|m| m.pop3.as_ref().and_then(|r| r.tls.as_ref())),
+        ),
+    ];
+    for (name, tls) in per_protocol {
+        if let Some(tls) = tls {
+            out.push(format!("{name:<5} {}", describe_tls(&tls)));
+        }
+    }
+    out
+}
+
+/// `TLSv1.3 TLS13_AES_256_GCM_SHA384, CN=mail.example.com, expires in 80 days, verified`.
+pub fn describe_tls(tls: &TlsInfo) -> String {
+    let mut line = format!("{} {}", tls.version, tls.cipher);
+    if let Some(c) = &tls.certificate {
+        line.push_str(&format!(", {}", c.subject));
+        if c.days_to_expiry < 0 {
+            line.push_str(&format!(", EXPIRED {} days ago", -c.days_to_expiry));
+        } else {
+            line.push_str(&format!(", expires in {} days", c.days_to_expiry));
+        }
+    }
+    line.push_str(if tls.verified {
+        ", verified"
+    } else {
+        ", NOT verified"
+    });
+    if !tls.name_matches {
+        line.push_str(", name does not match");
+    }
+    line
+}
+
+/// The MX section of the human report.
+pub fn mx_lines(mx: &MxReport) -> Vec<String> {
+    let mut out = vec![format!(
+        "mail exchangers of {} (DNS: {}):",
+        mx.domain, mx.resolver
+    )];
+    if let Some(note) = &mx.note {
+        out.push(format!("  note: {note}"));
+    }
+    if let Some(err) = &mx.dns_error {
+        out.push(format!("  DNS: {err}"));
+    }
+    if mx.source == MxSource::NullMx {
+        out.push("  null MX (0 .): the domain accepts no mail".into());
+    }
+    for e in &mx.exchangers {
+        let addresses = e
+            .addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let status = if e.smtp.ok {
+            format!("ok, recipient accepted in {}", format_ms(e.smtp.total_ms))
+        } else {
+            match &e.smtp.error {
+                Some(err) => format!("FAILED: {err}"),
+                None => "FAILED".into(),
+            }
+        };
+        let used = if mx.used.as_deref() == Some(e.host.as_str()) {
+            "  (the ladder went through this one)"
+        } else {
+            ""
+        };
+        out.push(format!(
+            "  {:>5} {} [{addresses}] {status}{used}",
+            e.preference, e.host
+        ));
+        if let Some(tls) = &e.smtp.tls {
+            out.push(format!("        tls {}", describe_tls(tls)));
+        }
+    }
+    out
+}
+
+/// The human report's statistics section.
+pub fn stats_section(stats: &Stats) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "latency statistics ({} messages in {} round(s); ms):",
+        stats.messages, stats.rounds
+    );
+    let _ = writeln!(
+        o,
+        "  {:<5} {:<22} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "proto", "phase", "size", "count", "min", "p50", "p90", "p99", "max"
+    );
+    let mut rows: Vec<&LatencyStats> = stats.latency.iter().collect();
+    rows.sort_by(|a, b| {
+        (a.protocol, a.size_bytes, phase_rank(&a.phase), &a.phase).cmp(&(
+            b.protocol,
+            b.size_bytes,
+            phase_rank(&b.phase),
+            &b.phase,
+        ))
+    });
+    for l in rows {
+        let _ = writeln!(
+            o,
+            "  {:<5} {:<22} {:>9} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+            l.protocol.as_str(),
+            l.phase,
+            format_size(l.size_bytes),
+            l.count,
+            l.min_ms,
+            l.p50_ms,
+            l.p90_ms,
+            l.p99_ms,
+            l.max_ms
+        );
+    }
+    if stats.failures.is_empty() {
+        let _ = writeln!(o, "  failures: none");
+    } else {
+        let _ = writeln!(o, "  failures:");
+        for f in &stats.failures {
+            let _ = writeln!(
+                o,
+                "    {:<5} {:>9} {:<14} {}",
+                f.protocol.as_str(),
+                format_size(f.size_bytes),
+                f.kind.as_str(),
+                f.count
+            );
+        }
+    }
+    if let Some(r) = &stats.rate {
+        let _ = writeln!(
+            o,
+            "  rate: intended {:.2}/s, achieved {:.2}/s ({} of {} scheduled sent in {:.1} s; worst start lag {:.1} ms)",
+            r.intended_per_sec,
+            r.achieved_per_sec,
+            r.sent,
+            r.scheduled,
+            r.duration_ms / 1000.0,
+            r.max_start_lag_ms
+        );
+    }
+    if let Some(s) = &stats.stability {
+        let _ = writeln!(o, "  stability: {}", s.describe());
+    }
+    if let Some(c) = &stats.baseline {
+        let _ = writeln!(
+            o,
+            "  baseline {}: {} regression(s)",
+            c.baseline_started_at,
+            c.regressions.len() + c.newly_failing_sizes.len()
+        );
+    }
+    o
+}
+
+/// `total` and `delivery` after the protocol phases.
+fn phase_rank(phase: &str) -> u8 {
+    match phase {
+        INTENDED => 0,
+        TOTAL => 2,
+        DELIVERY => 3,
+        _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stats_section;
+    use crate::core::error::ErrorKind;
+    use crate::core::phase::Protocol;
+    use crate::model::stats::{FailureCount, Stats};
+
+    #[test]
+    fn stats_section_names_failures_by_kind_and_size() {
+        let stats = Stats {
+            rounds: 3,
+            messages: 3,
+            failures: vec![FailureCount {
+                protocol: Protocol::Smtp,
+                size_bytes: 10240,
+                kind: ErrorKind::Refused,
+                count: 2,
+            }],
+            ..Default::default()
+        };
+        let text = stats_section(&stats);
+        assert!(text.contains("refused"), "{text}");
+        assert!(text.contains("10 KiB") || text.contains("10KiB"), "{text}");
     }
 }

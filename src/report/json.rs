@@ -1,6 +1,6 @@
 //! `--format json`: the report as stable JSON (documented in the README).
 
-use super::Report;
+use crate::model::report::Report;
 
 pub fn render(report: &Report) -> Vec<u8> {
     let mut bytes = serde_json::to_vec_pretty(report).expect("a report always serializes");
@@ -11,19 +11,19 @@ pub fn render(report: &Report) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::render;
-    use crate::report::sample::{report as sample, snapshot};
+    use crate::model::fixtures::{report as sample, snapshot};
 
     /// The sample with every optional section filled: size limit, SMTP server,
     /// cleanup, MX, statistics with a round log, stability, rate and baseline.
-    fn full_sample() -> crate::report::Report {
-        use crate::phase::Protocol;
+    fn full_sample() -> crate::model::report::Report {
+        use crate::core::phase::Protocol;
         let mut r = sample();
-        r.smtp_server = Some(crate::prober::smtp::SmtpServerInfo {
+        r.smtp_server = Some(crate::model::result::SmtpServerInfo {
             banner: "h ESMTP".into(),
             capabilities: vec!["SIZE 10240000".into(), "STARTTLS".into()],
             advertised_size: Some(10_240_000),
         });
-        r.size_limit = Some(crate::report::SizeLimit {
+        r.size_limit = Some(crate::model::report::SizeLimit {
             largest_accepted_bytes: 1_000_000,
             smallest_refused_bytes: 1_100_000,
             estimate_bytes: 1_050_000,
@@ -31,21 +31,21 @@ mod tests {
             advertised_bytes: Some(10_240_000),
             advertised_disagrees: true,
         });
-        r.cleanup = crate::report::Cleanup {
+        r.cleanup = crate::model::report::Cleanup {
             deleted: 3,
             leftovers: vec!["mailprobe-1-0".into()],
-            errors: vec![crate::error::ProbeError::new(
-                crate::error::ErrorKind::Timeout,
+            errors: vec![crate::core::error::ProbeError::new(
+                crate::core::error::ErrorKind::Timeout,
                 "no answer",
             )],
         };
-        r.mx = Some(crate::mx::MxReport {
+        r.mx = Some(crate::model::mx::MxReport {
             domain: "h".into(),
-            source: crate::mx::MxSource::Mx,
+            source: crate::model::mx::MxSource::Mx,
             resolver: "127.0.0.1:53".into(),
             note: Some("a note".into()),
             dns_error: None,
-            exchangers: vec![crate::mx::Exchanger {
+            exchangers: vec![crate::model::mx::Exchanger {
                 host: "mx.h".into(),
                 preference: 10,
                 addresses: vec!["127.0.0.1".parse().unwrap()],
@@ -55,23 +55,23 @@ mod tests {
             }],
             used: Some("mx.h".into()),
         });
-        let mut stats = crate::stats::build(&r.messages, 2);
-        stats.round_log = vec![crate::stats::RoundSummary {
+        let mut stats = crate::analysis::stats::build(&r.messages, 2);
+        stats.round_log = vec![crate::model::stats::RoundSummary {
             round: 1,
-            state: crate::stability::RoundState::Down,
-            verdict: crate::report::Verdict::Failing,
+            state: crate::model::stats::RoundState::Down,
+            verdict: crate::model::report::Verdict::Failing,
             duration_ms: 100.0,
             down: vec![Protocol::Imap],
             summary: "IMAP is down".into(),
         }];
-        stats.stability = Some(crate::stability::analyze(
-            &[crate::stability::RoundOutcome {
-                state: crate::stability::RoundState::Down,
+        stats.stability = Some(crate::analysis::stability::analyze(
+            &[crate::analysis::stability::RoundOutcome {
+                state: crate::model::stats::RoundState::Down,
                 down: vec![Protocol::Imap],
             }],
             3,
         ));
-        stats.rate = Some(crate::stats::RateStats {
+        stats.rate = Some(crate::model::stats::RateStats {
             intended_per_sec: 10.0,
             achieved_per_sec: 9.5,
             scheduled: 30,
@@ -79,11 +79,11 @@ mod tests {
             duration_ms: 3000.0,
             max_start_lag_ms: 12.0,
         });
-        stats.baseline = Some(crate::baseline::Comparison {
+        stats.baseline = Some(crate::model::stats::Comparison {
             baseline_started_at: "2026-11-24T00:00:00Z".into(),
             threshold_percent: 50.0,
             threshold_min_ms: 5.0,
-            regressions: vec![crate::baseline::Regression {
+            regressions: vec![crate::model::stats::Regression {
                 protocol: Protocol::Smtp,
                 phase: "data".into(),
                 size_bytes: 0,
@@ -97,7 +97,7 @@ mod tests {
         r.messages[1].round = Some(2);
         let tls = r.messages[0].imap.as_ref().and_then(|i| i.tls.clone());
         let refused = &mut r.messages[2].smtp;
-        refused.reply = Some(crate::reply::Reply::smtp(552, "5.3.4 too big"));
+        refused.reply = Some(crate::core::reply::Reply::smtp(552, "5.3.4 too big"));
         if let Some(e) = refused.error.as_mut() {
             e.reply = refused.reply.clone();
             e.tls = tls.clone().map(Box::new);

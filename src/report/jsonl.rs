@@ -1,7 +1,7 @@
 //! `--format jsonl`: the report as one JSON object on one line (`verify` writes one
 //! line per round before it).
 
-use super::Report;
+use crate::model::report::Report;
 
 pub fn render(report: &Report) -> Vec<u8> {
     let mut bytes = serde_json::to_vec(report).expect("a report always serializes");

@@ -5,10 +5,10 @@
 
 use std::fmt::Write;
 
-use super::{MessageReport, Report};
-use crate::diagnosis::Severity;
-use crate::phase::Protocol;
-use crate::prober::ProtocolResult;
+use crate::core::phase::Protocol;
+use crate::model::diagnosis::Severity;
+use crate::model::report::{MessageReport, Report};
+use crate::model::result::ProtocolResult;
 
 enum Outcome {
     Passed,
@@ -149,7 +149,7 @@ fn outcome(r: &ProtocolResult) -> Outcome {
 fn message_name(m: &MessageReport) -> String {
     format!(
         "{} {}",
-        crate::units::size_label(m.size_bytes),
+        crate::core::units::size_label(m.size_bytes),
         if m.attachment { "attachment" } else { "plain" }
     )
 }
@@ -194,7 +194,7 @@ fn escape(s: &str, attribute: bool) -> String {
 mod tests {
     use super::{attr, render, text};
 
-    use crate::report::sample::{report as sample, snapshot};
+    use crate::model::fixtures::{report as sample, snapshot};
 
     #[test]
     fn snapshot_matches() {

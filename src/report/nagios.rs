@@ -7,9 +7,9 @@
 
 use std::fmt::Write;
 
-use super::{MessageReport, Report, Verdict};
-use crate::phase::{Phase, Protocol};
-use crate::prober::ProtocolResult;
+use crate::core::phase::{Phase, Protocol};
+use crate::model::report::{MessageReport, Report, Verdict};
+use crate::model::result::ProtocolResult;
 
 pub fn render(report: &Report) -> Vec<u8> {
     let status = match report.verdict {
@@ -66,7 +66,7 @@ fn push_protocol(perf: &mut Vec<String>, protocol: Protocol, size: &str, r: &Pro
 /// `plain` for the plain text message, else the attachment size (`10KiB`, `1MiB`).
 fn message_label(m: &MessageReport) -> String {
     if m.attachment {
-        crate::units::size_label(m.size_bytes)
+        crate::core::units::size_label(m.size_bytes)
     } else {
         "plain".to_string()
     }
@@ -104,8 +104,8 @@ fn one_line(text: &str) -> String {
 mod tests {
     use super::render;
 
-    use crate::report::Verdict;
-    use crate::report::sample::{report as sample, snapshot};
+    use crate::model::fixtures::{report as sample, snapshot};
+    use crate::model::report::Verdict;
 
     #[test]
     fn snapshot_matches() {

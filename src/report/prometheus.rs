@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::{MessageReport, Report, Verdict};
-use crate::diagnosis::Severity;
-use crate::phase::Protocol;
+use crate::core::phase::Protocol;
+use crate::model::diagnosis::Severity;
+use crate::model::report::{MessageReport, Report, Verdict};
 
 /// One metric family: name, help, and samples as (label pairs, value).
 struct Family {
@@ -175,7 +175,7 @@ pub fn render(report: &Report) -> Vec<u8> {
 /// `plain` for the plain text message, else the attachment size (`10KiB`, `1MiB`).
 fn message_label(m: &MessageReport) -> String {
     if m.attachment {
-        crate::units::size_label(m.size_bytes)
+        crate::core::units::size_label(m.size_bytes)
     } else {
         "plain".to_string()
     }
@@ -225,8 +225,8 @@ fn escape_help(v: &str) -> String {
 mod tests {
     use super::{escape_label, number, render};
 
-    use crate::report::Verdict;
-    use crate::report::sample::{report as sample, snapshot};
+    use crate::model::fixtures::{report as sample, snapshot};
+    use crate::model::report::Verdict;
 
     #[test]
     fn snapshot_matches() {

@@ -25,8 +25,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use mailprobe::cli::CheckArgs;
-use mailprobe::report::Report;
+use mailprobe::app::cli::CheckArgs;
+use mailprobe::model::report::Report;
 
 /// What to tell the developer when the server does not answer.
 pub const NOT_RUNNING: &str =
@@ -442,7 +442,7 @@ fn shell_unquote(v: &str) -> String {
 
 /// Resolve the arguments and run one check in this process.
 pub fn run_in_process(args: CheckArgs) -> Report {
-    let settings = mailprobe::config::resolve(&args)
+    let settings = mailprobe::app::profile::resolve(&args)
         .unwrap_or_else(|e| panic!("the test's arguments do not resolve: {e}"));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -450,7 +450,7 @@ pub fn run_in_process(args: CheckArgs) -> Report {
         .build()
         .expect("tokio runtime");
     runtime
-        .block_on(mailprobe::check::run_check(settings))
+        .block_on(mailprobe::probe::check::run_check(settings))
         .unwrap_or_else(|e| panic!("run_check failed: {e}"))
 }
 

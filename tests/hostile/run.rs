@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mailprobe::report::Report;
+use mailprobe::model::report::Report;
 
 /// Peak resident memory any run may reach ("well under 100 MiB").
 pub const MAX_RSS_KIB: u64 = 64 * 1024;

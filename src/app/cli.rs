@@ -1,0 +1,280 @@
+//! Command-line interface. Secrets are never accepted as arguments: only the
+//! name of an environment variable or the path of a file that holds them.
+
+use std::path::PathBuf;
+
+use clap::builder::PossibleValue;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::Shell;
+
+use crate::core::endpoint::StarttlsPolicy;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mailprobe",
+    version,
+    about = "Prove a mail server really moves mail: send a ladder of messages with attachments over SMTP, read them back over IMAP and POP3, verify every byte, and name what is wrong.",
+    after_help = "Exit codes: 0 healthy, 1 degraded, 2 failing, 3 could not run."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send the size ladder, read it back, verify, clean up, and report.
+    Check(CheckArgs),
+    /// Delete leftover probe messages (found by probe id, older than a given age)
+    /// over IMAP and POP3; nothing else in the mailbox is touched.
+    Cleanup(CleanupArgs),
+    /// Run a Prometheus exporter (blackbox_exporter style): GET /probe?profile=NAME
+    /// runs the check of probes/NAME.toml and answers its metrics; GET /metrics
+    /// answers the exporter's own.
+    Serve(ServeArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) on standard output.
+    Man,
+    /// Repeat rounds until the server has been healthy for --stable rounds in a row
+    /// (exit 0) or --deadline passes (failing: flapping, down or degraded).
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Format {
+    #[default]
+    Human,
+    Json,
+    Nagios,
+    Prometheus,
+    Junit,
+    Html,
+    /// One JSON object per line (verify: one per round, then the report).
+    Jsonl,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct CheckArgs {
+    /// Profile file (TOML) with the same settings; flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+
+    /// SMTP endpoint: smtp://host:port (STARTTLS when offered) or smtps://host:port.
+    #[arg(long, value_name = "URL")]
+    pub smtp: Option<String>,
+    /// IMAP endpoint: imap://host:port or imaps://host:port.
+    #[arg(long, value_name = "URL")]
+    pub imap: Option<String>,
+    /// POP3 endpoint: pop3://host:port or pop3s://host:port.
+    #[arg(long, value_name = "URL")]
+    pub pop3: Option<String>,
+    /// STARTTLS on plain URLs: upgrade when offered, require it, or never use it.
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub starttls: Option<StarttlsPolicy>,
+
+    /// Login name for SMTP AUTH, IMAP and POP3 (per protocol in a profile's [login.*]).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Name of the environment variable holding the password (default MAILPROBE_PASSWORD).
+    #[arg(long, value_name = "VAR")]
+    pub password_env: Option<String>,
+    /// File whose first line is the password.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Do not authenticate to SMTP (e.g. port 25 of an MX).
+    #[arg(long)]
+    pub no_smtp_auth: bool,
+    /// Allow a password over an unencrypted connection to a host other than loopback.
+    #[arg(long)]
+    pub allow_plaintext_login: bool,
+
+    /// Envelope and header sender (default: the login).
+    #[arg(long, value_name = "ADDRESS")]
+    pub from: Option<String>,
+    /// Recipient: a mailbox the probe may read and clean (default: the login).
+    #[arg(long, value_name = "ADDRESS")]
+    pub to: Option<String>,
+    /// Size ladder: 0 is a plain text message, other sizes carry an attachment of that many random bytes.
+    #[arg(long, value_name = "LIST")]
+    pub sizes: Option<String>,
+    /// When the size limit refuses a rung, find the real limit by sending messages
+    /// between the largest accepted and the smallest refused size (at most 12 more).
+    #[arg(long)]
+    pub bisect: bool,
+    /// Send only; no retrieval (for mailboxes that are not yours to read).
+    #[arg(long)]
+    pub smtp_only: bool,
+    /// EHLO name (default: this host's name).
+    #[arg(long, value_name = "NAME")]
+    pub helo: Option<String>,
+
+    /// Trust this CA (PEM) in addition to the system roots.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Accept any TLS certificate. The report says so.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Warn (degraded) when a certificate expires within this many days (default 14).
+    #[arg(long, value_name = "DAYS")]
+    pub cert_warn_days: Option<i64>,
+    /// A command phase (connect, greeting, EHLO, login, ...) slower than this is
+    /// reported as `slow` (default 2s; body transfers get 1 s more per MiB).
+    #[arg(long, value_name = "DURATION")]
+    pub slow_phase: Option<String>,
+    /// Delivery into the mailbox slower than this is reported as `slow` (default 15s).
+    #[arg(long, value_name = "DURATION")]
+    pub slow_delivery: Option<String>,
+
+    /// Probe a mail domain instead of --smtp: find its MX hosts in DNS, check SMTP
+    /// on each (no SMTP AUTH) and run the ladder through the first reachable one.
+    #[arg(long, value_name = "DOMAIN", conflicts_with = "smtp")]
+    pub domain: Option<String>,
+    /// DNS server for --domain lookups, IP:PORT (default: the system resolver).
+    #[arg(long, value_name = "IP:PORT", requires = "domain")]
+    pub resolver: Option<String>,
+    /// SMTP port on each MX (default 25).
+    #[arg(long, value_name = "PORT", requires = "domain")]
+    pub mx_port: Option<u16>,
+
+    #[arg(long, value_name = "DURATION")]
+    pub connect_timeout: Option<String>,
+    #[arg(long, value_name = "DURATION")]
+    pub greeting_timeout: Option<String>,
+    /// Timeout for each command and its reply.
+    #[arg(long, value_name = "DURATION")]
+    pub command_timeout: Option<String>,
+    /// Timeout for transferring one message (DATA, FETCH, RETR).
+    #[arg(long, value_name = "DURATION")]
+    pub data_timeout: Option<String>,
+    /// How long a message may take to arrive in the mailbox.
+    #[arg(long, value_name = "DURATION")]
+    pub delivery_timeout: Option<String>,
+
+    /// Report format on standard output.
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: Format,
+    /// Also write a report to a file: FORMAT=PATH (repeatable), e.g. json=report.json.
+    #[arg(long, value_name = "FORMAT=PATH")]
+    pub output: Vec<String>,
+    /// Print nothing on standard output (exit code and --output files only).
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub rounds: RoundArgs,
+    /// Write a protocol transcript of every session (C:/S: lines, timestamps) to
+    /// FILE; passwords and SASL exchanges are redacted, message bodies summarized.
+    #[arg(long, value_name = "FILE")]
+    pub transcript: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CleanupArgs {
+    /// Mailbox settings as for `check` (no SMTP endpoint is needed).
+    #[command(flatten)]
+    pub mailbox: CheckArgs,
+    /// Only delete probe messages sent at least this long ago (a probe still
+    /// running elsewhere keeps its fresh messages).
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    pub older_than: String,
+}
+
+/// Flags shared by `check` and `verify` (flattened into [`CheckArgs`]).
+#[derive(Debug, Clone, Default, Args)]
+pub struct RoundArgs {
+    /// Repeat the ladder N times; the report aggregates every round and adds
+    /// latency statistics (verify: the most rounds to run).
+    #[arg(long, value_name = "N")]
+    pub rounds: Option<u32>,
+    /// Time from the start of one round to the start of the next (check: 0s,
+    /// verify: 5s).
+    #[arg(long, value_name = "DURATION")]
+    pub interval: Option<String>,
+    /// Messages in flight at once over SMTP (default 1).
+    #[arg(long, value_name = "C")]
+    pub concurrency: Option<usize>,
+    /// Constant-rate mode: send this many messages per second (the ladder's sizes in
+    /// turn) for --duration; latency counts from the intended send time.
+    #[arg(long, value_name = "MSGS_PER_SEC", requires = "duration")]
+    pub rate: Option<f64>,
+    /// How long the constant-rate mode runs (at most 1h).
+    #[arg(long, value_name = "DURATION", requires = "rate")]
+    pub duration: Option<String>,
+    /// Compare with an earlier JSON report: flag slower phases and sizes that fail now.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Save this run's JSON report as a baseline for later comparisons.
+    #[arg(long, value_name = "FILE")]
+    pub save_baseline: Option<PathBuf>,
+    /// How much slower a phase's p50 or p99 may get before it is a regression
+    /// (percent; and always at least 5 ms).
+    #[arg(long, value_name = "PERCENT", default_value = "50%")]
+    pub regression_threshold: Option<String>,
+    /// ... and at least this much slower (default 5ms; delivery, seen by polling,
+    /// also at least twice the poll interval).
+    #[arg(long, value_name = "DURATION")]
+    pub regression_min: Option<String>,
+}
+
+/// `mailprobe verify`: repeat rounds until the server is stable or the deadline passes.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub check: CheckArgs,
+    /// Consecutive healthy rounds that prove the server stable (after flapping, the
+    /// streak must also outlast every earlier up stretch).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub stable: u32,
+    /// Give up after this long (a round running at the deadline finishes first).
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    pub deadline: String,
+}
+
+/// `mailprobe serve` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the address is printed on stderr).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9465")]
+    pub listen: String,
+    /// Directory of the profiles that `/probe?profile=NAME` may run (NAME.toml).
+    #[arg(long, value_name = "DIR", default_value = "probes")]
+    pub profiles: PathBuf,
+    /// Most checks running at once; more probe requests are answered 503.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub max_concurrent: usize,
+    /// Time limit of a probe when the request has no X-Prometheus-Scrape-Timeout-Seconds header.
+    #[arg(long, value_name = "DURATION", default_value = "120s")]
+    pub timeout: String,
+}
+
+/// `mailprobe completions SHELL` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+// The core type stays free of clap; its values and help are given here.
+impl ValueEnum for StarttlsPolicy {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[
+            StarttlsPolicy::Auto,
+            StarttlsPolicy::Require,
+            StarttlsPolicy::Never,
+        ]
+    }
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            StarttlsPolicy::Auto => {
+                PossibleValue::new("auto").help("Upgrade when the server offers it")
+            }
+            StarttlsPolicy::Require => {
+                PossibleValue::new("require").help("Fail unless the server offers it")
+            }
+            StarttlsPolicy::Never => {
+                PossibleValue::new("never").help("Never upgrade; stay in plain text")
+            }
+        })
+    }
+}

@@ -1,0 +1,211 @@
+//! One opaque error type for every protocol, with predicates instead of strings.
+//!
+//! A probe failure must say *where* it happened (protocol and phase), *what* the
+//! server answered (a typed reply, when there was one) and *what kind* of failure it
+//! was, so that diagnosis can reason about it without parsing messages.
+
+use std::fmt;
+use std::io;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::phase::{Phase, Protocol};
+use crate::core::reply::Reply;
+use crate::core::tls_info::TlsInfo;
+
+/// What went wrong, independent of protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The phase did not finish within its timeout.
+    Timeout,
+    /// TCP connection refused (nothing listening).
+    Refused,
+    /// The peer reset the connection.
+    Reset,
+    /// The peer closed the connection without a (complete) reply.
+    Closed,
+    /// Other network failure (unreachable, DNS, ...).
+    Network,
+    /// TLS handshake or certificate verification failed.
+    Tls,
+    /// The server answered with a negative reply (SMTP 4xx/5xx, IMAP NO/BAD, POP3 -ERR).
+    Rejected,
+    /// Login refused.
+    Auth,
+    /// The server's answer made no sense (garbage, over-long line, bad code).
+    Protocol,
+    /// The message was not found before the delivery deadline.
+    NotDelivered,
+    /// The message was found but its content differs from what was sent.
+    Altered,
+    /// A required capability is missing (e.g. STARTTLS required but not offered).
+    Unsupported,
+    /// Local problem: bad configuration, missing secret, unreadable file.
+    Config,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Refused => "refused",
+            ErrorKind::Reset => "reset",
+            ErrorKind::Closed => "closed",
+            ErrorKind::Network => "network",
+            ErrorKind::Tls => "tls",
+            ErrorKind::Rejected => "rejected",
+            ErrorKind::Auth => "auth",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::NotDelivered => "not_delivered",
+            ErrorKind::Altered => "altered",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Config => "config",
+        }
+    }
+}
+
+/// A probe failure: kind, where it happened, the server's reply if any, and detail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeError {
+    pub kind: ErrorKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply: Option<Reply>,
+    pub message: String,
+    /// A failed TLS handshake: the certificate the server presented anyway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Box<TlsInfo>>,
+}
+
+impl ProbeError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ProbeError {
+            kind,
+            protocol: None,
+            phase: None,
+            reply: None,
+            message: message.into(),
+            tls: None,
+        }
+    }
+
+    pub fn timeout(after: std::time::Duration) -> Self {
+        Self::new(
+            ErrorKind::Timeout,
+            format!(
+                "no answer within {}",
+                crate::core::units::format_duration(after)
+            ),
+        )
+    }
+
+    pub fn rejected(reply: Reply) -> Self {
+        let message = reply.to_string();
+        ProbeError {
+            reply: Some(reply),
+            ..Self::new(ErrorKind::Rejected, message)
+        }
+    }
+
+    pub fn protocol_violation(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Protocol, message)
+    }
+
+    pub fn config(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Config, message)
+    }
+
+    /// Classify an I/O error (refused, reset, closed, ...).
+    pub fn io(err: &io::Error) -> Self {
+        let kind = match err.kind() {
+            io::ErrorKind::ConnectionRefused => ErrorKind::Refused,
+            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => ErrorKind::Reset,
+            io::ErrorKind::BrokenPipe => ErrorKind::Reset,
+            io::ErrorKind::UnexpectedEof => ErrorKind::Closed,
+            io::ErrorKind::TimedOut => ErrorKind::Timeout,
+            io::ErrorKind::InvalidData => {
+                // rustls reports handshake and certificate failures as InvalidData.
+                if err
+                    .get_ref()
+                    .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+                {
+                    ErrorKind::Tls
+                } else {
+                    ErrorKind::Protocol
+                }
+            }
+            _ => ErrorKind::Network,
+        };
+        Self::new(kind, err.to_string())
+    }
+
+    pub fn closed() -> Self {
+        Self::new(
+            ErrorKind::Closed,
+            "the server closed the connection without a reply",
+        )
+    }
+
+    /// Attach the protocol and phase this failure belongs to (keeps an earlier one).
+    pub fn at(mut self, protocol: Protocol, phase: Phase) -> Self {
+        self.protocol.get_or_insert(protocol);
+        self.phase.get_or_insert(phase);
+        self
+    }
+
+    pub fn with_kind(mut self, kind: ErrorKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+    pub fn is_timeout(&self) -> bool {
+        self.kind == ErrorKind::Timeout
+    }
+    pub fn is_tls(&self) -> bool {
+        self.kind == ErrorKind::Tls
+    }
+    pub fn is_auth(&self) -> bool {
+        self.kind == ErrorKind::Auth
+    }
+    /// The connection went away: refused, reset or closed without a reply.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::Refused | ErrorKind::Reset | ErrorKind::Closed
+        )
+    }
+    /// A 5xx / permanent rejection.
+    pub fn is_permanent(&self) -> bool {
+        self.reply.as_ref().is_some_and(Reply::is_permanent)
+    }
+    /// A 4xx / transient rejection.
+    pub fn is_transient(&self) -> bool {
+        self.reply.as_ref().is_some_and(Reply::is_transient)
+    }
+    /// The server's numeric reply code, when it gave one.
+    pub fn status(&self) -> Option<u16> {
+        self.reply.as_ref().and_then(|r| r.code)
+    }
+}
+
+impl fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.protocol, self.phase) {
+            (Some(p), Some(ph)) => write!(f, "{} {}: ", p.label(), ph.as_str())?,
+            (Some(p), None) => write!(f, "{}: ", p.label())?,
+            _ => {}
+        }
+        write!(f, "{} ({})", self.message, self.kind.as_str())
+    }
+}
+
+impl std::error::Error for ProbeError {}
+
+pub type ProbeResult<T> = Result<T, ProbeError>;

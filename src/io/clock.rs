@@ -1,0 +1,57 @@
+//! The clock that times each phase of a protocol conversation and bounds it
+//! by its timeout, so that no step can hang and every failure names its phase.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use crate::core::error::{ProbeError, ProbeResult};
+use crate::core::phase::{Phase, Phases, Protocol, millis};
+
+/// Records phase durations for one protocol conversation and applies each phase's
+/// timeout, so that no step can hang and every failure names its phase.
+#[derive(Debug)]
+pub struct PhaseClock {
+    protocol: Protocol,
+    pub timings: Phases,
+}
+
+impl PhaseClock {
+    pub fn new(protocol: Protocol) -> Self {
+        PhaseClock {
+            protocol,
+            timings: Phases::new(),
+        }
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// Run `step` as `phase` under `limit`, recording its duration when it succeeds.
+    pub async fn run<T, F>(&mut self, phase: Phase, limit: Duration, step: F) -> ProbeResult<T>
+    where
+        F: Future<Output = ProbeResult<T>>,
+    {
+        let started = Instant::now();
+        let outcome = match tokio::time::timeout(limit, step).await {
+            Ok(result) => result,
+            Err(_) => Err(ProbeError::timeout(limit)),
+        };
+        match outcome {
+            Ok(value) => {
+                self.record(phase, started.elapsed());
+                Ok(value)
+            }
+            Err(err) => Err(err.at(self.protocol, phase)),
+        }
+    }
+
+    /// Record a phase; a phase met again (a second EHLO, repeated polls) adds up.
+    pub fn record(&mut self, phase: Phase, took: Duration) {
+        *self.timings.entry(phase).or_insert(0.0) += millis(took);
+    }
+
+    pub fn into_timings(self) -> Phases {
+        self.timings
+    }
+}

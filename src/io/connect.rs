@@ -1,0 +1,175 @@
+//! Opening a mail session: TCP connect, implicit TLS or the STARTTLS upgrade, the
+//! transcript recorder above TLS, and the checks every protocol shares (STARTTLS
+//! policy, plaintext logins, bytes the server sent too early).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::BufReader;
+
+use crate::core::endpoint::{Endpoint, Security, StarttlsPolicy};
+use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
+use crate::core::phase::Phase;
+use crate::core::tls_info::TlsInfo;
+use crate::io::clock::PhaseClock;
+use crate::io::net::{self, BoxStream};
+use crate::io::tls::TlsClient;
+use crate::io::transcript::{self, Transcript};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub greeting: Duration,
+    /// Each command/reply exchange (EHLO, AUTH, MAIL, LOGIN, SEARCH, ...).
+    pub command: Duration,
+    /// Transferring a message body (SMTP DATA, IMAP FETCH, POP3 RETR).
+    pub data: Duration,
+    /// How long a sent message may take to become visible in the mailbox.
+    pub delivery: Duration,
+}
+
+impl Timeouts {
+    /// The limit of a body transfer: the data timeout, but at least the command timeout.
+    pub fn body(&self) -> Duration {
+        self.data.max(self.command)
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(10),
+            greeting: Duration::from_secs(20),
+            command: Duration::from_secs(30),
+            data: Duration::from_secs(120),
+            delivery: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What every connection of a run shares: its timeouts, the TLS client and the
+/// `--transcript` recorder.
+#[derive(Debug)]
+pub struct Connector {
+    pub timeouts: Timeouts,
+    pub tls: TlsClient,
+    pub transcript: Option<Arc<Transcript>>,
+}
+
+/// Connect to `endpoint` and, for implicit TLS, complete the handshake: the first
+/// steps every protocol shares.
+pub async fn open_stream(
+    conn: &Connector,
+    endpoint: &Endpoint,
+    clock: &mut PhaseClock,
+    tls_info: &mut Option<TlsInfo>,
+) -> ProbeResult<BoxStream> {
+    let t = conn.timeouts;
+    let tcp = clock
+        .run(
+            Phase::Connect,
+            t.connect,
+            net::connect(&endpoint.connect_host(), endpoint.port, t.connect),
+        )
+        .await?;
+    let stream: BoxStream = Box::new(tcp);
+    // `--transcript` records above TLS: the plain stream here, the TLS one below.
+    let record = |s: BoxStream| {
+        let peer = format!("{}:{}", endpoint.host, endpoint.port);
+        transcript::record(conn.transcript.as_ref(), endpoint.protocol, &peer, s)
+    };
+    if endpoint.security != Security::Implicit {
+        return Ok(record(stream));
+    }
+    let (tls, info) = clock
+        .run(
+            Phase::Tls,
+            t.command,
+            conn.tls.handshake(stream, &endpoint.host),
+        )
+        .await?;
+    *tls_info = Some(info);
+    Ok(record(tls))
+}
+
+/// Whether to upgrade a plain connection, given the policy and the server's offer.
+pub fn starttls_wanted(endpoint: &Endpoint, offered: bool) -> ProbeResult<bool> {
+    match endpoint.security {
+        Security::Implicit | Security::Starttls(StarttlsPolicy::Never) => Ok(false),
+        Security::Starttls(StarttlsPolicy::Auto) => Ok(offered),
+        Security::Starttls(StarttlsPolicy::Require) if offered => Ok(true),
+        Security::Starttls(StarttlsPolicy::Require) => Err(ProbeError::new(
+            ErrorKind::Unsupported,
+            format!(
+                "STARTTLS is required (--starttls require) but the {} server does not offer it",
+                endpoint.protocol.label()
+            ),
+        )
+        .at(endpoint.protocol, Phase::Starttls)),
+    }
+}
+
+/// After the server agreed to STARTTLS: refuse bytes it sent before the handshake
+/// (they would be read as if protected: command injection), then handshake.
+pub async fn finish_starttls(
+    conn: &Connector,
+    endpoint: &Endpoint,
+    clock: &mut PhaseClock,
+    reader: BufReader<BoxStream>,
+    tls_info: &mut Option<TlsInfo>,
+) -> ProbeResult<BoxStream> {
+    if !reader.buffer().is_empty() {
+        return Err(ProbeError::protocol_violation(
+            "the server sent data after its STARTTLS reply, before TLS (possible command injection)",
+        )
+        .at(endpoint.protocol, Phase::Starttls));
+    }
+    let (tls, info) = clock
+        .run(
+            Phase::Tls,
+            conn.timeouts.command,
+            conn.tls.handshake(reader.into_inner(), &endpoint.host),
+        )
+        .await?;
+    *tls_info = Some(info);
+    Ok(transcript::resume(
+        conn.transcript.as_ref(),
+        endpoint.protocol,
+        tls,
+    ))
+}
+
+/// A plain connection with nothing pending: hand it on without the read buffer.
+pub fn unbuffer(endpoint: &Endpoint, reader: BufReader<BoxStream>) -> ProbeResult<BoxStream> {
+    if reader.buffer().is_empty() {
+        Ok(reader.into_inner())
+    } else {
+        Err(ProbeError::protocol_violation(format!(
+            "the {} server sent data nobody asked for",
+            endpoint.protocol.label()
+        ))
+        .at(endpoint.protocol, Phase::Greeting))
+    }
+}
+
+/// Refuse to send a password in clear text to a host other than this one, unless
+/// the user `allowed` it.
+pub fn check_plaintext_login(
+    endpoint: &Endpoint,
+    encrypted: bool,
+    allowed: bool,
+    phase: Phase,
+) -> ProbeResult<()> {
+    if encrypted || endpoint.is_loopback() || allowed {
+        return Ok(());
+    }
+    Err(ProbeError::new(
+        ErrorKind::Unsupported,
+        format!(
+            "refusing to send the password over an unencrypted {} connection; use {}s:// or STARTTLS, or --allow-plaintext-login",
+            endpoint.protocol.label(),
+            endpoint.protocol.as_str()
+        ),
+    )
+    .at(endpoint.protocol, phase))
+}

@@ -1,0 +1,411 @@
+//! Connections: TCP with NODELAY and a connect timeout, wrapped in a stream that
+//! bounds what a server can make us buffer and timestamps the first byte received.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
+
+/// The write side of a wrapper that only watches or bounds reads: every call goes
+/// to `self.inner`. `delegate_write!(all)` for a whole `AsyncWrite` body,
+/// `delegate_write!(flush_shutdown)` next to a `poll_write` of its own.
+macro_rules! delegate_write {
+    (all) => {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+        $crate::io::net::delegate_write!(flush_shutdown);
+    };
+    (flush_shutdown) => {
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+        }
+        fn poll_shutdown(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    };
+}
+pub(crate) use delegate_write;
+
+/// Anything we can speak a mail protocol over: plain TCP or TLS, boxed.
+pub trait MailStream: AsyncRead + AsyncWrite + Unpin + Send + Sync + fmt::Debug {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync + fmt::Debug> MailStream for T {}
+
+pub type BoxStream = Box<dyn MailStream>;
+
+/// Resolve and connect, trying every address of `host` in turn within `limit`.
+pub async fn connect(host: &str, port: u16, limit: Duration) -> ProbeResult<Guarded<TcpStream>> {
+    let attempt = async {
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| {
+                ProbeError::new(ErrorKind::Network, format!("cannot resolve {host}: {e}"))
+            })?
+            .collect();
+        let mut last = ProbeError::new(ErrorKind::Network, format!("{host} has no address"));
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => {
+                    // Without NODELAY small commands after a write wait for Nagle (~40-90 ms).
+                    stream.set_nodelay(true).map_err(|e| ProbeError::io(&e))?;
+                    return Ok(Guarded::new(stream));
+                }
+                Err(e) => {
+                    let mut err = ProbeError::io(&e);
+                    err.message = format!("{addr}: {e}");
+                    last = err;
+                }
+            }
+        }
+        Err(last)
+    };
+    match tokio::time::timeout(limit, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(ProbeError::timeout(limit)),
+    }
+}
+
+/// Byte counters shared between a stream and whoever watches its progress.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    pub read: AtomicU64,
+    pub written: AtomicU64,
+}
+
+/// Every guarded stream of the process, added up (the progress bar polls it).
+pub static TOTAL_TRAFFIC: Traffic = Traffic {
+    read: AtomicU64::new(0),
+    written: AtomicU64::new(0),
+};
+
+/// A stream that refuses to let one line grow without bound: a server that sends
+/// hundreds of MiB without a line feed gets an error instead of our memory.
+pub struct Guarded<S> {
+    inner: S,
+    /// Bytes read since the last LF.
+    line_run: usize,
+    max_line: usize,
+    traffic: Arc<Traffic>,
+}
+
+/// Default longest line: generous for IMAP literals, far below anything harmful.
+pub const DEFAULT_MAX_LINE: usize = 1 << 20;
+
+impl<S> Guarded<S> {
+    pub fn new(inner: S) -> Self {
+        Guarded {
+            inner,
+            line_run: 0,
+            max_line: DEFAULT_MAX_LINE,
+            traffic: Arc::default(),
+        }
+    }
+    pub fn traffic(&self) -> Arc<Traffic> {
+        Arc::clone(&self.traffic)
+    }
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Guarded<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Guarded")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+/// A transport that can be asked to acknowledge received data at once.
+pub trait QuickAck {
+    fn quick_ack(&self) {}
+}
+
+impl QuickAck for TcpStream {
+    /// Linux delays ACKs by up to 40 ms; a server whose small reply waits in
+    /// Nagle's algorithm for that ACK (e.g. behind TLS session tickets) would make
+    /// the probe measure our kernel, not the server. Quick-ack mode is not sticky,
+    /// so it is renewed after every read.
+    fn quick_ack(&self) {
+        #[cfg(target_os = "linux")]
+        let _ = socket2::SockRef::from(self).set_tcp_quickack(true);
+    }
+}
+
+impl QuickAck for tokio::io::DuplexStream {}
+
+impl<S: AsyncRead + Unpin + QuickAck> AsyncRead for Guarded<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = poll {
+            this.inner.quick_ack();
+            let fresh = &buf.filled()[before..];
+            this.traffic
+                .read
+                .fetch_add(fresh.len() as u64, Ordering::Relaxed);
+            TOTAL_TRAFFIC
+                .read
+                .fetch_add(fresh.len() as u64, Ordering::Relaxed);
+            match fresh.iter().rposition(|&b| b == b'\n') {
+                Some(pos) => this.line_run = fresh.len() - pos - 1,
+                None => this.line_run += fresh.len(),
+            }
+            if this.line_run > this.max_line {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the server sent a line longer than {} bytes", this.max_line),
+                )));
+            }
+        }
+        poll
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = poll {
+            this.traffic.written.fetch_add(n as u64, Ordering::Relaxed);
+            TOTAL_TRAFFIC.written.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        poll
+    }
+    crate::io::net::delegate_write!(flush_shutdown);
+}
+
+/// A stream that first yields bytes we already read from the connection (so a
+/// library that expects to read a greeting itself can be handed a live session).
+#[derive(Debug)]
+pub struct Replay<S> {
+    prefix: Vec<u8>,
+    pos: usize,
+    inner: S,
+    /// Still swallowing the first line written (answered by `prefix`).
+    swallowing: bool,
+}
+
+impl<S> Replay<S> {
+    pub fn new(prefix: Vec<u8>, inner: S) -> Self {
+        Replay {
+            prefix,
+            pos: 0,
+            inner,
+            swallowing: false,
+        }
+    }
+
+    /// Like [`Replay::new`], and the first line written is not sent: its answer
+    /// is already in `prefix` (lettre's EHLO, answered by the one we said).
+    pub fn answering_first_line(prefix: Vec<u8>, inner: S) -> Self {
+        Replay {
+            swallowing: true,
+            ..Replay::new(prefix, inner)
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Replay<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.pos < this.prefix.len() {
+            let n = (this.prefix.len() - this.pos).min(buf.remaining());
+            buf.put_slice(&this.prefix[this.pos..this.pos + n]);
+            this.pos += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.swallowing {
+            return Poll::Ready(Ok(match buf.iter().position(|&b| b == b'\n') {
+                Some(end) => {
+                    self.swallowing = false;
+                    end + 1
+                }
+                None => buf.len(),
+            }));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    crate::io::net::delegate_write!(flush_shutdown);
+}
+
+/// Read one line (through LF) into `line`, refusing lines longer than `max`.
+/// Returns an error of kind `Closed` at end of stream.
+pub async fn read_line_bounded<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> ProbeResult<()> {
+    line.clear();
+    loop {
+        let available = reader.fill_buf().await.map_err(|e| ProbeError::io(&e))?;
+        if available.is_empty() {
+            return Err(if line.is_empty() {
+                ProbeError::closed()
+            } else {
+                ProbeError::new(ErrorKind::Closed, "the connection closed mid-line")
+            });
+        }
+        let (take, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(pos) => (pos + 1, true),
+            None => (available.len(), false),
+        };
+        if line.len() + take > max {
+            return Err(ProbeError::protocol_violation(format!(
+                "the server sent a line longer than {max} bytes"
+            )));
+        }
+        line.extend_from_slice(&available[..take]);
+        reader.consume(take);
+        if done {
+            return Ok(());
+        }
+    }
+}
+
+/// Write all of `bytes` and flush.
+pub async fn write_all_flush<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    bytes: &[u8],
+) -> ProbeResult<()> {
+    use tokio::io::AsyncWriteExt;
+    writer
+        .write_all(bytes)
+        .await
+        .map_err(|e| ProbeError::io(&e))?;
+    writer.flush().await.map_err(|e| ProbeError::io(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, BufReader};
+
+    #[tokio::test]
+    async fn bounded_line_reader_refuses_long_lines() {
+        let data = vec![b'x'; 10_000];
+        let mut reader = BufReader::new(&data[..]);
+        let mut line = Vec::new();
+        let err = read_line_bounded(&mut reader, &mut line, 1000)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Protocol);
+    }
+
+    #[tokio::test]
+    async fn bounded_line_reader_reads_lines_and_reports_close() {
+        let mut reader = BufReader::new(&b"+OK hi\r\npartial"[..]);
+        let mut line = Vec::new();
+        read_line_bounded(&mut reader, &mut line, 100)
+            .await
+            .unwrap();
+        assert_eq!(line, b"+OK hi\r\n");
+        let err = read_line_bounded(&mut reader, &mut line, 100)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Closed);
+    }
+
+    #[tokio::test]
+    async fn guarded_stream_stops_endless_lines() {
+        let (mut server, client) = tokio::io::duplex(64 * 1024);
+        let mut guarded = Guarded::new(client);
+        guarded.max_line = 4096;
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let chunk = vec![b'a'; 1024];
+            for _ in 0..64 {
+                if server.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut sink = vec![0u8; 1024];
+        let mut failed = false;
+        for _ in 0..64 {
+            match guarded.read(&mut sink).await {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        assert!(failed, "a 64 KiB line must trip a 4 KiB guard");
+        writer.abort();
+    }
+
+    #[tokio::test]
+    async fn replay_answers_the_first_line_itself() {
+        use tokio::io::AsyncWriteExt;
+        let (mut server, client) = tokio::io::duplex(1024);
+        let mut r = Replay::answering_first_line(b"250 ok\r\n".to_vec(), client);
+        r.write_all(b"EHLO me\r\nMAIL FROM:<a@b>\r\n")
+            .await
+            .unwrap();
+        r.flush().await.unwrap();
+        let mut reply = [0u8; 8];
+        r.read_exact(&mut reply).await.unwrap();
+        assert_eq!(&reply, b"250 ok\r\n");
+        drop(r);
+        let mut sent = String::new();
+        server.read_to_string(&mut sent).await.unwrap();
+        assert_eq!(
+            sent, "MAIL FROM:<a@b>\r\n",
+            "only what follows the first line is sent"
+        );
+    }
+
+    #[tokio::test]
+    async fn replay_yields_prefix_first() {
+        let inner = &b" world"[..];
+        let mut r = Replay::new(b"hello".to_vec(), inner);
+        let mut out = String::new();
+        r.read_to_string(&mut out).await.unwrap();
+        assert_eq!(out, "hello world");
+    }
+}

@@ -1,0 +1,138 @@
+//! Diagnoses: what is wrong (a stable code), how bad (severity), in words, with
+//! the evidence and hints; and the thresholds that decide "slow" and "expiring".
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::phase::Protocol;
+use crate::model::report::Verdict;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Code {
+    SharedOutage,
+    EndpointDown,
+    AuthFailed,
+    TlsInvalid,
+    AttachmentsFail,
+    NotDelivered,
+    SendFailed,
+    MessageAltered,
+    Intermittent,
+    RetrievalPartial,
+    Slow,
+    CleanupIncomplete,
+    DnsFailed,
+    NullMx,
+    MxUnreachable,
+    /// Rounds alternate between up and down (`verify`).
+    Flapping,
+    /// `verify` ended without the stability target (down or degraded).
+    NotStable,
+    /// Slower than, or failing where it worked in, the `--baseline`.
+    Regression,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::SharedOutage => "shared_outage",
+            Code::EndpointDown => "endpoint_down",
+            Code::AuthFailed => "auth_failed",
+            Code::TlsInvalid => "tls_invalid",
+            Code::AttachmentsFail => "attachments_fail",
+            Code::NotDelivered => "not_delivered",
+            Code::SendFailed => "send_failed",
+            Code::MessageAltered => "message_altered",
+            Code::Intermittent => "intermittent",
+            Code::RetrievalPartial => "retrieval_partial",
+            Code::Slow => "slow",
+            Code::CleanupIncomplete => "cleanup_incomplete",
+            Code::DnsFailed => "dns_failed",
+            Code::NullMx => "null_mx",
+            Code::MxUnreachable => "mx_unreachable",
+            Code::Flapping => "flapping",
+            Code::NotStable => "not_stable",
+            Code::Regression => "regression",
+        }
+    }
+}
+
+/// How messages fail, for `attachments_fail`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    SizeLimit,
+    SessionDropped,
+    Rejected,
+    Timeout,
+    NotDelivered,
+    Altered,
+}
+
+impl Cause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::SizeLimit => "size_limit",
+            Cause::SessionDropped => "session_dropped",
+            Cause::Rejected => "rejected",
+            Cause::Timeout => "timeout",
+            Cause::NotDelivered => "not_delivered",
+            Cause::Altered => "altered",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Degraded,
+    Failing,
+}
+
+impl Severity {
+    pub fn verdict(self) -> Verdict {
+        match self {
+            Severity::Degraded => Verdict::Degraded,
+            Severity::Failing => Verdict::Failing,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Diagnosis {
+    pub code: Code,
+    pub severity: Severity,
+    /// One line in plain words.
+    pub summary: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
+    /// What was observed: messages, phases, replies, timings.
+    pub evidence: Vec<String>,
+    /// What to check.
+    pub hints: Vec<String>,
+}
+
+/// When a phase counts as slow, and when a certificate expires too soon.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    /// Any command phase (connect, greeting, EHLO, login, ...).
+    pub phase_ms: f64,
+    /// Delivery into the mailbox.
+    pub delivery_ms: f64,
+    /// Body transfers (DATA, FETCH): a base allowance plus this much per MiB.
+    pub transfer_ms_per_mib: f64,
+    pub cert_warn_days: i64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            phase_ms: 2000.0,
+            delivery_ms: 15_000.0,
+            transfer_ms_per_mib: 1000.0,
+            cert_warn_days: 14,
+        }
+    }
+}

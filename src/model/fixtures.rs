@@ -1,0 +1,199 @@
+//! The shared test fixtures: a hand-built report (plain mail gets through, 1 MiB
+//! is altered over IMAP and never reaches POP3, 5 MiB is refused), its parts, and
+//! the snapshot comparison the exporters' tests use.
+
+use crate::core::error::{ErrorKind, ProbeError};
+use crate::core::phase::{Phase, Phases, Protocol};
+use crate::core::tls_info::{CertificateInfo, TlsInfo};
+use crate::model::diagnosis::{Cause, Code, Diagnosis, Severity};
+use crate::model::report::{Cleanup, MessageReport, Report, Target, Verdict};
+use crate::model::result::{ProtocolResult, Verification};
+
+pub fn phases(list: &[(Phase, f64)]) -> Phases {
+    list.iter().copied().collect()
+}
+
+fn tls(days: i64) -> Option<TlsInfo> {
+    Some(TlsInfo {
+        version: "TLSv1.3".into(),
+        cipher: "TLS13_AES_256_GCM_SHA384".into(),
+        verified: true,
+        verify_error: None,
+        name_matches: true,
+        certificate: Some(CertificateInfo {
+            subject: "CN=h".into(),
+            issuer: "CN=ca".into(),
+            sans: vec!["h".into()],
+            not_before: "2026-01-01T00:00:00Z".into(),
+            not_after: "2027-01-01T00:00:00Z".into(),
+            days_to_expiry: days,
+        }),
+    })
+}
+
+pub fn sent(list: &[(Phase, f64)]) -> ProtocolResult {
+    let phases_ms = phases(list);
+    ProtocolResult {
+        ok: true,
+        accepted: Some(true),
+        total_ms: phases_ms.values().sum(),
+        phases_ms,
+        ..Default::default()
+    }
+}
+
+pub fn fetched(list: &[(Phase, f64)], delivery_ms: f64, days: i64) -> ProtocolResult {
+    let phases_ms = phases(list);
+    ProtocolResult {
+        ok: true,
+        found: Some(true),
+        verified: Some(true),
+        total_ms: phases_ms.values().sum(),
+        phases_ms,
+        delivery_ms: Some(delivery_ms),
+        tls: tls(days),
+        ..Default::default()
+    }
+}
+
+pub fn message(
+    size: u64,
+    smtp: ProtocolResult,
+    imap: ProtocolResult,
+    pop3: ProtocolResult,
+) -> MessageReport {
+    MessageReport {
+        probe_id: format!("mailprobe-1-{size:x}"),
+        size_bytes: size,
+        attachment: size > 0,
+        encoded_bytes: size * 4 / 3 + 800,
+        smtp,
+        imap: Some(imap),
+        pop3: Some(pop3),
+        round: None,
+    }
+}
+
+/// Plain mail gets through; 1 MiB is altered over IMAP and never reaches POP3;
+/// 5 MiB is refused by SMTP.
+pub fn report() -> Report {
+    let plain = message(
+        0,
+        sent(&[
+            (Phase::Connect, 12.5),
+            (Phase::Ehlo, 3.0),
+            (Phase::Data, 66.0),
+        ]),
+        fetched(
+            &[
+                (Phase::Connect, 10.0),
+                (Phase::Login, 20.0),
+                (Phase::Fetch, 5.0),
+            ],
+            340.0,
+            30,
+        ),
+        fetched(&[(Phase::Connect, 11.0), (Phase::Stat, 2.0)], 1200.25, 29),
+    );
+    let mut altered = fetched(&[(Phase::Fetch, 40.0)], 500.0, 30);
+    altered.ok = false;
+    altered.verified = Some(false);
+    altered.verification = Some(Verification {
+        verified: false,
+        bytes: 100,
+        problems: vec!["the attachment was renamed".into()],
+        attachment: None,
+    });
+    altered.error = Some(
+        ProbeError::new(ErrorKind::Altered, "the attachment was renamed")
+            .at(Protocol::Imap, Phase::Fetch),
+    );
+    let missing = ProtocolResult {
+        found: Some(false),
+        error: Some(
+            ProbeError::new(
+                ErrorKind::NotDelivered,
+                "not in the mailbox 8 s after the server accepted it",
+            )
+            .at(Protocol::Pop3, Phase::Delivery),
+        ),
+        ..Default::default()
+    };
+    let one_mib = message(
+        1 << 20,
+        sent(&[(Phase::Connect, 9.0), (Phase::Data, 900.0)]),
+        altered,
+        missing,
+    );
+    let skipped = ProtocolResult {
+        skipped: Some("SMTP did not accept the message".into()),
+        ..Default::default()
+    };
+    let refused = ProtocolResult {
+        accepted: Some(false),
+        phases_ms: phases(&[(Phase::Connect, 8.0)]),
+        total_ms: 8.0,
+        error: Some(
+            ProbeError::new(
+                ErrorKind::Rejected,
+                "552 5.3.4 Message size exceeds fixed limit",
+            )
+            .at(Protocol::Smtp, Phase::Data),
+        ),
+        ..Default::default()
+    };
+    let five_mib = message(5 << 20, refused, skipped.clone(), skipped);
+    let messages = vec![plain, one_mib, five_mib];
+    Report {
+        mailprobe_version: "0.1.0".into(),
+        started_at: "2026-11-25T00:00:00Z".into(),
+        duration_ms: 4321.5,
+        verdict: Verdict::Failing,
+        summary: "attachments fail: 5 MiB is refused".into(),
+        target: Target {
+            smtp: "smtp://h:587".into(),
+            imap: Some("imaps://h:993".into()),
+            pop3: Some("pop3s://h:995".into()),
+            from: "a@h".into(),
+            to: "a@h".into(),
+            sizes: messages.iter().map(|m| m.size_bytes).collect(),
+            insecure: false,
+        },
+        smtp_server: None,
+        messages,
+        size_limit: None,
+        diagnoses: vec![
+            Diagnosis {
+                code: Code::AttachmentsFail,
+                severity: Severity::Failing,
+                summary: "Attachments fail: \"<&>'\nsecond line | x".into(),
+                cause: Some(Cause::SizeLimit),
+                protocol: Some(Protocol::Smtp),
+                evidence: vec!["5 MiB: 552 <too big>".into()],
+                hints: vec!["raise message_size_limit & retry".into()],
+            },
+            Diagnosis {
+                code: Code::Slow,
+                severity: Severity::Degraded,
+                summary: "POP3 delivery is slow".into(),
+                cause: None,
+                protocol: Some(Protocol::Pop3),
+                evidence: Vec::new(),
+                hints: Vec::new(),
+            },
+        ],
+        cleanup: Cleanup::default(),
+        mx: None,
+        stats: None,
+    }
+}
+
+/// Compare with the reviewed snapshot; `MAILPROBE_BLESS=1` rewrites it.
+pub fn snapshot(name: &str, expected: &str, got: &str) {
+    if std::env::var_os("MAILPROBE_BLESS").is_some() {
+        let path = format!("{}/tests/snapshots/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::write(path, got).unwrap();
+        return;
+    }
+    assert_eq!(got, expected, "snapshot tests/snapshots/{name} differs");
+}

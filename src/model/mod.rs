@@ -1,0 +1,10 @@
+//! The report and its parts, as data: results, diagnoses, statistics, MX checks.
+//! Built by `probe`, judged by `analysis`, rendered by `report`.
+
+pub mod diagnosis;
+#[cfg(test)]
+pub(crate) mod fixtures;
+pub mod mx;
+pub mod report;
+pub mod result;
+pub mod stats;

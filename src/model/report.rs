@@ -1,0 +1,167 @@
+//! The report: everything a check found, with its verdict and diagnoses. Its JSON
+//! form is a contract (fields are added, never renamed or dropped).
+
+use std::time::{Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::error::ProbeError;
+use crate::core::phase::{Protocol, millis};
+use crate::core::time::rfc3339;
+use crate::model::diagnosis::Diagnosis;
+use crate::model::mx::MxReport;
+use crate::model::result::{ProtocolResult, SmtpServerInfo};
+use crate::model::stats::Stats;
+
+/// The overall outcome; its order is its severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Healthy,
+    Degraded,
+    Failing,
+}
+
+impl Verdict {
+    /// Monitoring-plugins exit code: 0 healthy, 1 degraded, 2 failing (3 is "could not run").
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Verdict::Healthy => 0,
+            Verdict::Degraded => 1,
+            Verdict::Failing => 2,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Healthy => "healthy",
+            Verdict::Degraded => "degraded",
+            Verdict::Failing => "failing",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    pub smtp: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub imap: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pop3: Option<String>,
+    pub from: String,
+    pub to: String,
+    pub sizes: Vec<u64>,
+    /// TLS certificate verification was turned off by the user.
+    pub insecure: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageReport {
+    pub probe_id: String,
+    /// Attachment size in bytes; 0 is the plain text message.
+    pub size_bytes: u64,
+    pub attachment: bool,
+    /// Size of the whole encoded message as sent.
+    pub encoded_bytes: u64,
+    pub smtp: ProtocolResult,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub imap: Option<ProtocolResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pop3: Option<ProtocolResult>,
+    /// The round this message belongs to (`--rounds`, `verify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<u32>,
+}
+
+impl MessageReport {
+    pub fn retrievals(&self) -> impl Iterator<Item = (Protocol, &ProtocolResult)> {
+        [
+            self.imap.as_ref().map(|r| (Protocol::Imap, r)),
+            self.pop3.as_ref().map(|r| (Protocol::Pop3, r)),
+        ]
+        .into_iter()
+        .flatten()
+    }
+    /// Sent, and verified by every retrieval protocol that was asked.
+    pub fn fully_ok(&self) -> bool {
+        self.smtp.ok && self.retrievals().all(|(_, r)| r.ok)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cleanup {
+    /// Probe messages deleted.
+    pub deleted: usize,
+    /// Probe ids that may still be in the mailbox.
+    pub leftovers: Vec<String>,
+    pub errors: Vec<ProbeError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub mailprobe_version: String,
+    pub started_at: String,
+    pub duration_ms: f64,
+    pub verdict: Verdict,
+    /// One line: the verdict in plain words.
+    pub summary: String,
+    pub target: Target,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp_server: Option<SmtpServerInfo>,
+    pub messages: Vec<MessageReport>,
+    /// The real size limit found by bisection (`--bisect`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_limit: Option<SizeLimit>,
+    pub diagnoses: Vec<Diagnosis>,
+    pub cleanup: Cleanup,
+    /// `--domain`: the domain's mail exchangers and the SMTP check on each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mx: Option<MxReport>,
+    /// Latency statistics, round log, stability and baseline comparison (rounds,
+    /// `--rate`, `verify`, `--baseline`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<Stats>,
+}
+
+/// Where the server's size limit really is, found by sending between the largest
+/// accepted and the smallest refused message (sizes are whole encoded messages).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SizeLimit {
+    pub largest_accepted_bytes: u64,
+    pub smallest_refused_bytes: u64,
+    /// Midpoint of the final interval.
+    pub estimate_bytes: u64,
+    /// Extra messages sent to find it.
+    pub sends: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertised_bytes: Option<u64>,
+    /// The advertised SIZE is more than 5 % away from the real limit.
+    pub advertised_disagrees: bool,
+}
+
+impl Report {
+    /// A report on `target` that started at `started_at` / `started`; verdict,
+    /// summary and diagnoses are set by the analysis.
+    pub fn new(
+        target: Target,
+        started_at: SystemTime,
+        started: Instant,
+        messages: Vec<MessageReport>,
+        cleanup: Cleanup,
+    ) -> Report {
+        Report {
+            mailprobe_version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: rfc3339(started_at),
+            duration_ms: millis(started.elapsed()),
+            verdict: Verdict::Healthy,
+            summary: String::new(),
+            target,
+            smtp_server: None,
+            messages,
+            size_limit: None,
+            diagnoses: Vec::new(),
+            cleanup,
+            mx: None,
+            stats: None,
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! One check: build the ladder, send each rung over SMTP while IMAP and POP3 watch
+//! the mailbox, then delete the probe's own messages and assemble the report.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::analysis::diagnosis;
+use crate::core::error::ProbeError;
+use crate::core::phase::{Phase, Protocol};
+use crate::core::probe_id::new_probe_id;
+use crate::io::transcript::Transcript;
+use crate::model::report::{Cleanup, MessageReport, Report};
+use crate::model::result::ProtocolResult;
+use crate::probe::bisect::bisect_size_limit;
+use crate::probe::context::Context;
+use crate::probe::imap::ImapMailbox;
+use crate::probe::pop3::Pop3Mailbox;
+use crate::probe::settings::Settings;
+use crate::probe::smtp;
+use crate::probe::watch::{self, Accepted, WatchOutcome};
+use crate::protocol::message::ProbeMessage;
+
+/// Run one check against the configured server. Never panics on server behaviour;
+/// every failure lands in the report.
+pub async fn run_check(settings: Settings) -> Result<Report, ProbeError> {
+    run_recorded(settings, None).await
+}
+
+/// [`run_check`], with every session recorded into `transcript` when given.
+pub async fn run_recorded(
+    settings: Settings,
+    transcript: Option<Arc<Transcript>>,
+) -> Result<Report, ProbeError> {
+    let started_at = SystemTime::now();
+    let started = Instant::now();
+    let ctx = Context::new(settings, transcript)?;
+    let s = &ctx.settings;
+    let messages = build_messages(s, s.plan.sizes.clone()).await?;
+    let dispatched = send_and_watch(&ctx, &messages, s.plan.concurrency, &|_| None).await;
+    let mut reports = message_reports(&messages, &dispatched);
+    let sent: Vec<smtp::Sent> = dispatched.sent.into_iter().map(|d| d.sent).collect();
+
+    let smtp_server = sent.iter().rev().find_map(|s| s.server.clone());
+    let mut extra_ids = Vec::new();
+    let size_limit = if s.plan.bisect {
+        let advertised = smtp_server.as_ref().and_then(|i| i.advertised_size);
+        bisect_size_limit(&ctx, &reports, advertised, &mut extra_ids).await
+    } else {
+        None
+    };
+    let cleanup = clean_up(&ctx, &mut reports, &sent, &extra_ids).await;
+    let mut report = Report::new(s.report_target(), started_at, started, reports, cleanup);
+    report.smtp_server = smtp_server;
+    report.size_limit = size_limit;
+    diagnosis::apply(&mut report, &s.thresholds);
+    Ok(report)
+}
+
+/// Build one message per size (off the async thread: hashing a large attachment
+/// takes a moment).
+pub(crate) async fn build_messages(
+    s: &Settings,
+    sizes: Vec<u64>,
+) -> Result<Vec<ProbeMessage>, ProbeError> {
+    let (from, to) = (s.target.from.clone(), s.target.to.clone());
+    tokio::task::spawn_blocking(move || {
+        sizes
+            .iter()
+            .map(|&size| ProbeMessage::build(&new_probe_id(), &from, &to, size))
+            .collect()
+    })
+    .await
+    .map_err(|e| ProbeError::config(format!("building messages failed: {e}")))
+}
+
+/// One message's trip through SMTP.
+pub(crate) struct Dispatch {
+    pub index: usize,
+    pub sent: smtp::Sent,
+    /// When sending began.
+    pub started: Instant,
+}
+
+/// What sending and watching produced.
+pub(crate) struct Dispatched {
+    /// In message order.
+    pub sent: Vec<Dispatch>,
+    pub imap: Option<WatchOutcome>,
+    pub pop3: Option<WatchOutcome>,
+}
+
+/// Send every message, up to `in_flight` at once and none before `not_before(index)`
+/// (constant-rate mode), while IMAP and POP3 watch for each as SMTP accepts it.
+pub(crate) async fn send_and_watch(
+    ctx: &Context,
+    messages: &[ProbeMessage],
+    in_flight: usize,
+    not_before: &(dyn Fn(usize) -> Option<Instant> + Sync),
+) -> Dispatched {
+    let s = &ctx.settings;
+    let (imap_tx, imap_rx) = mpsc::unbounded_channel::<Accepted>();
+    let (pop3_tx, pop3_rx) = mpsc::unbounded_channel::<Accepted>();
+    // Only watchers that run get a sender; dropping them tells the watchers sending is over.
+    let senders: Vec<mpsc::UnboundedSender<Accepted>> = [
+        s.target.imap.as_ref().map(|_| imap_tx),
+        s.target.pop3.as_ref().map(|_| pop3_tx),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let send_all = async move {
+        let senders = &senders;
+        let mut sent: Vec<Dispatch> = futures::stream::iter(messages.iter().enumerate())
+            .map(|(index, message)| async move {
+                if let Some(at) = not_before(index) {
+                    tokio::time::sleep_until(at.into()).await;
+                }
+                let started = Instant::now();
+                if let Some(t) = &ctx.conn.transcript {
+                    t.set_message(Protocol::Smtp, Some(index));
+                }
+                let sent = smtp::send(ctx, message).await;
+                if let Some(accepted_at) = sent.accepted_at {
+                    let accepted = Accepted {
+                        index,
+                        expected: message.expected.clone(),
+                        accepted_at,
+                        encoded_len: message.encoded_len(),
+                    };
+                    for tx in senders {
+                        let _ = tx.send(accepted.clone());
+                    }
+                }
+                Dispatch {
+                    index,
+                    sent,
+                    started,
+                }
+            })
+            .buffer_unordered(in_flight.max(1))
+            .collect()
+            .await;
+        sent.sort_by_key(|d| d.index);
+        sent
+    };
+    let watch_imap = async {
+        match s.target.imap {
+            Some(_) => Some(watch::watch::<ImapMailbox>(ctx, imap_rx).await),
+            None => None,
+        }
+    };
+    let watch_pop3 = async {
+        match s.target.pop3 {
+            Some(_) => Some(watch::watch::<Pop3Mailbox>(ctx, pop3_rx).await),
+            None => None,
+        }
+    };
+    let (sent, imap, pop3) = tokio::join!(send_all, watch_imap, watch_pop3);
+    Dispatched { sent, imap, pop3 }
+}
+
+/// One report row per message: what SMTP, IMAP and POP3 did with it.
+pub(crate) fn message_reports(messages: &[ProbeMessage], d: &Dispatched) -> Vec<MessageReport> {
+    messages
+        .iter()
+        .zip(&d.sent)
+        .map(|(message, dispatch)| MessageReport {
+            probe_id: message.probe_id().to_string(),
+            size_bytes: message.attachment_size(),
+            attachment: message.attachment_size() > 0,
+            encoded_bytes: message.encoded_len(),
+            smtp: dispatch.sent.result.clone(),
+            imap: d.imap.as_ref().map(|w| take_result(w, dispatch.index)),
+            pop3: d.pop3.as_ref().map(|w| take_result(w, dispatch.index)),
+            round: None,
+        })
+        .collect()
+}
+
+pub(crate) fn take_result(watch: &WatchOutcome, index: usize) -> ProtocolResult {
+    watch
+        .results
+        .get(&index)
+        .or(watch.unreached.as_ref())
+        .cloned()
+        .unwrap_or_else(|| ProtocolResult {
+            skipped: Some("SMTP did not accept the message".into()),
+            ..Default::default()
+        })
+}
+
+/// Delete every probe message of this run that SMTP accepted, through IMAP first
+/// and then POP3 (they may be different mailboxes), and record what is left.
+pub(crate) async fn clean_up(
+    ctx: &Context,
+    reports: &mut [MessageReport],
+    sent: &[smtp::Sent],
+    extra_ids: &[String],
+) -> Cleanup {
+    if ctx.settings.target.imap.is_none() && ctx.settings.target.pop3.is_none() {
+        // --smtp-only: the mailbox is not ours to read, so nothing is cleaned or missed.
+        return Cleanup::default();
+    }
+    let ids: Vec<String> = reports
+        .iter()
+        .zip(sent)
+        .filter(|(_, s)| s.accepted_at.is_some())
+        .map(|(r, _)| r.probe_id.clone())
+        .chain(extra_ids.iter().cloned())
+        .collect();
+    // A message whose DATA got no final reply may still have been taken by the
+    // server: delete it too if it is there, without counting it as a leftover.
+    let uncertain: Vec<String> = reports
+        .iter()
+        .zip(sent)
+        .filter(|(_, s)| s.accepted_at.is_none())
+        .filter(|(r, _)| {
+            r.smtp
+                .error
+                .as_ref()
+                .is_some_and(|e| e.phase == Some(Phase::Data) && e.reply.is_none())
+        })
+        .map(|(r, _)| r.probe_id.clone())
+        .collect();
+    let candidates: Vec<&str> = ids.iter().chain(&uncertain).map(String::as_str).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut deleted: Vec<String> = Vec::new();
+    let mut errors = Vec::new();
+    if ctx.settings.target.imap.is_some() {
+        match watch::cleanup::<ImapMailbox>(ctx, &candidates).await {
+            Ok(d) => deleted.extend(d),
+            Err(e) => errors.push(e),
+        }
+    }
+    if ctx.settings.target.pop3.is_some() {
+        let remaining: Vec<&str> = candidates
+            .iter()
+            .copied()
+            .filter(|id| {
+                ctx.settings.target.imap.is_none()
+                    || !deleted.iter().any(|d| d == id)
+                    || separate_mailboxes(ctx)
+            })
+            .collect();
+        match watch::cleanup::<Pop3Mailbox>(ctx, &remaining).await {
+            Ok(d) => deleted.extend(d),
+            Err(e) => errors.push(e),
+        }
+    }
+    let mut leftovers = Vec::new();
+    for r in reports.iter_mut() {
+        let was_sent = ids.contains(&r.probe_id.as_str());
+        let gone = deleted.iter().any(|d| d == &r.probe_id);
+        for res in [r.imap.as_mut(), r.pop3.as_mut()].into_iter().flatten() {
+            if was_sent {
+                res.deleted = Some(gone);
+            }
+        }
+        if was_sent && !gone {
+            leftovers.push(r.probe_id.clone());
+        }
+    }
+    leftovers.extend(extra_ids.iter().filter(|id| !deleted.contains(id)).cloned());
+    Cleanup {
+        deleted: deleted.len(),
+        leftovers,
+        errors,
+    }
+}
+
+/// IMAP and POP3 logins differ: the mailboxes may too, so clean both.
+fn separate_mailboxes(ctx: &Context) -> bool {
+    let s = &ctx.settings;
+    s.target.imap_login.as_ref().map(|l| &l.user) != s.target.pop3_login.as_ref().map(|l| &l.user)
+        || s.target.imap.as_ref().map(|e| &e.host) != s.target.pop3.as_ref().map(|e| &e.host)
+}

@@ -1,0 +1,218 @@
+//! The POP3 prober: find probe messages by reading only the header block of each message
+//! (TOP n 0, remembered by UIDL), stream RETR through the verifier, and DELE
+//! exactly the probe's own messages.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
+use crate::core::phase::{Phase, Phases, Protocol};
+use crate::core::probe_id::{header_probe_id, is_probe_id};
+use crate::core::tls_info::TlsInfo;
+use crate::io::clock::PhaseClock;
+use crate::io::connect::{check_plaintext_login, open_stream, starttls_wanted};
+use crate::io::net::BoxStream;
+use crate::io::transcript;
+use crate::model::result::Verification;
+use crate::probe::context::Context;
+use crate::probe::watch::{Accepted, Locator, Mailbox, Wanted};
+use crate::protocol::pop3::{Pop3Client, has_capability};
+use crate::protocol::verifier::Verifier;
+
+/// A header block larger than this is not read for a probe id.
+const MAX_HEADER_BYTES: usize = 256 * 1024;
+
+pub struct Pop3Mailbox {
+    /// Taken by `delete`, which must QUIT to commit the deletions.
+    client: Option<Pop3Client<BoxStream>>,
+}
+
+impl Pop3Mailbox {
+    async fn connect(
+        ctx: &Context,
+        clock: &mut PhaseClock,
+        tls_info: &mut Option<TlsInfo>,
+    ) -> ProbeResult<Self> {
+        let s = &ctx.settings;
+        let t = s.timeouts;
+        let endpoint = s
+            .target
+            .pop3
+            .as_ref()
+            .ok_or_else(|| ProbeError::config("no POP3 endpoint"))?;
+        let login = s
+            .target
+            .pop3_login
+            .as_ref()
+            .ok_or_else(|| ProbeError::config("no POP3 login"))?;
+        let stream = open_stream(&ctx.conn, endpoint, clock, tls_info).await?;
+        let (mut client, _banner) = clock
+            .run(Phase::Greeting, t.greeting, Pop3Client::connect(stream))
+            .await?;
+        client.set_idle_timeout(t.command);
+        let mut caps = clock
+            .run(Phase::Capability, t.command, client.capa())
+            .await?;
+        let wants_tls = starttls_wanted(endpoint, has_capability(&caps, "STLS"))?;
+        if wants_tls {
+            let raw = clock.run(Phase::Starttls, t.command, client.stls()).await?;
+            let (tls, info) = clock
+                .run(
+                    Phase::Tls,
+                    t.command,
+                    ctx.conn.tls.handshake(raw, &endpoint.host),
+                )
+                .await?;
+            *tls_info = Some(info);
+            let tls = transcript::resume(ctx.conn.transcript.as_ref(), Protocol::Pop3, tls);
+            client = Pop3Client::after_stls(tls);
+            client.set_idle_timeout(t.command);
+            // Capabilities before TLS are not to be trusted (RFC 2595).
+            caps = clock
+                .run(Phase::Capability, t.command, client.capa())
+                .await?;
+        }
+        check_plaintext_login(
+            endpoint,
+            tls_info.is_some(),
+            s.target.allow_plaintext_login,
+            Phase::Login,
+        )?;
+        clock
+            .run(
+                Phase::Login,
+                t.command,
+                client.login(&login.user, login.password.expose(), &caps),
+            )
+            .await?;
+        clock.run(Phase::Stat, t.command, client.stat()).await?;
+        Ok(Pop3Mailbox {
+            client: Some(client),
+        })
+    }
+
+    fn client(&mut self) -> ProbeResult<&mut Pop3Client<BoxStream>> {
+        self.client
+            .as_mut()
+            .ok_or_else(|| ProbeError::new(ErrorKind::Closed, "the POP3 session has ended"))
+    }
+}
+
+impl Mailbox for Pop3Mailbox {
+    const PROTOCOL: Protocol = Protocol::Pop3;
+    const SNAPSHOT: bool = true;
+
+    async fn open(ctx: &Context) -> Result<(Self, Phases, Option<TlsInfo>), (ProbeError, Phases)> {
+        let mut clock = PhaseClock::new(Protocol::Pop3);
+        let mut tls = None;
+        match Self::connect(ctx, &mut clock, &mut tls).await {
+            Ok(m) => Ok((m, clock.into_timings(), tls)),
+            Err(e) => Err((e.at(Protocol::Pop3, Phase::Connect), clock.into_timings())),
+        }
+    }
+
+    async fn find(
+        &mut self,
+        ctx: &Context,
+        wanted: Wanted<'_>,
+    ) -> ProbeResult<HashMap<String, Locator>> {
+        let limit = ctx.settings.timeouts.command;
+        let client = self.client()?;
+        let step = async {
+            let listing = client.uidl().await?;
+            let mut found = HashMap::new();
+            for (number, uidl) in listing {
+                let known = ctx
+                    .pop3_seen
+                    .lock()
+                    .expect("not poisoned")
+                    .get(&uidl)
+                    .cloned();
+                let id = match known {
+                    Some(id) => id,
+                    None => {
+                        let header = client.top_headers(number, MAX_HEADER_BYTES).await?;
+                        let id = header_probe_id(&header);
+                        ctx.pop3_seen
+                            .lock()
+                            .expect("not poisoned")
+                            .insert(uidl.clone(), id.clone());
+                        id
+                    }
+                };
+                if let Some(id) = id
+                    && wanted.matches(&id)
+                {
+                    found.insert(id, Locator::Pop3 { number, uidl });
+                }
+            }
+            Ok(found)
+        };
+        // Scanning a large mailbox the first time takes a TOP per message.
+        tokio::time::timeout(limit * 4, step)
+            .await
+            .unwrap_or_else(|_| Err(ProbeError::timeout(limit * 4)))
+            .map_err(|e| e.at(Protocol::Pop3, Phase::Search))
+    }
+
+    async fn fetch(
+        &mut self,
+        ctx: &Context,
+        at: &Locator,
+        message: &Accepted,
+    ) -> ProbeResult<Verification> {
+        let Locator::Pop3 { number, .. } = at else {
+            return Err(ProbeError::config("not a POP3 locator"));
+        };
+        let limit = ctx.settings.timeouts.body();
+        // Delivery adds trace headers; anything far beyond what was sent is not our message.
+        let max_bytes = message.encoded_len * 2 + (1 << 20);
+        let client = self.client()?;
+        let mut verifier = Verifier::new(&message.expected);
+        let mut sink = |line: &[u8]| verifier.line(line);
+        let step = client.retr(*number, max_bytes, &mut sink);
+        match tokio::time::timeout(limit, step).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e.at(Protocol::Pop3, Phase::Fetch)),
+            Err(_) => return Err(ProbeError::timeout(limit).at(Protocol::Pop3, Phase::Fetch)),
+        }
+        Ok(verifier.finish())
+    }
+
+    async fn delete(
+        &mut self,
+        ctx: &Context,
+        which: &[(String, Locator)],
+    ) -> ProbeResult<Vec<String>> {
+        let limit = ctx.settings.timeouts.command;
+        let mut client = self
+            .client
+            .take()
+            .ok_or_else(|| ProbeError::new(ErrorKind::Closed, "the POP3 session has ended"))?;
+        let step = async {
+            let mut deleted = Vec::new();
+            for (id, at) in which {
+                if let Locator::Pop3 { number, .. } = at
+                    && is_probe_id(id)
+                {
+                    client.dele(*number).await?;
+                    deleted.push(id.clone());
+                }
+            }
+            // Deletions only take effect when QUIT succeeds.
+            client.quit().await?;
+            Ok(deleted)
+        };
+        tokio::time::timeout(limit, step)
+            .await
+            .unwrap_or_else(|_| Err(ProbeError::timeout(limit)))
+            .map_err(|e| e.at(Protocol::Pop3, Phase::Delete))
+    }
+
+    async fn close(mut self, ctx: &Context) {
+        if let Some(client) = self.client.take() {
+            let limit = ctx.settings.timeouts.command.min(Duration::from_secs(5));
+            let _ = tokio::time::timeout(limit, client.quit()).await;
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! The SMTP prober: send one probe message and time every phase.
+//!
+//! We read the greeting, send the first EHLO and negotiate STARTTLS ourselves (to
+//! time them, keep the advertised capabilities and use our own TLS settings), then
+//! hand the live session to lettre for AUTH, MAIL, RCPT and the streamed DATA.
+
+use std::time::{Duration, Instant};
+
+use lettre::Address;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::AsyncSmtpConnection;
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, MailParameter};
+use tokio::io::BufReader;
+
+use crate::core::endpoint::Endpoint;
+use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
+use crate::core::phase::{Phase, Phases, Protocol, millis};
+use crate::core::reply::Reply;
+use crate::core::tls_info::TlsInfo;
+use crate::io::budget::Budgeted;
+use crate::io::clock::PhaseClock;
+use crate::io::connect::{
+    check_plaintext_login, finish_starttls, open_stream, starttls_wanted, unbuffer,
+};
+use crate::io::net::{BoxStream, Replay};
+use crate::model::result::{ProtocolResult, SmtpServerInfo};
+use crate::probe::context::Context;
+use crate::protocol::message::ProbeMessage;
+use crate::protocol::smtp::{exchange, expect_positive, from_lettre, read_reply, wire_form};
+
+/// All a server may send while lettre speaks (EHLO, AUTH, MAIL, RCPT, DATA,
+/// QUIT replies): real replies are a few KiB.
+const LETTRE_READ_BUDGET: u64 = 64 * 1024;
+
+/// The outcome of one send.
+pub struct Sent {
+    pub result: ProtocolResult,
+    pub accepted_at: Option<Instant>,
+    pub server: Option<SmtpServerInfo>,
+}
+
+/// What one SMTP session's outcome says, with its timings and TLS details; a
+/// failed handshake still names the certificate the server presented.
+pub fn smtp_result(
+    outcome: ProbeResult<Reply>,
+    phases_ms: Phases,
+    total_ms: f64,
+    tls: Option<TlsInfo>,
+) -> ProtocolResult {
+    let mut result = match outcome {
+        Ok(reply) => ProtocolResult {
+            ok: true,
+            accepted: Some(true),
+            reply: Some(reply),
+            ..Default::default()
+        },
+        Err(err) => ProtocolResult {
+            accepted: Some(false),
+            reply: err.reply.clone(),
+            tls: err.tls.as_deref().cloned(),
+            error: Some(err),
+            ..Default::default()
+        },
+    };
+    result.tls = tls.or(result.tls);
+    result.phases_ms = phases_ms;
+    result.total_ms = total_ms;
+    result
+}
+
+/// Send one message. Every phase is timed and bounded; the result says where it failed.
+pub async fn send(ctx: &Context, message: &ProbeMessage) -> Sent {
+    let mut clock = PhaseClock::new(Protocol::Smtp);
+    let mut server = None;
+    let mut tls = None;
+    let started = Instant::now();
+    let outcome = converse(ctx, message, &mut clock, &mut server, &mut tls).await;
+    let accepted_at = outcome.as_ref().ok().map(|_| Instant::now());
+    let total_ms = millis(started.elapsed());
+    let result = smtp_result(outcome, clock.into_timings(), total_ms, tls);
+    Sent {
+        result,
+        accepted_at,
+        server,
+    }
+}
+
+/// A session ready for mail, and the EHLO reply that describes it.
+pub struct Established {
+    pub stream: BoxStream,
+    /// The last EHLO reply (after TLS when STARTTLS was used).
+    pub ehlo: Reply,
+}
+
+/// Open a session up to the point where mail can be sent: connect, TLS, greeting,
+/// EHLO (keeping the capabilities), STARTTLS per the policy and the EHLO after it.
+pub async fn establish(
+    ctx: &Context,
+    endpoint: &Endpoint,
+    clock: &mut PhaseClock,
+    server: &mut Option<SmtpServerInfo>,
+    tls_info: &mut Option<TlsInfo>,
+) -> ProbeResult<Established> {
+    let s = &ctx.settings;
+    let t = s.timeouts;
+    let stream = open_stream(&ctx.conn, endpoint, clock, tls_info).await?;
+    let mut reader = BufReader::new(stream);
+    let greeting = clock
+        .run(Phase::Greeting, t.greeting, async {
+            expect_positive(read_reply(&mut reader).await?)
+        })
+        .await?;
+    let ehlo_command = format!("EHLO {}\r\n", s.target.helo_name);
+    let ehlo = clock
+        .run(Phase::Ehlo, t.command, exchange(&mut reader, &ehlo_command))
+        .await?;
+    let mut info = SmtpServerInfo::from_ehlo(greeting.text.clone(), &ehlo);
+
+    let wants_tls = match starttls_wanted(endpoint, info.has("STARTTLS")) {
+        Ok(w) => w,
+        Err(e) => {
+            *server = Some(info);
+            return Err(e);
+        }
+    };
+    let stream: BoxStream = if wants_tls {
+        clock
+            .run(
+                Phase::Starttls,
+                t.command,
+                exchange(&mut reader, "STARTTLS\r\n"),
+            )
+            .await?;
+        finish_starttls(&ctx.conn, endpoint, clock, reader, tls_info).await?
+    } else {
+        *server = Some(info);
+        return Ok(Established {
+            stream: unbuffer(endpoint, reader)?,
+            ehlo,
+        });
+    };
+    // Capabilities before TLS are not to be trusted (RFC 3207): ask again.
+    let mut reader = BufReader::new(stream);
+    let ehlo = clock
+        .run(Phase::Ehlo, t.command, exchange(&mut reader, &ehlo_command))
+        .await?;
+    info = SmtpServerInfo::from_ehlo(greeting.text, &ehlo);
+    *server = Some(info);
+    Ok(Established {
+        stream: unbuffer(endpoint, reader)?,
+        ehlo,
+    })
+}
+
+async fn converse(
+    ctx: &Context,
+    message: &ProbeMessage,
+    clock: &mut PhaseClock,
+    server: &mut Option<SmtpServerInfo>,
+    tls_info: &mut Option<TlsInfo>,
+) -> ProbeResult<Reply> {
+    let s = &ctx.settings;
+    let t = s.timeouts;
+    let Established { stream, ehlo } =
+        establish(ctx, &s.target.smtp, clock, server, tls_info).await?;
+    let encrypted = tls_info.is_some();
+
+    // lettre reads a greeting and says EHLO before anything else: it is answered
+    // from what was already said (and timed) above, without a round trip.
+    let mut said = b"220 greeting already received\r\n".to_vec();
+    said.extend_from_slice(&wire_form(&ehlo));
+    // lettre keeps a reply in memory and re-parses it after every line without
+    // yielding while data keeps coming: bound and pace what the server may send it.
+    let (stream, _) = Budgeted::new(stream, LETTRE_READ_BUDGET);
+    let replay = Replay::answering_first_line(said, Box::new(stream) as BoxStream);
+    let client_id = ClientId::Domain(s.target.helo_name.clone());
+    let mut conn = match tokio::time::timeout(
+        t.command,
+        AsyncSmtpConnection::connect_with_transport(Box::new(replay), &client_id),
+    )
+    .await
+    {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => return Err(from_lettre(e).at(Protocol::Smtp, Phase::Ehlo)),
+        Err(_) => return Err(ProbeError::timeout(t.command).at(Protocol::Smtp, Phase::Ehlo)),
+    };
+    let announces_size = server.as_ref().is_some_and(|i| i.advertised_size.is_some());
+    let result = transaction(ctx, message, clock, &mut conn, announces_size, encrypted).await;
+    match result {
+        Ok(reply) => {
+            // QUIT's answer does not change acceptance; a server dying here is still noted.
+            let _ = clock
+                .run(Phase::Quit, t.command, async {
+                    conn.quit().await.map_err(from_lettre)
+                })
+                .await;
+            Ok(reply)
+        }
+        Err(e) => {
+            // Best effort, bounded: the server may already be gone.
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn.abort()).await;
+            Err(e)
+        }
+    }
+}
+
+async fn transaction(
+    ctx: &Context,
+    message: &ProbeMessage,
+    clock: &mut PhaseClock,
+    conn: &mut AsyncSmtpConnection,
+    announce_size: bool,
+    encrypted: bool,
+) -> ProbeResult<Reply> {
+    let s = &ctx.settings;
+    let t = s.timeouts;
+    let lift =
+        |r: Result<lettre::transport::smtp::response::Response, lettre::transport::smtp::Error>| {
+            r.map(|resp| {
+                let text: Vec<&str> = resp.message().collect();
+                Reply::smtp(
+                    resp.code().to_string().parse().unwrap_or(250),
+                    text.join("\n"),
+                )
+            })
+            .map_err(from_lettre)
+        };
+
+    if let Some(login) = &s.target.smtp_login {
+        let offered = conn.server_info().supports_auth_mechanism(Mechanism::Plain)
+            || conn.server_info().supports_auth_mechanism(Mechanism::Login);
+        if offered {
+            check_plaintext_login(
+                &s.target.smtp,
+                encrypted,
+                s.target.allow_plaintext_login,
+                Phase::Auth,
+            )?;
+            let credentials =
+                Credentials::new(login.user.clone(), login.password.expose().to_string());
+            clock
+                .run(Phase::Auth, t.command, async {
+                    lift(
+                        conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials)
+                            .await,
+                    )
+                    .map_err(|e| {
+                        if e.reply
+                            .as_ref()
+                            .is_some_and(|r| matches!(r.code, Some(454 | 530 | 534 | 535)))
+                        {
+                            e.with_kind(ErrorKind::Auth)
+                        } else {
+                            e
+                        }
+                    })
+                })
+                .await?;
+        }
+    }
+
+    let from: Address = s
+        .target
+        .from
+        .parse()
+        .map_err(|e| ProbeError::config(format!("sender {:?}: {e}", s.target.from)))?;
+    let to: Address = s
+        .target
+        .to
+        .parse()
+        .map_err(|e| ProbeError::config(format!("recipient {:?}: {e}", s.target.to)))?;
+    let mut params = Vec::new();
+    if announce_size {
+        params.push(MailParameter::Size(message.encoded_len() as usize));
+    }
+    clock
+        .run(Phase::MailFrom, t.command, async {
+            lift(conn.command(Mail::new(Some(from), params)).await)
+        })
+        .await?;
+    clock
+        .run(Phase::RcptTo, t.command, async {
+            lift(conn.command(Rcpt::new(to, vec![])).await)
+        })
+        .await?;
+    let body_limit = s.timeouts.body();
+    clock
+        .run(Phase::Data, body_limit, async {
+            lift(conn.command(Data).await)?;
+            lift(conn.message_iter(message.chunks()).await)
+        })
+        .await
+}

@@ -1,0 +1,121 @@
+//! SMTP on the wire: reading bounded replies, command exchanges, the EHLO
+//! capabilities, and the adapter that lets lettre continue a session we opened.
+
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncBufRead, AsyncWrite};
+
+use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
+use crate::core::reply::{MAX_REPLY_LINE, MAX_REPLY_LINES, Reply};
+use crate::io::net::{BoxStream, Replay, read_line_bounded, write_all_flush};
+use crate::model::result::SmtpServerInfo;
+
+impl SmtpServerInfo {
+    pub fn has(&self, keyword: &str) -> bool {
+        self.capabilities.iter().any(|c| {
+            c.split_whitespace()
+                .next()
+                .is_some_and(|k| k.eq_ignore_ascii_case(keyword))
+        })
+    }
+    pub fn from_ehlo(banner: String, ehlo: &Reply) -> Self {
+        let capabilities: Vec<String> = ehlo.text.lines().skip(1).map(str::to_string).collect();
+        let advertised_size = capabilities.iter().find_map(|c| {
+            let mut words = c.split_whitespace();
+            words
+                .next()
+                .filter(|k| k.eq_ignore_ascii_case("SIZE"))
+                .map(|_| words.next().and_then(|n| n.parse().ok()).unwrap_or(0))
+        });
+        SmtpServerInfo {
+            banner,
+            capabilities,
+            advertised_size,
+        }
+    }
+}
+
+/// Read one complete SMTP reply (bounded in line length and count).
+pub async fn read_reply<R: AsyncBufRead + Unpin>(reader: &mut R) -> ProbeResult<Reply> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut raw = Vec::with_capacity(128);
+    loop {
+        if lines.len() >= MAX_REPLY_LINES {
+            return Err(ProbeError::protocol_violation(format!(
+                "the server sent a reply of more than {MAX_REPLY_LINES} lines"
+            )));
+        }
+        read_line_bounded(reader, &mut raw, MAX_REPLY_LINE).await?;
+        lines.push(String::from_utf8_lossy(&raw).into_owned());
+        match Reply::parse_smtp_lines(&lines) {
+            Ok(Some(reply)) => return Ok(reply),
+            Ok(None) => {}
+            Err(why) => return Err(ProbeError::protocol_violation(why)),
+        }
+    }
+}
+
+/// Send `command` and read its reply; a negative reply is an error.
+pub async fn exchange<S: AsyncBufRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    command: &str,
+) -> ProbeResult<Reply> {
+    write_all_flush(stream, command.as_bytes()).await?;
+    expect_positive(read_reply(stream).await?)
+}
+
+pub fn expect_positive(reply: Reply) -> ProbeResult<Reply> {
+    if reply.is_positive() {
+        Ok(reply)
+    } else {
+        Err(ProbeError::rejected(reply))
+    }
+}
+
+/// Turn a lettre error into ours, keeping the reply code, enhanced code and text.
+pub fn from_lettre(err: lettre::transport::smtp::Error) -> ProbeError {
+    use std::error::Error as _;
+    if let Some(code) = err.status() {
+        let code: u16 = code.to_string().parse().unwrap_or(0);
+        let text = err.source().map(|s| s.to_string()).unwrap_or_default();
+        return ProbeError::rejected(Reply::smtp(code, text));
+    }
+    if let Some(io) = err
+        .source()
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+    {
+        return ProbeError::io(io);
+    }
+    let text = err.to_string();
+    if text.contains("incomplete response") {
+        return ProbeError::closed();
+    }
+    let kind = if err.is_tls() {
+        ErrorKind::Tls
+    } else if err.is_response() {
+        ErrorKind::Protocol
+    } else {
+        ErrorKind::Network
+    };
+    ProbeError::new(kind, text)
+}
+
+/// An SMTP reply as it went over the wire, for replaying it to lettre.
+pub fn wire_form(reply: &Reply) -> Vec<u8> {
+    let code = reply.code.unwrap_or(250);
+    let lines: Vec<&str> = reply.text.split('\n').collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let sep = if i + 1 == lines.len() { ' ' } else { '-' };
+        out.extend_from_slice(format!("{code}{sep}{line}\r\n").as_bytes());
+    }
+    out
+}
+
+/// lettre speaks over any stream of this trait: the replayed live session.
+impl lettre::transport::smtp::client::AsyncTokioStream for Replay<BoxStream> {
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        Err(io::Error::other("peer address not tracked"))
+    }
+}
