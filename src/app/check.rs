@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::app::cli::{self, CheckArgs};
+use crate::app::cli::CheckArgs;
 use crate::app::output::{self, Destination};
 use crate::app::rounds::{check_recorded, extra_outputs};
 use crate::app::{EXIT_UNKNOWN, profile, progress, usage_error};
@@ -18,16 +18,7 @@ use crate::report::Format;
 pub async fn run(args: CheckArgs) -> i32 {
     let mut outputs: Vec<(Format, Destination)> = Vec::new();
     if !args.quiet {
-        let format = match args.format {
-            cli::Format::Human => Format::Human,
-            cli::Format::Json => Format::Json,
-            cli::Format::Nagios => Format::Nagios,
-            cli::Format::Prometheus => Format::Prometheus,
-            cli::Format::Junit => Format::Junit,
-            cli::Format::Html => Format::Html,
-            cli::Format::Jsonl => Format::Jsonl,
-        };
-        outputs.push((format, Destination::Stdout));
+        outputs.push((args.format, Destination::Stdout));
     }
     for spec in &args.output {
         match output::parse_output(spec) {

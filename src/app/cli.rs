@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
 
 use crate::core::endpoint::StarttlsPolicy;
+use crate::report::Format;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,19 +40,6 @@ pub enum Command {
     /// Repeat rounds until the server has been healthy for --stable rounds in a row
     /// (exit 0) or --deadline passes (failing: flapping, down or degraded).
     Verify(VerifyArgs),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
-pub enum Format {
-    #[default]
-    Human,
-    Json,
-    Nagios,
-    Prometheus,
-    Junit,
-    Html,
-    /// One JSON object per line (verify: one per round, then the report).
-    Jsonl,
 }
 
 #[derive(Debug, Clone, Default, Args)]
@@ -276,5 +264,41 @@ impl ValueEnum for StarttlsPolicy {
                 PossibleValue::new("never").help("Never upgrade; stay in plain text")
             }
         })
+    }
+}
+
+impl ValueEnum for Format {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Format::ALL
+    }
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        let value = PossibleValue::new(self.name());
+        Some(match self {
+            Format::Jsonl => {
+                value.help("One JSON object per line (verify: one per round, then the report)")
+            }
+            _ => value,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One `Format`: the names clap accepts are the names `--output` parses.
+    #[test]
+    fn every_format_has_one_name() {
+        for f in Format::ALL {
+            let name = f.to_possible_value().unwrap().get_name().to_string();
+            assert_eq!(name, f.name());
+            assert_eq!(Format::parse(&name), Ok(f));
+            assert_eq!(<Format as ValueEnum>::from_str(&name, false), Ok(f));
+        }
+        let args = Cli::try_parse_from(["mailprobe", "verify", "--format", "jsonl"]).unwrap();
+        let Command::Verify(v) = args.command else {
+            panic!("verify parses as verify")
+        };
+        assert_eq!(v.check.format, Format::Jsonl);
     }
 }

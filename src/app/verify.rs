@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::app::cli::{self, VerifyArgs};
+use crate::app::cli::VerifyArgs;
 use crate::app::output::{self, Destination};
 use crate::app::rounds::extra_outputs;
 use crate::app::{EXIT_UNKNOWN, profile};
@@ -76,10 +76,10 @@ pub async fn run(args: VerifyArgs) -> i32 {
         EXIT_UNKNOWN
     };
     let c = &args.check;
-    let jsonl = c.format == cli::Format::Jsonl;
+    let jsonl = c.format == Format::Jsonl;
     let mut outputs: Vec<(Format, Destination)> = Vec::new();
     if !c.quiet && !jsonl {
-        outputs.push((stdout_format(c.format), Destination::Stdout));
+        outputs.push((c.format, Destination::Stdout));
     }
     for spec in &c.output {
         match output::parse_output(spec) {
@@ -113,7 +113,7 @@ pub async fn run(args: VerifyArgs) -> i32 {
     };
     // A server may echo a password: no progress line or report ever shows one.
     let secrets = settings.target.secrets();
-    let human = c.format == cli::Format::Human && !c.quiet;
+    let human = c.format == Format::Human && !c.quiet;
     let progress = (human || jsonl) && !c.quiet;
     let report = match rounds::verify(
         &settings,
@@ -155,18 +155,6 @@ pub async fn run(args: VerifyArgs) -> i32 {
         return EXIT_UNKNOWN;
     }
     report.verdict.exit_code()
-}
-
-fn stdout_format(f: cli::Format) -> Format {
-    use cli::Format as F;
-    match f {
-        F::Human => Format::Human,
-        F::Json | F::Jsonl => Format::Json,
-        F::Nagios => Format::Nagios,
-        F::Prometheus => Format::Prometheus,
-        F::Junit => Format::Junit,
-        F::Html => Format::Html,
-    }
 }
 
 #[cfg(test)]

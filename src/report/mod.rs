@@ -12,8 +12,9 @@ pub mod prometheus;
 use crate::model::report::Report;
 
 /// Output formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {
+    #[default]
     Human,
     Json,
     Nagios,
