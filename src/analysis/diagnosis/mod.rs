@@ -29,6 +29,25 @@ use tls::tls_diagnoses;
 /// Diagnose the report and set its diagnoses, verdict and summary.
 pub fn apply(report: &mut Report, thresholds: &Thresholds) {
     report.diagnoses = diagnose(report, thresholds);
+    conclude(report);
+}
+
+/// Add diagnoses after [`apply`]: verdict and summary follow the worst.
+pub fn add(report: &mut Report, extra: Vec<Diagnosis>) {
+    if extra.is_empty() {
+        return;
+    }
+    report.diagnoses.extend(extra);
+    conclude(report);
+}
+
+/// The one place the verdict and summary follow from the diagnoses: worst first,
+/// the verdict is the worst severity, the summary the worst diagnosis in words
+/// (healthy: what got through).
+fn conclude(report: &mut Report) {
+    report
+        .diagnoses
+        .sort_by_key(|d| (std::cmp::Reverse(d.severity), d.code));
     report.verdict = report
         .diagnoses
         .iter()
@@ -39,26 +58,6 @@ pub fn apply(report: &mut Report, thresholds: &Thresholds) {
         Some(d) => d.summary.clone(),
         None => healthy_summary(report),
     };
-}
-
-/// Add diagnoses after [`apply`]: verdict and summary follow the worst.
-pub fn add(report: &mut Report, extra: Vec<Diagnosis>) {
-    if extra.is_empty() {
-        return;
-    }
-    report.diagnoses.extend(extra);
-    report
-        .diagnoses
-        .sort_by_key(|d| (std::cmp::Reverse(d.severity), d.code));
-    report.verdict = report
-        .diagnoses
-        .iter()
-        .map(|d| d.severity.verdict())
-        .max()
-        .unwrap_or(Verdict::Healthy);
-    if let Some(first) = report.diagnoses.first() {
-        report.summary = first.summary.clone();
-    }
 }
 
 fn healthy_summary(report: &Report) -> String {
@@ -91,7 +90,7 @@ fn healthy_summary(report: &Report) -> String {
     }
 }
 
-pub fn diagnose(report: &Report, t: &Thresholds) -> Vec<Diagnosis> {
+fn diagnose(report: &Report, t: &Thresholds) -> Vec<Diagnosis> {
     let mut out = Vec::new();
     let configured: Vec<Protocol> = [
         Some(Protocol::Smtp),
@@ -191,7 +190,6 @@ pub fn diagnose(report: &Report, t: &Thresholds) -> Vec<Diagnosis> {
             hints: vec!["run `mailprobe cleanup` later; it deletes only probe messages".into()],
         });
     }
-    out.sort_by_key(|d| (std::cmp::Reverse(d.severity), d.code));
     out
 }
 

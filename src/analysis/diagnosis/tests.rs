@@ -469,3 +469,49 @@ fn never_healthy_when_a_message_failed() {
     assert_ne!(r.verdict, Verdict::Healthy);
     assert_eq!(codes(&r), vec![(Code::SendFailed, Some(Cause::Rejected))]);
 }
+
+#[test]
+fn added_diagnoses_settle_verdict_and_summary_like_the_first_ones() {
+    let extra = |code: Code, severity: Severity, summary: &str| Diagnosis {
+        code,
+        severity,
+        summary: summary.into(),
+        cause: None,
+        protocol: None,
+        evidence: Vec::new(),
+        hints: Vec::new(),
+    };
+    let mut r = report(vec![delivered(0)]);
+    apply(&mut r, &Thresholds::default());
+    assert_eq!(r.verdict, Verdict::Healthy);
+    let healthy_summary = r.summary.clone();
+    add(&mut r, Vec::new());
+    assert_eq!(
+        (r.verdict, &r.summary),
+        (Verdict::Healthy, &healthy_summary)
+    );
+    add(
+        &mut r,
+        vec![extra(Code::Regression, Severity::Degraded, "slower")],
+    );
+    assert_eq!(
+        (r.verdict, r.summary.as_str()),
+        (Verdict::Degraded, "slower")
+    );
+    add(
+        &mut r,
+        vec![extra(Code::NotStable, Severity::Failing, "flapping")],
+    );
+    assert_eq!(
+        (r.verdict, r.summary.as_str()),
+        (Verdict::Failing, "flapping")
+    );
+    assert_eq!(r.diagnoses[0].code, Code::NotStable, "worst first");
+    // Diagnosing again gives what `apply` gives from scratch.
+    let mut again = r.clone();
+    apply(&mut again, &Thresholds::default());
+    assert_eq!(
+        (again.verdict, again.summary),
+        (Verdict::Healthy, healthy_summary)
+    );
+}
