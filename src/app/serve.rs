@@ -30,8 +30,6 @@ use tokio::sync::Semaphore;
 
 use crate::app::cli::{CheckArgs, ServeArgs};
 use crate::app::profile;
-use crate::core::phase::millis;
-use crate::core::time::rfc3339;
 use crate::model::report::{Cleanup, Report, Target, Verdict};
 use crate::probe::sweep::{late_cleanup, unconfirmed_ids};
 use crate::report;
@@ -546,7 +544,7 @@ async fn probe(request: &Request, state: &Arc<State>) -> Response {
         Err(_) => {
             state.error("timeout");
             *state.stats().failed.entry(name.clone()).or_insert(0) += 1;
-            let report = timed_out_report(started_at, elapsed, budget, target_info);
+            let report = timed_out_report(started_at, started, budget, target_info);
             Response::metrics(report::prometheus::render(&report))
         }
     };
@@ -579,32 +577,22 @@ impl Stats {
     }
 }
 
-/// The answer to a probe that ran out of time.
+/// The answer to a probe that ran out of time: a report without messages,
+/// failing, saying why.
 fn timed_out_report(
     started_at: SystemTime,
-    elapsed: Duration,
+    started: Instant,
     budget: Duration,
     target: Target,
 ) -> Report {
-    Report {
-        mailprobe_version: env!("CARGO_PKG_VERSION").to_string(),
-        started_at: rfc3339(started_at),
-        duration_ms: millis(elapsed),
-        verdict: Verdict::Failing,
-        summary: format!(
-            "the check did not finish within its time budget of {} (scrape timeout minus {} ms)",
-            crate::core::units::format_duration(budget),
-            TIMEOUT_MARGIN.as_millis()
-        ),
-        target,
-        smtp_server: None,
-        messages: Vec::new(),
-        size_limit: None,
-        diagnoses: Vec::new(),
-        cleanup: Cleanup::default(),
-        mx: None,
-        stats: None,
-    }
+    let mut report = Report::new(target, started_at, started, Vec::new(), Cleanup::default());
+    report.verdict = Verdict::Failing;
+    report.summary = format!(
+        "the check did not finish within its time budget of {} (scrape timeout minus {} ms)",
+        crate::core::units::format_duration(budget),
+        TIMEOUT_MARGIN.as_millis()
+    );
+    report
 }
 
 fn own_metrics(state: &State) -> Vec<u8> {
@@ -681,4 +669,33 @@ fn own_metrics(state: &State) -> Vec<u8> {
         s.duration_count, s.duration_sum, s.duration_count
     );
     o.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timed_out_probe_is_a_failing_report_built_like_every_other() {
+        let target = Target {
+            smtp: "smtp://h:25".into(),
+            imap: None,
+            pop3: None,
+            from: "a@h".into(),
+            to: "a@h".into(),
+            sizes: vec![0],
+            insecure: false,
+        };
+        let started_at = SystemTime::now();
+        let started = Instant::now();
+        let r = timed_out_report(started_at, started, Duration::from_secs(9), target.clone());
+        let built = Report::new(target, started_at, started, Vec::new(), Cleanup::default());
+        assert_eq!(r.verdict, Verdict::Failing);
+        assert!(r.summary.contains("time budget of 9.0 s"), "{}", r.summary);
+        assert_eq!(
+            (&r.mailprobe_version, &r.started_at, &r.target),
+            (&built.mailprobe_version, &built.started_at, &built.target)
+        );
+        assert!(r.messages.is_empty() && r.diagnoses.is_empty() && r.stats.is_none());
+    }
 }
