@@ -83,14 +83,14 @@ fn twenty_rounds_statistics_are_consistent() {
     for size in [0u64, 10240] {
         for protocol in [Protocol::Smtp, Protocol::Imap, Protocol::Pop3] {
             let total = stats
-                .get(protocol, mailprobe::model::stats::TOTAL, size)
+                .get(protocol, mailprobe::model::stats::StatPhase::Total, size)
                 .unwrap_or_else(|| panic!("no {protocol:?} total for {size}: {text}"));
             assert_eq!(total.count, 20, "{total:?}");
             assert_eq!(stats.failures_of(protocol, size), 0);
         }
         for protocol in [Protocol::Imap, Protocol::Pop3] {
             let d = stats
-                .get(protocol, mailprobe::model::stats::DELIVERY, size)
+                .get(protocol, mailprobe::model::stats::StatPhase::Delivery, size)
                 .unwrap();
             assert_eq!(d.count, 20, "{d:?}");
         }

@@ -8,7 +8,7 @@ use crate::analysis::stats;
 use crate::core::units::format_size;
 use crate::model::diagnosis::{Code, Diagnosis, Severity};
 use crate::model::report::MessageReport;
-use crate::model::stats::{Comparison, DELIVERY, Regression, Stats};
+use crate::model::stats::{Comparison, Regression, StatPhase, Stats};
 
 /// When a slower percentile counts as a regression: both relatively and absolutely.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -100,14 +100,14 @@ pub fn compare(
 ) -> Comparison {
     let mut regressions = Vec::new();
     for now in &current.latency {
-        let Some(before) = baseline.stats.get(now.protocol, &now.phase, now.size_bytes) else {
+        let Some(before) = baseline.stats.get(now.protocol, now.phase, now.size_bytes) else {
             continue;
         };
         for (name, b, c) in [
             ("p50", before.p50_ms, now.p50_ms),
             ("p99", before.p99_ms, now.p99_ms),
         ] {
-            let min_ms = if now.phase == DELIVERY {
+            let min_ms = if now.phase == StatPhase::Delivery {
                 t.min_ms.max(t.delivery_min_ms)
             } else {
                 t.min_ms
@@ -115,7 +115,7 @@ pub fn compare(
             if c > b * (1.0 + t.ratio) && c - b >= min_ms {
                 regressions.push(Regression {
                     protocol: now.protocol,
-                    phase: now.phase.clone(),
+                    phase: now.phase,
                     size_bytes: now.size_bytes,
                     percentile: name.into(),
                     baseline_ms: b,
@@ -231,7 +231,7 @@ mod tests {
     fn lat(phase: &str, p50: f64, p99: f64) -> LatencyStats {
         LatencyStats {
             protocol: Protocol::Imap,
-            phase: phase.into(),
+            phase: StatPhase::try_from(phase.to_string()).unwrap(),
             size_bytes: 0,
             count: 10,
             min_ms: p50 / 2.0,
@@ -274,7 +274,11 @@ mod tests {
         };
         let c = compare(&b, &now, &[], Threshold::default());
         assert_eq!(c.regressions.len(), 2, "{c:?}");
-        assert!(c.regressions.iter().all(|r| r.phase == "greeting"));
+        assert!(
+            c.regressions
+                .iter()
+                .all(|r| r.phase == StatPhase::Phase(crate::core::phase::Phase::Greeting))
+        );
         let d = diagnoses(&c);
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].code, Code::Regression);

@@ -12,17 +12,14 @@ use crate::core::error::ErrorKind;
 use crate::core::phase::Protocol;
 use crate::model::report::MessageReport;
 use crate::model::result::ProtocolResult;
-use crate::model::stats::{DELIVERY, FailureCount, LatencyStats, Stats, TOTAL};
+use crate::model::stats::{FailureCount, LatencyStats, StatPhase, Stats};
 
 #[derive(Default)]
 pub struct Collector {
-    samples: BTreeMap<(Protocol, String, u64), Samples>,
-    failures: BTreeMap<(Protocol, u64, ErrorKindKey), u64>,
+    samples: BTreeMap<(Protocol, StatPhase, u64), Samples>,
+    failures: BTreeMap<(Protocol, u64, ErrorKind), u64>,
     messages: u64,
 }
-
-/// ErrorKind has no Ord: key it by its name.
-type ErrorKindKey = &'static str;
 
 struct Samples {
     histogram: Histogram<u64>,
@@ -46,13 +43,13 @@ fn to_us(ms: f64) -> u64 {
 }
 
 impl Collector {
-    pub fn record(&mut self, protocol: Protocol, phase: &str, size: u64, ms: f64) {
+    pub fn record(&mut self, protocol: Protocol, phase: StatPhase, size: u64, ms: f64) {
         if !ms.is_finite() {
             return;
         }
         let s = self
             .samples
-            .entry((protocol, phase.to_string(), size))
+            .entry((protocol, phase, size))
             .or_insert_with(Samples::new);
         // Auto-resizing histogram: recording never fails for finite values.
         let _ = s.histogram.record(to_us(ms));
@@ -61,10 +58,7 @@ impl Collector {
     }
 
     pub fn failure(&mut self, protocol: Protocol, size: u64, kind: ErrorKind) {
-        *self
-            .failures
-            .entry((protocol, size, kind.as_str()))
-            .or_insert(0) += 1;
+        *self.failures.entry((protocol, size, kind)).or_insert(0) += 1;
     }
 
     /// One protocol's result for one message.
@@ -82,11 +76,11 @@ impl Collector {
             return;
         }
         for (phase, ms) in &r.phases_ms {
-            self.record(protocol, phase.as_str(), size, *ms);
+            self.record(protocol, StatPhase::from(*phase), size, *ms);
         }
-        self.record(protocol, TOTAL, size, r.total_ms);
+        self.record(protocol, StatPhase::Total, size, r.total_ms);
         if let Some(d) = r.delivery_ms {
-            self.record(protocol, DELIVERY, size, d);
+            self.record(protocol, StatPhase::Delivery, size, d);
         }
     }
 
@@ -99,8 +93,7 @@ impl Collector {
     }
 
     pub fn finish(self, rounds: u32) -> Stats {
-        let kinds: BTreeMap<&str, ErrorKind> = ALL_KINDS.iter().map(|k| (k.as_str(), *k)).collect();
-        let latency = self
+        let mut latency: Vec<LatencyStats> = self
             .samples
             .into_iter()
             .map(|((protocol, phase, size_bytes), s)| {
@@ -122,16 +115,31 @@ impl Collector {
                 }
             })
             .collect();
-        let failures = self
+        // Listed by name, as the report always has.
+        latency.sort_by(|a, b| {
+            (a.protocol, a.phase.as_str(), a.size_bytes).cmp(&(
+                b.protocol,
+                b.phase.as_str(),
+                b.size_bytes,
+            ))
+        });
+        let mut failures: Vec<FailureCount> = self
             .failures
             .into_iter()
             .map(|((protocol, size_bytes, kind), count)| FailureCount {
                 protocol,
                 size_bytes,
-                kind: kinds.get(kind).copied().unwrap_or(ErrorKind::Protocol),
+                kind,
                 count,
             })
             .collect();
+        failures.sort_by(|a, b| {
+            (a.protocol, a.size_bytes, a.kind.as_str()).cmp(&(
+                b.protocol,
+                b.size_bytes,
+                b.kind.as_str(),
+            ))
+        });
         Stats {
             rounds,
             messages: self.messages,
@@ -141,22 +149,6 @@ impl Collector {
         }
     }
 }
-
-const ALL_KINDS: [ErrorKind; 13] = [
-    ErrorKind::Timeout,
-    ErrorKind::Refused,
-    ErrorKind::Reset,
-    ErrorKind::Closed,
-    ErrorKind::Network,
-    ErrorKind::Tls,
-    ErrorKind::Rejected,
-    ErrorKind::Auth,
-    ErrorKind::Protocol,
-    ErrorKind::NotDelivered,
-    ErrorKind::Altered,
-    ErrorKind::Unsupported,
-    ErrorKind::Config,
-];
 
 /// Statistics over these messages (of `rounds` rounds).
 pub fn build(messages: &[MessageReport], rounds: u32) -> Stats {
@@ -212,7 +204,9 @@ mod tests {
         }
         let s = build(&messages, 100);
         assert_eq!(s.messages, 100);
-        let c = s.get(Protocol::Smtp, "connect", 0).unwrap();
+        let c = s
+            .get(Protocol::Smtp, StatPhase::Phase(Phase::Connect), 0)
+            .unwrap();
         assert_eq!(c.count, 100);
         assert_eq!(c.min_ms, 0.1);
         assert_eq!(c.max_ms, 10.0);
@@ -220,10 +214,10 @@ mod tests {
         assert!(c.p90_ms <= c.p99_ms && c.p99_ms <= c.max_ms);
         assert!((c.p50_ms - 5.0).abs() < 0.05, "{c:?}");
         assert!((c.p90_ms - 9.0).abs() < 0.05, "{c:?}");
-        let d = s.get(Protocol::Imap, DELIVERY, 0).unwrap();
+        let d = s.get(Protocol::Imap, StatPhase::Delivery, 0).unwrap();
         assert_eq!((d.count, d.min_ms, d.max_ms), (100, 1.0, 100.0));
         assert!((d.p99_ms - 99.0).abs() < 0.1, "{d:?}");
-        let t = s.get(Protocol::Smtp, TOTAL, 0).unwrap();
+        let t = s.get(Protocol::Smtp, StatPhase::Total, 0).unwrap();
         assert_eq!(t.count, 100);
         assert!(s.failures.is_empty());
     }
@@ -251,7 +245,9 @@ mod tests {
         assert_eq!(s.failures_of(Protocol::Smtp, 10240), 2);
         assert_eq!(s.failures[0].kind, ErrorKind::Refused);
         assert_eq!(s.failures_of(Protocol::Imap, 10240), 0);
-        let c = s.get(Protocol::Smtp, "connect", 10240).unwrap();
+        let c = s
+            .get(Protocol::Smtp, StatPhase::Phase(Phase::Connect), 10240)
+            .unwrap();
         assert_eq!((c.count, c.min_ms, c.max_ms), (1, 1.0, 1.0));
         assert_eq!((c.p50_ms, c.p99_ms), (1.0, 1.0));
     }

@@ -14,7 +14,7 @@ use crate::core::reply::Reply;
 use crate::core::tls_info::TlsInfo;
 
 /// What went wrong, independent of protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// The phase did not finish within its timeout.

@@ -2,25 +2,80 @@
 //! the round log, the stability analysis, constant-rate figures and the
 //! comparison with a baseline.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 use crate::core::error::ErrorKind;
-use crate::core::phase::Protocol;
+use crate::core::phase::{Phase, Protocol};
 use crate::model::report::Verdict;
 
-/// The whole conversation of one protocol for one message.
-pub const TOTAL: &str = "total";
-/// From SMTP acceptance until the retrieval protocol saw the message.
-pub const DELIVERY: &str = "delivery";
-/// Constant-rate mode: from the intended send time until SMTP accepted.
-pub const INTENDED: &str = "intended_to_accepted";
+/// What a latency distribution measures: one protocol phase, or a span.
+/// Serialized as its name (`connect`, `data`, `total`, `delivery`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum StatPhase {
+    /// A phase of the conversation (never `Phase::Delivery`: that is [`StatPhase::Delivery`]).
+    Phase(Phase),
+    /// The whole conversation of one protocol for one message.
+    Total,
+    /// From SMTP acceptance until the retrieval protocol saw the message.
+    Delivery,
+    /// Constant-rate mode: from the intended send time until SMTP accepted.
+    IntendedToAccepted,
+}
+
+impl StatPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatPhase::Phase(p) => p.as_str(),
+            StatPhase::Total => "total",
+            StatPhase::Delivery => "delivery",
+            StatPhase::IntendedToAccepted => "intended_to_accepted",
+        }
+    }
+}
+
+impl From<Phase> for StatPhase {
+    fn from(phase: Phase) -> Self {
+        match phase {
+            Phase::Delivery => StatPhase::Delivery,
+            p => StatPhase::Phase(p),
+        }
+    }
+}
+
+impl From<StatPhase> for String {
+    fn from(p: StatPhase) -> String {
+        p.as_str().to_string()
+    }
+}
+
+impl TryFrom<String> for StatPhase {
+    type Error = String;
+    fn try_from(name: String) -> Result<Self, String> {
+        match name.as_str() {
+            "total" => Ok(StatPhase::Total),
+            "delivery" => Ok(StatPhase::Delivery),
+            "intended_to_accepted" => Ok(StatPhase::IntendedToAccepted),
+            other => serde_json::from_value::<Phase>(serde_json::Value::String(other.into()))
+                .map(StatPhase::Phase)
+                .map_err(|_| format!("unknown statistics phase {other:?}")),
+        }
+    }
+}
+
+impl fmt::Display for StatPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// One latency distribution.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LatencyStats {
     pub protocol: Protocol,
-    /// A phase name (`connect`, `data`, ...), `total` or `delivery`.
-    pub phase: String,
+    pub phase: StatPhase,
     /// Size class: the rung's attachment size in bytes (0 = plain message).
     pub size_bytes: u64,
     pub count: u64,
@@ -87,7 +142,7 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn get(&self, protocol: Protocol, phase: &str, size: u64) -> Option<&LatencyStats> {
+    pub fn get(&self, protocol: Protocol, phase: StatPhase, size: u64) -> Option<&LatencyStats> {
         self.latency
             .iter()
             .find(|l| l.protocol == protocol && l.phase == phase && l.size_bytes == size)
@@ -177,7 +232,7 @@ impl Stability {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Regression {
     pub protocol: Protocol,
-    pub phase: String,
+    pub phase: StatPhase,
     pub size_bytes: u64,
     /// `p50` or `p99`.
     pub percentile: String,
@@ -194,4 +249,34 @@ pub struct Comparison {
     pub regressions: Vec<Regression>,
     /// Sizes verified in the baseline that no message of this run got through.
     pub newly_failing_sizes: Vec<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The enum serializes to the names the report always had.
+    #[test]
+    fn stat_phases_keep_their_names() {
+        for (p, name) in [
+            (StatPhase::Phase(Phase::MailFrom), "mail_from"),
+            (StatPhase::from(Phase::Delivery), "delivery"),
+            (StatPhase::Total, "total"),
+            (StatPhase::Delivery, "delivery"),
+            (StatPhase::IntendedToAccepted, "intended_to_accepted"),
+        ] {
+            let json = serde_json::to_value(p).unwrap();
+            assert_eq!(json, serde_json::Value::String(name.into()));
+            assert_eq!(serde_json::from_value::<StatPhase>(json).unwrap(), p);
+        }
+        assert!(serde_json::from_str::<StatPhase>("\"warp\"").is_err());
+        let kinds = serde_json::to_string(&FailureCount {
+            protocol: Protocol::Pop3,
+            size_bytes: 1,
+            kind: ErrorKind::NotDelivered,
+            count: 2,
+        })
+        .unwrap();
+        assert!(kinds.contains("\"kind\":\"not_delivered\""), "{kinds}");
+    }
 }

@@ -13,7 +13,7 @@ use crate::core::error::ProbeError;
 use crate::core::phase::{Protocol, millis};
 use crate::io::transcript::Transcript;
 use crate::model::report::Report;
-use crate::model::stats::{INTENDED, RateStats};
+use crate::model::stats::{RateStats, StatPhase};
 use crate::probe::check;
 use crate::probe::context::Context;
 use crate::probe::rounds::{MAX_RATE_DURATION, RatePlan};
@@ -105,7 +105,7 @@ pub async fn run(
             let from_intended = accepted_at.saturating_duration_since(intended(d.index));
             collector.record(
                 Protocol::Smtp,
-                INTENDED,
+                StatPhase::IntendedToAccepted,
                 m.size_bytes,
                 millis(from_intended),
             );

@@ -9,7 +9,7 @@ use crate::model::diagnosis::Severity;
 use crate::model::mx::{MxReport, MxSource};
 use crate::model::report::{MessageReport, Report, Verdict};
 use crate::model::result::ProtocolResult;
-use crate::model::stats::{DELIVERY, INTENDED, LatencyStats, Stats, TOTAL};
+use crate::model::stats::{LatencyStats, StatPhase, Stats};
 
 pub fn render(report: &Report) -> Vec<u8> {
     let mut o = String::new();
@@ -310,12 +310,18 @@ pub fn stats_section(stats: &Stats) -> String {
     );
     let mut rows: Vec<&LatencyStats> = stats.latency.iter().collect();
     rows.sort_by(|a, b| {
-        (a.protocol, a.size_bytes, phase_rank(&a.phase), &a.phase).cmp(&(
-            b.protocol,
-            b.size_bytes,
-            phase_rank(&b.phase),
-            &b.phase,
-        ))
+        (
+            a.protocol,
+            a.size_bytes,
+            phase_rank(a.phase),
+            a.phase.as_str(),
+        )
+            .cmp(&(
+                b.protocol,
+                b.size_bytes,
+                phase_rank(b.phase),
+                b.phase.as_str(),
+            ))
     });
     for l in rows {
         let _ = writeln!(
@@ -374,12 +380,12 @@ pub fn stats_section(stats: &Stats) -> String {
 }
 
 /// `total` and `delivery` after the protocol phases.
-fn phase_rank(phase: &str) -> u8 {
+fn phase_rank(phase: StatPhase) -> u8 {
     match phase {
-        INTENDED => 0,
-        TOTAL => 2,
-        DELIVERY => 3,
-        _ => 1,
+        StatPhase::IntendedToAccepted => 0,
+        StatPhase::Phase(_) => 1,
+        StatPhase::Total => 2,
+        StatPhase::Delivery => 3,
     }
 }
 

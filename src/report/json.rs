@@ -85,7 +85,7 @@ mod tests {
             threshold_min_ms: 5.0,
             regressions: vec![crate::model::stats::Regression {
                 protocol: Protocol::Smtp,
-                phase: "data".into(),
+                phase: crate::model::stats::StatPhase::Phase(crate::core::phase::Phase::Data),
                 size_bytes: 0,
                 percentile: "p50".into(),
                 baseline_ms: 10.0,
