@@ -2,7 +2,8 @@
 //! delete exactly those (UID EXPUNGE, never a bare EXPUNGE of other messages).
 //!
 //! The greeting, CAPABILITY and STARTTLS are spoken by hand (async-imap has no
-//! STARTTLS); async-imap takes over at LOGIN.
+//! STARTTLS); async-imap takes over at LOGIN. The message FETCH is spoken on
+//! the session's stream by hand too, so the body streams into the verifier.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -29,6 +30,7 @@ use crate::protocol::imap::{
     MAX_STATUS_LINE, from_imap, parse_capabilities, search_query, split_status_line, tagged, timed,
     uid_set,
 };
+use crate::protocol::imap_fetch::uid_fetch_body;
 use crate::protocol::verifier::Verifier;
 
 /// What the server may send for one step other than a message FETCH (login,
@@ -249,31 +251,23 @@ impl Mailbox for ImapMailbox {
             return Err(ProbeError::config("not an IMAP locator"));
         };
         // Delivery adds trace headers; far more than was sent is not our message.
-        self.allowance.grant(message.encoded_len * 2 + (1 << 20));
+        let max_bytes = message.encoded_len * 2 + (1 << 20);
+        self.allowance.grant(max_bytes);
         let session = self.session()?;
-        let step = async {
-            let mut fetches = session
-                .uid_fetch(uid.to_string(), "(UID BODY.PEEK[])")
-                .await
-                .map_err(from_imap)?;
-            let mut verification = None;
-            while let Some(f) = fetches.try_next().await.map_err(from_imap)? {
-                if f.uid == Some(*uid)
-                    && let Some(body) = f.body()
-                {
-                    verification = Some(Verifier::verify_bytes(&message.expected, body));
-                }
-            }
-            verification.ok_or_else(|| {
-                ProbeError::new(
-                    ErrorKind::NotDelivered,
-                    "the message vanished before it could be fetched",
-                )
-            })
-        };
-        timed(ctx.settings.timeouts.body(), step)
-            .await
-            .map_err(|e| e.at(Protocol::Imap, Phase::Fetch))
+        let mut verifier = Verifier::new(&message.expected);
+        // Spoken on the session's stream so the literal streams into the verifier
+        // (async-imap would hold the whole message in memory).
+        let mut sink = |line: &[u8]| verifier.line(line);
+        let step = uid_fetch_body(session.get_mut(), "mpf", *uid, max_bytes, &mut sink);
+        match timed(ctx.settings.timeouts.body(), step).await {
+            Ok(true) => Ok(verifier.finish()),
+            Ok(false) => Err(ProbeError::new(
+                ErrorKind::NotDelivered,
+                "the message vanished before it could be fetched",
+            )),
+            Err(e) => Err(e),
+        }
+        .map_err(|e| e.at(Protocol::Imap, Phase::Fetch))
     }
 
     async fn delete(

@@ -7,6 +7,7 @@ pub mod check;
 pub mod context;
 pub mod domain;
 pub mod imap;
+pub mod overlap;
 pub mod pop3;
 pub mod rate;
 pub mod rounds;

@@ -16,6 +16,7 @@ use crate::io::transcript::Transcript;
 use crate::model::report::Report;
 use crate::model::stats::{RoundSummary, Stability, Stats};
 use crate::probe::check;
+use crate::probe::overlap;
 use crate::probe::settings::Settings;
 
 /// Most rounds `check --rounds` runs.
@@ -76,9 +77,29 @@ pub async fn check(
 }
 
 /// One finished round.
-struct Round {
-    report: Report,
-    summary: RoundSummary,
+pub(crate) struct Round {
+    pub(crate) report: Report,
+    pub(crate) summary: RoundSummary,
+}
+
+impl Round {
+    /// Round `number` from its own report: every message marked with the round,
+    /// the round's state and verdict from its messages alone.
+    pub(crate) fn judged(mut report: Report, number: u32, duration_ms: f64) -> Round {
+        for m in &mut report.messages {
+            m.round = Some(number);
+        }
+        let (state, down) = stability::classify(&report);
+        let summary = RoundSummary {
+            round: number,
+            state,
+            verdict: report.verdict,
+            duration_ms,
+            down,
+            summary: report.summary.clone(),
+        };
+        Round { report, summary }
+    }
 }
 
 async fn one_round(
@@ -87,20 +108,8 @@ async fn one_round(
     transcript: Option<&Arc<Transcript>>,
 ) -> Result<Round, ProbeError> {
     let started = Instant::now();
-    let mut report = check::run_recorded(settings.clone(), transcript.cloned()).await?;
-    for m in &mut report.messages {
-        m.round = Some(number);
-    }
-    let (state, down) = stability::classify(&report);
-    let summary = RoundSummary {
-        round: number,
-        state,
-        verdict: report.verdict,
-        duration_ms: millis(started.elapsed()),
-        down,
-        summary: report.summary.clone(),
-    };
-    Ok(Round { report, summary })
+    let report = check::run_recorded(settings.clone(), transcript.cloned()).await?;
+    Ok(Round::judged(report, number, millis(started.elapsed())))
 }
 
 /// Sleep until `next` (bounded by `limit` when given).
@@ -119,6 +128,10 @@ async fn run_rounds(
     transcript: Option<&Arc<Transcript>>,
 ) -> Result<Report, ProbeError> {
     let started = Instant::now();
+    if overlap::applies(settings, interval) {
+        let rounds = overlap::run(settings, n, transcript).await?;
+        return Ok(merge(rounds, settings, millis(started.elapsed())));
+    }
     let mut rounds = Vec::with_capacity(n as usize);
     for number in 1..=n {
         let started = Instant::now();

@@ -2,7 +2,8 @@
 //!
 //! We read the greeting, send the first EHLO and negotiate STARTTLS ourselves (to
 //! time them, keep the advertised capabilities and use our own TLS settings), then
-//! hand the live session to lettre for AUTH, MAIL, RCPT and the streamed DATA.
+//! hand the live session to lettre for AUTH, MAIL, RCPT and DATA; the message body
+//! itself we stream through a second handle on the same session.
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,7 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, MailParameter};
-use tokio::io::BufReader;
+use tokio::io::{AsyncWriteExt, BufReader};
 
 use crate::core::endpoint::Endpoint;
 use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
@@ -23,11 +24,14 @@ use crate::io::clock::PhaseClock;
 use crate::io::connect::{
     check_plaintext_login, finish_starttls, open_stream, starttls_wanted, unbuffer,
 };
-use crate::io::net::{BoxStream, Replay};
+use crate::io::net::{BoxStream, Replay, write_all_flush};
+use crate::io::shared::Shared;
 use crate::model::result::{ProtocolResult, SmtpServerInfo};
 use crate::probe::context::Context;
 use crate::protocol::message::ProbeMessage;
-use crate::protocol::smtp::{exchange, expect_positive, from_lettre, read_reply, wire_form};
+use crate::protocol::smtp::{
+    DotStuffer, END_OF_DATA, exchange, expect_positive, from_lettre, read_reply, wire_form,
+};
 
 /// All a server may send while lettre speaks (EHLO, AUTH, MAIL, RCPT, DATA,
 /// QUIT replies): real replies are a few KiB.
@@ -174,10 +178,13 @@ async fn converse(
     // yielding while data keeps coming: bound and pace what the server may send it.
     let (stream, _) = Budgeted::new(stream, LETTRE_READ_BUDGET);
     let replay = Replay::answering_first_line(said, Box::new(stream) as BoxStream);
+    // lettre speaks the commands; the DATA body goes out through our own handle.
+    let lettre_side = Shared::new(Box::new(replay) as BoxStream);
+    let mut body_side = lettre_side.clone();
     let client_id = ClientId::Domain(s.target.helo_name.clone());
     let mut conn = match tokio::time::timeout(
         t.command,
-        AsyncSmtpConnection::connect_with_transport(Box::new(replay), &client_id),
+        AsyncSmtpConnection::connect_with_transport(Box::new(lettre_side), &client_id),
     )
     .await
     {
@@ -186,7 +193,16 @@ async fn converse(
         Err(_) => return Err(ProbeError::timeout(t.command).at(Protocol::Smtp, Phase::Ehlo)),
     };
     let announces_size = server.as_ref().is_some_and(|i| i.advertised_size.is_some());
-    let result = transaction(ctx, message, clock, &mut conn, announces_size, encrypted).await;
+    let result = transaction(
+        ctx,
+        message,
+        clock,
+        &mut conn,
+        &mut body_side,
+        announces_size,
+        encrypted,
+    )
+    .await;
     match result {
         Ok(reply) => {
             // QUIT's answer does not change acceptance; a server dying here is still noted.
@@ -210,6 +226,7 @@ async fn transaction(
     message: &ProbeMessage,
     clock: &mut PhaseClock,
     conn: &mut AsyncSmtpConnection,
+    body_side: &mut Shared<BoxStream>,
     announce_size: bool,
     encrypted: bool,
 ) -> ProbeResult<Reply> {
@@ -288,7 +305,16 @@ async fn transaction(
     clock
         .run(Phase::Data, body_limit, async {
             lift(conn.command(Data).await)?;
-            lift(conn.message_iter(message.chunks()).await)
+            // Past lettre's byte-wise encoder: large chunks, dots stuffed by a scan.
+            let mut stuffer = DotStuffer::default();
+            for chunk in message.chunks() {
+                body_side
+                    .write_all(&stuffer.stuff(&chunk))
+                    .await
+                    .map_err(|e| ProbeError::io(&e))?;
+            }
+            write_all_flush(body_side, END_OF_DATA).await?;
+            lift(conn.read_response().await)
         })
         .await
 }

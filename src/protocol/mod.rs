@@ -4,6 +4,7 @@
 
 pub mod dns;
 pub mod imap;
+pub mod imap_fetch;
 pub mod message;
 pub mod pop3;
 pub mod smtp;
