@@ -59,6 +59,9 @@ pub async fn run_recorded(
     Ok(report)
 }
 
+/// Attachment bytes a ladder may have to be built on the async thread.
+const BUILD_INLINE_BYTES: u64 = 256 * 1024;
+
 /// Build one message per size (off the async thread: hashing a large attachment
 /// takes a moment).
 pub(crate) async fn build_messages(
@@ -66,14 +69,20 @@ pub(crate) async fn build_messages(
     sizes: Vec<u64>,
 ) -> Result<Vec<ProbeMessage>, ProbeError> {
     let (from, to) = (s.target.from.clone(), s.target.to.clone());
-    tokio::task::spawn_blocking(move || {
+    let inline = sizes.iter().sum::<u64>() <= BUILD_INLINE_BYTES;
+    let build = move || {
         sizes
             .iter()
             .map(|&size| ProbeMessage::build(&new_probe_id(), &from, &to, size))
             .collect()
-    })
-    .await
-    .map_err(|e| ProbeError::config(format!("building messages failed: {e}")))
+    };
+    // Small ladders take less time to build than a hand-off to a blocking thread.
+    if inline {
+        return Ok(build());
+    }
+    tokio::task::spawn_blocking(build)
+        .await
+        .map_err(|e| ProbeError::config(format!("building messages failed: {e}")))
 }
 
 /// One message's trip through SMTP.

@@ -1,6 +1,6 @@
 //! The orchestration: settings and context, the SMTP, IMAP and POP3 probers, the
 //! mailbox watcher, one check (the ladder), bisection, constant rate, rounds and
-//! verify, the cleanup sweep and domain checks.
+//! verify (with overlapping rounds), the cleanup sweep and domain checks.
 
 pub mod bisect;
 pub mod check;

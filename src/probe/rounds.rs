@@ -118,7 +118,11 @@ async fn pause_until(next: Instant, limit: Option<Instant>) {
         Some(l) => next.min(l),
         None => next,
     };
-    tokio::time::sleep_until(until.into()).await;
+    // The timer rounds up to its next millisecond tick: a time already passed (as
+    // with --interval 0) would still cost up to a millisecond per round.
+    if until > Instant::now() {
+        tokio::time::sleep_until(until.into()).await;
+    }
 }
 
 async fn run_rounds(

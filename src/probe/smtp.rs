@@ -36,6 +36,8 @@ use crate::protocol::smtp::{
 /// All a server may send while lettre speaks (EHLO, AUTH, MAIL, RCPT, DATA,
 /// QUIT replies): real replies are a few KiB.
 const LETTRE_READ_BUDGET: u64 = 64 * 1024;
+/// The DATA body is written in runs of about this many bytes.
+const DATA_WRITE: usize = 256 * 1024;
 
 /// The outcome of one send.
 pub struct Sent {
@@ -305,15 +307,22 @@ async fn transaction(
     clock
         .run(Phase::Data, body_limit, async {
             lift(conn.command(Data).await)?;
-            // Past lettre's byte-wise encoder: large chunks, dots stuffed by a scan.
+            // Past lettre's byte-wise encoder: dots stuffed by a scan, written in
+            // runs of up to DATA_WRITE bytes (a small message goes in one write).
             let mut stuffer = DotStuffer::default();
+            let mut out = Vec::with_capacity(DATA_WRITE + 128 * 1024);
             for chunk in message.chunks() {
-                body_side
-                    .write_all(&stuffer.stuff(&chunk))
-                    .await
-                    .map_err(|e| ProbeError::io(&e))?;
+                out.extend_from_slice(&stuffer.stuff(&chunk));
+                if out.len() >= DATA_WRITE {
+                    body_side
+                        .write_all(&out)
+                        .await
+                        .map_err(|e| ProbeError::io(&e))?;
+                    out.clear();
+                }
             }
-            write_all_flush(body_side, END_OF_DATA).await?;
+            out.extend_from_slice(END_OF_DATA);
+            write_all_flush(body_side, &out).await?;
             lift(conn.read_response().await)
         })
         .await

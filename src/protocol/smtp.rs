@@ -137,10 +137,7 @@ impl DotStuffer {
         };
         let starts_with_dot = self.at_line_start && chunk[0] == b'.';
         self.at_line_start = last == b'\n';
-        let dot_after_newline = chunk
-            .iter()
-            .zip(&chunk[1..])
-            .any(|(&a, &b)| a == b'\n' && b == b'.');
+        let dot_after_newline = memchr::memmem::find(chunk, b"\n.").is_some();
         if !starts_with_dot && !dot_after_newline {
             return chunk.into();
         }
