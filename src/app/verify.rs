@@ -96,6 +96,13 @@ pub async fn run(args: VerifyArgs) -> i32 {
         Ok(d) => d,
         Err(e) => return usage(&e),
     };
+    let sample_interval = match c
+        .rounds
+        .sample_interval(Some(crate::probe::sampler::DEFAULT_INTERVAL))
+    {
+        Ok(i) => i,
+        Err(e) => return usage(&e),
+    };
     let baseline = match c.rounds.load_baseline() {
         Ok(b) => b,
         Err(e) => return usage(&e),
@@ -122,6 +129,7 @@ pub async fn run(args: VerifyArgs) -> i32 {
             deadline,
             interval,
             max_rounds: c.rounds.rounds.unwrap_or(MAX_ROUNDS).max(1),
+            sample_interval,
         },
         |summary, s| {
             if progress {
@@ -173,20 +181,24 @@ mod tests {
             verdict: Verdict::Failing,
             duration_ms: 120.0,
             down: vec![Protocol::Smtp],
+            sampled_down: vec![],
             summary: "SMTP is unreachable".into(),
         };
         let outcomes = vec![
             RoundOutcome {
                 state: RoundState::Down,
                 down: vec![Protocol::Smtp],
+                sampled_down: vec![],
             },
             RoundOutcome {
                 state: RoundState::Up,
                 down: vec![],
+                sampled_down: vec![],
             },
             RoundOutcome {
                 state: RoundState::Down,
                 down: vec![Protocol::Smtp],
+                sampled_down: vec![],
             },
         ];
         let s = stability::analyze(&outcomes, 3);

@@ -185,6 +185,7 @@ pub fn report() -> Report {
         cleanup: Cleanup::default(),
         mx: None,
         stats: None,
+        timeline: None,
     }
 }
 

@@ -1,6 +1,6 @@
 //! The orchestration: settings and context, the SMTP, IMAP and POP3 probers, the
 //! mailbox watcher, one check (the ladder), bisection, constant rate, rounds and
-//! verify, the cleanup sweep and domain checks.
+//! verify, the liveness sampler, the cleanup sweep and domain checks.
 
 pub mod bisect;
 pub mod check;
@@ -10,6 +10,7 @@ pub mod imap;
 pub mod pop3;
 pub mod rate;
 pub mod rounds;
+pub mod sampler;
 pub mod settings;
 pub mod smtp;
 pub mod sweep;

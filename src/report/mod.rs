@@ -8,6 +8,7 @@ pub mod jsonl;
 pub mod junit;
 pub mod nagios;
 pub mod prometheus;
+pub mod timeline;
 
 use crate::model::report::Report;
 
