@@ -328,6 +328,54 @@ mod tests {
     }
 
     #[test]
+    fn all_down_alternating_with_attachments_failing_is_flapping() {
+        let s = analyze(&rounds(&[Down, Degraded, Down, Degraded, Down]), 3);
+        assert_eq!(s.transitions, 4);
+        assert!(s.flapping && !s.stable);
+        assert_eq!(s.state, "flapping");
+        // Degraded and up alone: transitions, but nothing was down.
+        let s = analyze(&rounds(&[Up, Degraded, Up, Degraded]), 3);
+        assert_eq!(s.transitions, 3);
+        assert!(!s.flapping);
+    }
+
+    #[test]
+    fn passing_rounds_with_a_sampled_restart_do_not_count() {
+        let mut seq = rounds(&[Up, Up, Up]);
+        seq[1].sampled_down = vec![Protocol::Pop3];
+        let s = analyze(&seq, 3);
+        assert!(!s.stable, "{s:?}");
+        assert_eq!((s.streak, s.sampled_down_rounds, s.transitions), (1, 1, 0));
+        assert_eq!(s.state, "recovering");
+        seq[2].sampled_down = vec![Protocol::Smtp];
+        let s = analyze(&seq, 3);
+        assert_eq!(s.state, "restarting");
+        let d = diagnosis(&s, true).unwrap();
+        assert_eq!(d.code, Code::NotStable);
+        assert!(d.summary.contains("restarting"), "{}", d.summary);
+        assert!(
+            s.describe()
+                .contains("2 passing round(s) with a service seen down")
+        );
+        seq.extend(rounds(&[Up, Up, Up]));
+        assert!(analyze(&seq, 3).stable);
+    }
+
+    #[test]
+    fn a_round_is_down_only_when_nothing_got_through() {
+        use crate::model::fixtures;
+        let mut r = fixtures::report();
+        // The sample: the plain message got through, attachments fail.
+        assert_eq!(classify(&r).0, Degraded);
+        for m in &mut r.messages {
+            m.smtp.ok = false;
+        }
+        assert_eq!(classify(&r).0, Down);
+        r.verdict = Verdict::Healthy;
+        assert_eq!(classify(&r).0, Up);
+    }
+
+    #[test]
     fn connection_failures_are_recognised() {
         let refused = ProbeError::new(ErrorKind::Refused, "x").at(Protocol::Smtp, Phase::Connect);
         assert!(is_connection_failure(&refused));

@@ -304,6 +304,112 @@ mod tests {
         assert!(judge(Protocol::Pop3, "-ERR busy").is_err());
     }
 
+    /// A one-connection scripted server on loopback: sends `script`, then (unless
+    /// `hang_up`) reads what the client says (at most 1 KiB, 2 s) and returns it.
+    async fn fake_with(
+        script: &'static [u8],
+        hang_up: bool,
+    ) -> (u16, tokio::task::JoinHandle<Vec<u8>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return Vec::new();
+            };
+            let _ = s.write_all(script).await;
+            if hang_up {
+                return Vec::new();
+            }
+            let mut said = vec![0u8; 1024];
+            let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut said))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(0);
+            said.truncate(n);
+            said
+        });
+        (port, task)
+    }
+
+    async fn fake(script: &'static [u8]) -> (u16, tokio::task::JoinHandle<Vec<u8>>) {
+        fake_with(script, false).await
+    }
+
+    fn endpoint(url: &str) -> Endpoint {
+        Endpoint::parse(url, crate::core::endpoint::StarttlsPolicy::Auto).unwrap()
+    }
+
+    /// More than the sampler reads of a greeting, without a line end.
+    static ENDLESS: [u8; 10_000] = [b'2'; 10_000];
+
+    const FAST: Limits = Limits {
+        connect: Duration::from_millis(500),
+        greeting: Duration::from_millis(500),
+    };
+
+    #[tokio::test]
+    async fn greetings_goodbyes_and_hostile_servers() {
+        let tls = TlsClient::new(&Default::default()).unwrap();
+        // A multi-line SMTP greeting: up, then QUIT.
+        let (port, said) = fake(b"220-mx first\r\n220 mx ready\r\n").await;
+        let got = sample(&endpoint(&format!("smtp://127.0.0.1:{port}")), &tls, FAST).await;
+        assert_eq!(got, Sample::Up("220 mx ready".into()));
+        assert_eq!(said.await.unwrap(), b"QUIT\r\n");
+        let (port, said) = fake(b"* OK ready\r\n").await;
+        let got = sample(&endpoint(&format!("imap://127.0.0.1:{port}")), &tls, FAST).await;
+        assert!(matches!(got, Sample::Up(_)), "{got:?}");
+        assert_eq!(said.await.unwrap(), b"s LOGOUT\r\n");
+        // 421 / -ERR, closed within a line or before one, a line without end: down, and why.
+        for (script, hang_up, scheme, cause) in [
+            (
+                &b"421 4.3.2 shutting down\r\n"[..],
+                false,
+                "smtp",
+                DownCause::Rejected,
+            ),
+            (
+                &b"-ERR [SYS/TEMP] busy\r\n"[..],
+                false,
+                "pop3",
+                DownCause::Rejected,
+            ),
+            (&b"* OK partial"[..], true, "imap", DownCause::Closed),
+            (&b""[..], true, "pop3", DownCause::Closed),
+            (&b"+OK no end"[..], false, "pop3", DownCause::NoGreeting),
+            (&ENDLESS[..], false, "smtp", DownCause::Rejected),
+        ] {
+            let (port, _said) = fake_with(script, hang_up).await;
+            let got = sample(
+                &endpoint(&format!("{scheme}://127.0.0.1:{port}")),
+                &tls,
+                FAST,
+            )
+            .await;
+            assert!(
+                matches!(got, Sample::Down(c, _) if c == cause),
+                "{script:?}: {got:?}"
+            );
+        }
+        // A server that never greets: no greeting within the limit.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let started = Instant::now();
+        let got = sample(&endpoint(&format!("smtp://127.0.0.1:{port}")), &tls, FAST).await;
+        assert!(
+            matches!(got, Sample::Down(DownCause::NoGreeting, _)),
+            "{got:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+        drop(listener);
+        // Nothing listening.
+        let got = sample(&endpoint(&format!("smtp://127.0.0.1:{port}")), &tls, FAST).await;
+        assert!(
+            matches!(got, Sample::Down(DownCause::Refused, _)),
+            "{got:?}"
+        );
+    }
+
     #[test]
     fn failures_map_to_how_a_down_began() {
         for (kind, cause) in [

@@ -725,6 +725,27 @@ mod tests {
     }
 
     #[test]
+    fn the_timeline_is_drawn_one_bar_per_service() {
+        let mut r = sample();
+        assert!(
+            !String::from_utf8(render(&r))
+                .unwrap()
+                .contains("id=\"timeline\"")
+        );
+        let mut t = crate::report::json::tests::timeline_sample();
+        t.services[0].spans[1].detail = Some("<script>".into());
+        r.timeline = Some(t);
+        let out = String::from_utf8(render(&r)).unwrap();
+        assert!(out.contains("<section id=\"timeline\">"), "{out}");
+        assert!(out.contains("<tr data-protocol=\"smtp\">"), "{out}");
+        assert_eq!(out.matches("<span class=\"up\"").count(), 2);
+        assert_eq!(out.matches("<span class=\"down\"").count(), 1);
+        assert!(out.contains("began: refused"), "{out}");
+        assert!(out.contains("&lt;script&gt;") && !out.contains("<script>"));
+        assert!(out.contains("1 restart(s), down 1 time(s)"), "{out}");
+    }
+
+    #[test]
     fn empty_report_renders_without_a_chart() {
         let mut r = sample();
         r.messages.clear();

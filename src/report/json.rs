@@ -9,7 +9,7 @@ pub fn render(report: &Report) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::render;
     use crate::model::fixtures::{report as sample, snapshot};
 
