@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use mailprobe::app::cli::{CheckArgs, RoundArgs};
+use mailprobe::app::cli::{CheckArgs, MailboxArgs, RoundArgs};
 use mailprobe::core::endpoint::StarttlsPolicy;
 use mailprobe::core::phase::Protocol;
 use mailprobe::model::diagnosis::{Cause, Code, Severity};
@@ -169,17 +169,20 @@ impl Instance {
     fn args(&self, local: &str) -> CheckArgs {
         CheckArgs {
             smtp: Some(format!("smtp://127.0.0.1:{SMTP}")),
-            imap: Some(format!("imap://127.0.0.1:{IMAP}")),
-            pop3: Some(format!("pop3://127.0.0.1:{POP3}")),
+            mailbox: MailboxArgs {
+                imap: Some(format!("imap://127.0.0.1:{IMAP}")),
+                pop3: Some(format!("pop3://127.0.0.1:{POP3}")),
+                user: Some(format!("{local}@mailprobe.test")),
+                password_file: Some(PathBuf::from(DIR).join("password")),
+                ca_file: Some(PathBuf::from(DIR).join("tls/ca.pem")),
+                connect_timeout: Some("1s".into()),
+                greeting_timeout: Some("2s".into()),
+                command_timeout: Some("3s".into()),
+                data_timeout: Some("5s".into()),
+                ..Default::default()
+            },
             no_smtp_auth: true,
-            user: Some(format!("{local}@mailprobe.test")),
-            password_file: Some(PathBuf::from(DIR).join("password")),
-            ca_file: Some(PathBuf::from(DIR).join("tls/ca.pem")),
             sizes: Some("0".into()),
-            connect_timeout: Some("1s".into()),
-            greeting_timeout: Some("2s".into()),
-            command_timeout: Some("3s".into()),
-            data_timeout: Some("5s".into()),
             delivery_timeout: Some("3s".into()),
             ..Default::default()
         }
@@ -280,9 +283,9 @@ fn all_services_looping_with_an_attachment_filter_is_a_shared_crash_loop_and_att
     for (flag, value) in [
         ("--smtp", proxy.url("smtp")),
         ("--starttls", "never".into()),
-        ("--imap", a.imap.clone().unwrap()),
-        ("--pop3", a.pop3.clone().unwrap()),
-        ("--user", a.user.clone().unwrap()),
+        ("--imap", a.mailbox.imap.clone().unwrap()),
+        ("--pop3", a.mailbox.pop3.clone().unwrap()),
+        ("--user", a.mailbox.user.clone().unwrap()),
         ("--password-file", format!("{DIR}/password")),
         ("--sizes", "0,10KiB,1MiB".into()),
         ("--stable", "3".into()),
@@ -447,9 +450,9 @@ fn a_single_restart_then_steady_service_becomes_stable_with_the_restart_reported
     let mut args = instance.args("test03");
     args.smtp = Some(format!("smtp://127.0.0.1:{SUBMISSION}"));
     args.no_smtp_auth = false;
-    args.imap = Some(format!("imaps://127.0.0.1:{IMAPS}"));
-    args.pop3 = Some(format!("pop3s://127.0.0.1:{POP3S}"));
-    args.starttls = Some(StarttlsPolicy::Require);
+    args.mailbox.imap = Some(format!("imaps://127.0.0.1:{IMAPS}"));
+    args.mailbox.pop3 = Some(format!("pop3s://127.0.0.1:{POP3S}"));
+    args.mailbox.starttls = Some(StarttlsPolicy::Require);
     let settings = mailprobe::app::profile::resolve(&args).expect("args resolve");
     // Down for ~1.5 s starting 0.7 s in: inside what would be the first stable window.
     let looper = Looper::start(
@@ -515,8 +518,8 @@ fn healthy_server_100_rounds_with_the_sampler_finds_nothing() {
     let mut args = instance.args("test04");
     args.smtp = Some(format!("smtp://127.0.0.1:{SUBMISSION}"));
     args.no_smtp_auth = false;
-    args.imap = Some(format!("imaps://127.0.0.1:{IMAPS}"));
-    args.pop3 = Some(format!("pop3s://127.0.0.1:{POP3S}"));
+    args.mailbox.imap = Some(format!("imaps://127.0.0.1:{IMAPS}"));
+    args.mailbox.pop3 = Some(format!("pop3s://127.0.0.1:{POP3S}"));
     args.rounds = RoundArgs {
         rounds: Some(100),
         interval: Some("50ms".into()),

@@ -3,8 +3,8 @@
 //! Pure: no tokio, no network, no protocol code; only `core` and `model` data in
 //! and out.
 
-pub mod baseline;
-pub mod diagnosis;
-pub mod stability;
-pub mod stats;
-pub mod timeline;
+pub(crate) mod baseline;
+pub(crate) mod diagnosis;
+pub(crate) mod stability;
+pub(crate) mod stats;
+pub(crate) mod timeline;

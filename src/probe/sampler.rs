@@ -50,8 +50,8 @@ struct Limits {
 }
 
 impl Sampler {
-    /// Start sampling every endpoint of `settings` (SMTP, and IMAP and POP3 unless
-    /// `--smtp-only`) every `interval`. Needs a tokio runtime.
+    /// Start sampling every endpoint of `settings` (SMTP, IMAP, POP3 as
+    /// configured) every `interval`. Needs a tokio runtime.
     pub fn start(settings: &Settings, interval: Duration) -> ProbeResult<Sampler> {
         let interval = interval.max(MIN_INTERVAL);
         let tls = Arc::new(TlsClient::new(&settings.tls)?);
@@ -59,10 +59,9 @@ impl Sampler {
             connect: settings.timeouts.connect.min(CONNECT_LIMIT),
             greeting: settings.timeouts.greeting.min(GREETING_LIMIT),
         };
+        // `--smtp-only` leaves no retrieval endpoint in the target.
         let mut endpoints = vec![settings.target.smtp.clone()];
-        if !settings.plan.smtp_only {
-            endpoints.extend(settings.target.retrieval_endpoints().cloned());
-        }
+        endpoints.extend(settings.target.retrieval_endpoints().cloned());
         let started = Instant::now();
         let timeline = Arc::new(Mutex::new(Timeline {
             started_at: rfc3339(SystemTime::now()),
