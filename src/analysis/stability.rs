@@ -196,7 +196,7 @@ pub(crate) fn diagnosis(s: &Stability, deadline_passed: bool) -> Option<Diagnosi
             code: Code::Flapping,
             severity: Severity::Failing,
             summary: format!(
-                "the server is flapping: {} transition(s) between up and down in {} rounds ({}); longest up {} round(s), longest down {}",
+                "the server is flapping: {} transition(s) between up, degraded and down in {} rounds ({}); longest up {} round(s), longest down {}",
                 s.transitions,
                 s.rounds,
                 if protocols.is_empty() { "no protocol named".into() } else { format!("down: {protocols}") },

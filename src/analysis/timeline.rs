@@ -9,9 +9,10 @@ use crate::model::timeline::{CauseCount, CrashLoop, Liveness, ServiceTimeline, S
 
 /// Restarts in the window that make a crash loop.
 pub const LOOP_RESTARTS: u32 = 2;
-/// Share of each service's down time that the others must also be down for the
-/// services to count as failing together.
-pub const SHARED_OVERLAP: f64 = 0.8;
+/// Share of a service's down time that another must also be down for the two to
+/// count as failing together (measured on the one that was down less: a service
+/// that takes longer to start again is still down with the other).
+pub(crate) const SHARED_OVERLAP: f64 = 0.8;
 
 /// Where the timeline comes from, which decides how its findings weigh.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -43,8 +44,12 @@ pub fn crash_loops(timeline: &Timeline) -> Vec<CrashLoop> {
     for service in looping {
         let together = |members: &Vec<&ServiceTimeline>| {
             members.iter().all(|m| {
-                overlap_share(service, m, slack) >= SHARED_OVERLAP
-                    && overlap_share(m, service, slack) >= SHARED_OVERLAP
+                let shorter_first = if service.down_ms() <= m.down_ms() {
+                    (service, *m)
+                } else {
+                    (*m, service)
+                };
+                overlap_share(shorter_first.0, shorter_first.1, slack) >= SHARED_OVERLAP
             })
         };
         match groups.iter_mut().find(|g| together(g)) {
@@ -478,6 +483,34 @@ mod tests {
             "{}",
             d[0].summary
         );
+    }
+
+    #[test]
+    fn a_service_slower_to_come_back_still_fails_with_the_other() {
+        // SMTP comes back 2 s later each time: IMAP's downs lie inside SMTP's.
+        let smtp = LOOP.map(|(a, b)| (a, b + 2000.0));
+        let t = timeline(
+            vec![
+                service(Protocol::Smtp, 250.0, 27_000.0, &smtp, jitter),
+                service(Protocol::Imap, 250.0, 27_000.0, &LOOP, |i| {
+                    jitter(i) + 100.0
+                }),
+            ],
+            27_000.0,
+        );
+        assert!(overlap_share(&t.services[0], &t.services[1], 250.0) < SHARED_OVERLAP);
+        assert_eq!(t.crash_loops.len(), 1, "{:#?}", t.crash_loops);
+        assert!(t.crash_loops[0].shared);
+        // Downs that only touch are not shared, whichever is shorter.
+        let later = LOOP.map(|(_, b)| (b - 500.0, b + 2500.0));
+        let t = timeline(
+            vec![
+                service(Protocol::Smtp, 250.0, 27_000.0, &LOOP, jitter),
+                service(Protocol::Imap, 250.0, 27_000.0, &later, jitter),
+            ],
+            27_000.0,
+        );
+        assert_eq!(t.crash_loops.len(), 2, "{:#?}", t.crash_loops);
     }
 
     #[test]
