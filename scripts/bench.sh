@@ -11,7 +11,7 @@
 #      SMTP acceptance until the file is in the Maildir, watched with inotify);
 #   3. peak memory (max RSS) of a 50 MiB attachment round trip (shared test server)
 #      and of a 150 MiB one (a private instance with a 300 MiB size limit, started
-#      and stopped here: /var/lib/mailprobe-bench, ports 6xxx);
+#      and stopped here: /var/lib/mailprobe-bench, ports 7xxx);
 #   4. client CPU per verified message vs the server's (Postfix + Dovecot) CPU,
 #      with the test server to ourselves (exclusive turn on the tests' lock file).
 #
@@ -29,9 +29,9 @@ SINK_PID=
 PRIVATE_STARTED=
 # The private instance for the 150 MiB round trip: its own state and ports.
 PRIVATE=(MAILPROBE_TEST_DIR=/var/lib/mailprobe-bench MAILPROBE_TEST_SIZE_LIMIT=314572800
-  MAILPROBE_TEST_SMTP_PORT=6525 MAILPROBE_TEST_SUBMISSION_PORT=6587 MAILPROBE_TEST_SMTPS_PORT=6465
-  MAILPROBE_TEST_IMAP_PORT=6143 MAILPROBE_TEST_IMAPS_PORT=6993 MAILPROBE_TEST_POP3_PORT=6110
-  MAILPROBE_TEST_POP3S_PORT=6995)
+  MAILPROBE_TEST_SMTP_PORT=7525 MAILPROBE_TEST_SUBMISSION_PORT=7587 MAILPROBE_TEST_SMTPS_PORT=7465
+  MAILPROBE_TEST_IMAP_PORT=7143 MAILPROBE_TEST_IMAPS_PORT=7993 MAILPROBE_TEST_POP3_PORT=7110
+  MAILPROBE_TEST_POP3S_PORT=7995)
 cleanup() {
   [[ -n $SINK_PID ]] && kill "$SINK_PID" 2>/dev/null || true
   [[ -n $PRIVATE_STARTED ]] && env "${PRIVATE[@]}" timeout 120 scripts/testserver.sh stop >/dev/null 2>&1 || true
@@ -230,8 +230,8 @@ bench_memory() {
   local penv pdir
   penv=$(env "${PRIVATE[@]}" scripts/testserver.sh env)
   pdir=$(sed -n 's/^export MAILPROBE_TEST_DIR=//p' <<<"$penv")
-  sed -e "s#/var/lib/mailprobe-testserver#$pdir#g" -e 's/:2587"/:6587"/' -e 's/:2143"/:6143"/' \
-    -e 's/:2995"/:6995"/' -e 's/^data = .*/data = "600s"/' -e 's/^delivery = .*/delivery = "300s"/' \
+  sed -e "s#/var/lib/mailprobe-testserver#$pdir#g" -e 's/:2587"/:7587"/' -e 's/:2143"/:7143"/' \
+    -e 's/:2995"/:7995"/' -e 's/^data = .*/data = "600s"/' -e 's/^delivery = .*/delivery = "300s"/' \
     probes/local.toml >"$WORK/private.toml"
   big=$(rss_round_trips 150MiB "$pdir/mail/$BOX/Maildir" --profile "$WORK/private.toml" \
     --user "$USER_ADDR" --from "$USER_ADDR" --to "$USER_ADDR")

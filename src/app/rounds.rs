@@ -15,12 +15,15 @@ use crate::io::transcript::Transcript;
 use crate::model::report::Report;
 use crate::probe::rate::DEFAULT_IN_FLIGHT;
 use crate::probe::rounds::{self, RatePlan, RoundPlan};
+use crate::probe::sampler::{
+    DEFAULT_INTERVAL as DEFAULT_SAMPLE_INTERVAL, MIN_INTERVAL as MIN_SAMPLE_INTERVAL,
+};
 use crate::probe::settings::Settings;
 use crate::report::Format;
 
 impl RoundArgs {
     /// `--concurrency`, validated (the profile loader puts it into the settings).
-    pub fn concurrency(&self) -> Result<usize, String> {
+    pub(crate) fn concurrency(&self) -> Result<usize, String> {
         match self.concurrency {
             None => Ok(1),
             Some(0) => Err("--concurrency must be at least 1".into()),
@@ -54,6 +57,26 @@ impl RoundArgs {
     pub(crate) fn load_baseline(&self) -> Result<Option<Baseline>, String> {
         self.baseline.as_deref().map(load_baseline).transpose()
     }
+    /// `--sample-interval`, or `default` when not given; `None` is off.
+    pub(crate) fn sample_interval(
+        &self,
+        default: Option<Duration>,
+    ) -> Result<Option<Duration>, String> {
+        let Some(text) = self.sample_interval.as_deref() else {
+            return Ok(default);
+        };
+        let interval = parse_duration(text)?;
+        if interval.is_zero() {
+            return Ok(None);
+        }
+        if interval < MIN_SAMPLE_INTERVAL {
+            return Err(format!(
+                "--sample-interval must be 0 (off) or at least {}",
+                humantime::format_duration(MIN_SAMPLE_INTERVAL)
+            ));
+        }
+        Ok(Some(interval))
+    }
     /// Anything beyond one plain check?
     pub(crate) fn multi(&self) -> bool {
         self.rounds.is_some_and(|n| n > 1) || self.rate.is_some() || self.baseline.is_some()
@@ -61,14 +84,14 @@ impl RoundArgs {
 }
 
 /// Read an earlier JSON report as the baseline.
-pub fn load_baseline(path: &Path) -> Result<Baseline, String> {
+pub(crate) fn load_baseline(path: &Path) -> Result<Baseline, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read the baseline {}: {e}", path.display()))?;
     Baseline::from_json(&text).map_err(|e| format!("baseline {}: {e}", path.display()))
 }
 
 /// Outputs the round flags add: `--save-baseline FILE` is a JSON report.
-pub fn extra_outputs(args: &RoundArgs) -> Vec<(Format, Destination)> {
+pub(crate) fn extra_outputs(args: &RoundArgs) -> Vec<(Format, Destination)> {
     args.save_baseline
         .iter()
         .map(|p| (Format::Json, Destination::File(p.clone())))
@@ -77,9 +100,13 @@ pub fn extra_outputs(args: &RoundArgs) -> Vec<(Format, Destination)> {
 
 /// The plan the round flags describe (only what `check` repeats; one plain
 /// check when none is given).
-pub fn plan(args: &RoundArgs, settings: &Settings) -> Result<RoundPlan, ProbeError> {
+pub(crate) fn plan(args: &RoundArgs, settings: &Settings) -> Result<RoundPlan, ProbeError> {
     if !args.multi() {
-        return Ok(RoundPlan::default());
+        // A single check samples only when asked.
+        return Ok(RoundPlan {
+            sample_interval: args.sample_interval(None).map_err(ProbeError::config)?,
+            ..RoundPlan::default()
+        });
     }
     let baseline = args.load_baseline().map_err(ProbeError::config)?;
     let threshold = args.threshold(Some(settings)).map_err(ProbeError::config)?;
@@ -101,6 +128,13 @@ pub fn plan(args: &RoundArgs, settings: &Settings) -> Result<RoundPlan, ProbeErr
         interval,
         rate,
         baseline: baseline.map(|b| (b, threshold)),
+        sample_interval: args
+            .sample_interval(
+                args.rounds
+                    .filter(|&n| n > 1)
+                    .map(|_| DEFAULT_SAMPLE_INTERVAL),
+            )
+            .map_err(ProbeError::config)?,
     })
 }
 
@@ -110,7 +144,7 @@ pub async fn check(settings: Settings, args: &RoundArgs) -> Result<Report, Probe
 }
 
 /// [`check`], recording every session into `transcript` when given.
-pub async fn check_recorded(
+pub(crate) async fn check_recorded(
     settings: Settings,
     args: &RoundArgs,
     transcript: Option<Arc<Transcript>>,
@@ -139,5 +173,17 @@ mod tests {
         };
         assert!(a.multi());
         assert_eq!(extra_outputs(&a).len(), 1);
+        let every = |s: &str| RoundArgs {
+            sample_interval: Some(s.into()),
+            ..Default::default()
+        };
+        let default = Some(Duration::from_millis(250));
+        assert_eq!(RoundArgs::default().sample_interval(default), Ok(default));
+        assert_eq!(every("0").sample_interval(default), Ok(None));
+        assert_eq!(
+            every("1s").sample_interval(None),
+            Ok(Some(Duration::from_secs(1)))
+        );
+        assert!(every("10ms").sample_interval(None).is_err());
     }
 }

@@ -11,12 +11,12 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-pub struct Shared<S> {
+pub(crate) struct Shared<S> {
     inner: Arc<Mutex<S>>,
 }
 
 impl<S> Shared<S> {
-    pub fn new(inner: S) -> Self {
+    pub(crate) fn new(inner: S) -> Self {
         Shared {
             inner: Arc::new(Mutex::new(inner)),
         }

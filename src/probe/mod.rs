@@ -1,17 +1,19 @@
 //! The orchestration: settings and context, the SMTP, IMAP and POP3 probers, the
 //! mailbox watcher, one check (the ladder), bisection, constant rate, rounds and
-//! verify (with overlapping rounds), the cleanup sweep and domain checks.
+//! verify (with overlapping rounds), the liveness sampler, the cleanup sweep and
+//! domain checks.
 
-pub mod bisect;
+pub(crate) mod bisect;
 pub mod check;
-pub mod context;
-pub mod domain;
-pub mod imap;
-pub mod overlap;
-pub mod pop3;
-pub mod rate;
+pub(crate) mod context;
+pub(crate) mod domain;
+pub(crate) mod imap;
+pub(crate) mod overlap;
+pub(crate) mod pop3;
+pub(crate) mod rate;
 pub mod rounds;
-pub mod settings;
-pub mod smtp;
-pub mod sweep;
-pub mod watch;
+pub(crate) mod sampler;
+pub(crate) mod settings;
+pub(crate) mod smtp;
+pub(crate) mod sweep;
+pub(crate) mod watch;

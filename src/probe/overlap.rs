@@ -14,7 +14,8 @@ use crate::io::transcript::Transcript;
 use crate::model::report::{Cleanup, MessageReport, Report};
 use crate::probe::check::{self, Dispatch};
 use crate::probe::context::Context;
-use crate::probe::rounds::Round;
+use crate::probe::rounds::{Round, sampled_down};
+use crate::probe::sampler::Sampler;
 use crate::probe::settings::Settings;
 use crate::probe::smtp;
 
@@ -34,6 +35,7 @@ pub(crate) async fn run(
     settings: &Settings,
     n: u32,
     transcript: Option<&std::sync::Arc<Transcript>>,
+    sampler: Option<&Sampler>,
 ) -> Result<Vec<Round>, ProbeError> {
     let ladder = settings.plan.sizes.len().max(1);
     let per_window = (WINDOW / ladder).max(1) as u32;
@@ -42,14 +44,19 @@ pub(crate) async fn run(
     let mut first = 1;
     while first <= n {
         let last = (first + per_window - 1).min(n);
-        rounds.extend(window(&ctx, first, last).await?);
+        rounds.extend(window(&ctx, first, last, sampler).await?);
         first = last + 1;
     }
     Ok(rounds)
 }
 
 /// Rounds `first..=last` as one pipeline, then split into rounds.
-async fn window(ctx: &Context, first: u32, last: u32) -> Result<Vec<Round>, ProbeError> {
+async fn window(
+    ctx: &Context,
+    first: u32,
+    last: u32,
+    sampler: Option<&Sampler>,
+) -> Result<Vec<Round>, ProbeError> {
     let s = &ctx.settings;
     let ladder = s.plan.sizes.len();
     let count = (last - first + 1) as usize;
@@ -76,9 +83,12 @@ async fn window(ctx: &Context, first: u32, last: u32) -> Result<Vec<Round>, Prob
         let own_range = k * ladder..(k + 1) * ladder;
         let round_started = starts[own_range.clone()].iter().min().copied();
         let round_ended = ends[own_range].iter().max().copied();
-        let duration_ms = match (round_started, round_ended) {
-            (Some(a), Some(b)) => millis(b.saturating_duration_since(a)),
-            _ => 0.0,
+        let (duration_ms, down) = match (round_started, round_ended) {
+            (Some(a), Some(b)) => (
+                millis(b.saturating_duration_since(a)),
+                sampled_down(sampler, a, b),
+            ),
+            _ => (0.0, Vec::new()),
         };
         // The window's cleanup errors belong to its first round (they are reported once).
         let errors = if k == 0 {
@@ -95,7 +105,7 @@ async fn window(ctx: &Context, first: u32, last: u32) -> Result<Vec<Round>, Prob
             .rev()
             .find_map(|x| x.server.clone());
         diagnosis::apply(&mut report, &s.thresholds);
-        rounds.push(Round::judged(report, number, duration_ms));
+        rounds.push(Round::judged(report, number, duration_ms, down));
     }
     Ok(rounds)
 }

@@ -19,17 +19,17 @@ const MAX_LINES: usize = 1000;
 const CHUNK: usize = 64 * 1024;
 /// A message line longer than this is handed on in pieces (probe messages have
 /// 76-character lines; the verifier then reports what changed).
-pub const BODY_LINE_MAX: usize = 1 << 20;
+pub(crate) const BODY_LINE_MAX: usize = 1 << 20;
 
 /// Splits a byte stream into lines (each with its LF), holding at most one
 /// incomplete line of up to [`BODY_LINE_MAX`] bytes.
 #[derive(Default)]
-pub struct LineSplitter {
+pub(crate) struct LineSplitter {
     pending: Vec<u8>,
 }
 
 impl LineSplitter {
-    pub fn feed(&mut self, mut data: &[u8], line: &mut dyn FnMut(&[u8])) {
+    pub(crate) fn feed(&mut self, mut data: &[u8], line: &mut dyn FnMut(&[u8])) {
         while !data.is_empty() {
             let room = BODY_LINE_MAX - self.pending.len();
             let (take, complete) = match data.iter().position(|&b| b == b'\n') {
@@ -51,7 +51,7 @@ impl LineSplitter {
     }
 
     /// The last line when the data did not end with LF.
-    pub fn finish(&mut self, line: &mut dyn FnMut(&[u8])) {
+    pub(crate) fn finish(&mut self, line: &mut dyn FnMut(&[u8])) {
         if !self.pending.is_empty() {
             line(&self.pending);
             self.pending.clear();
@@ -114,7 +114,7 @@ fn violation(what: impl std::fmt::Display, line: &str) -> ProbeError {
 /// The message's lines go to `line` as they arrive; returns whether the server
 /// sent the message (false: it is gone). A literal larger than `max_literal` is
 /// refused before a byte of it is read.
-pub async fn uid_fetch_body<S: AsyncRead + AsyncWrite + Unpin>(
+pub(crate) async fn uid_fetch_body<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     tag: &str,
     uid: u32,

@@ -2,9 +2,9 @@
 //! adapter), IMAP, the POP3 client, DNS lookups, building probe messages and
 //! verifying retrieved copies byte for byte. Knows no settings, report or analysis.
 
-pub mod dns;
+pub(crate) mod dns;
 pub mod imap;
-pub mod imap_fetch;
+pub(crate) mod imap_fetch;
 pub mod message;
 pub mod pop3;
 pub mod smtp;

@@ -13,14 +13,14 @@ use crate::io::shared::Shared;
 use crate::model::result::SmtpServerInfo;
 
 impl SmtpServerInfo {
-    pub fn has(&self, keyword: &str) -> bool {
+    pub(crate) fn has(&self, keyword: &str) -> bool {
         self.capabilities.iter().any(|c| {
             c.split_whitespace()
                 .next()
                 .is_some_and(|k| k.eq_ignore_ascii_case(keyword))
         })
     }
-    pub fn from_ehlo(banner: String, ehlo: &Reply) -> Self {
+    pub(crate) fn from_ehlo(banner: String, ehlo: &Reply) -> Self {
         let capabilities: Vec<String> = ehlo.text.lines().skip(1).map(str::to_string).collect();
         let advertised_size = capabilities.iter().find_map(|c| {
             let mut words = c.split_whitespace();
@@ -58,7 +58,7 @@ pub async fn read_reply<R: AsyncBufRead + Unpin>(reader: &mut R) -> ProbeResult<
 }
 
 /// Send `command` and read its reply; a negative reply is an error.
-pub async fn exchange<S: AsyncBufRead + AsyncWrite + Unpin>(
+pub(crate) async fn exchange<S: AsyncBufRead + AsyncWrite + Unpin>(
     stream: &mut S,
     command: &str,
 ) -> ProbeResult<Reply> {
@@ -66,7 +66,7 @@ pub async fn exchange<S: AsyncBufRead + AsyncWrite + Unpin>(
     expect_positive(read_reply(stream).await?)
 }
 
-pub fn expect_positive(reply: Reply) -> ProbeResult<Reply> {
+pub(crate) fn expect_positive(reply: Reply) -> ProbeResult<Reply> {
     if reply.is_positive() {
         Ok(reply)
     } else {
@@ -75,7 +75,7 @@ pub fn expect_positive(reply: Reply) -> ProbeResult<Reply> {
 }
 
 /// Turn a lettre error into ours, keeping the reply code, enhanced code and text.
-pub fn from_lettre(err: lettre::transport::smtp::Error) -> ProbeError {
+pub(crate) fn from_lettre(err: lettre::transport::smtp::Error) -> ProbeError {
     use std::error::Error as _;
     if let Some(code) = err.status() {
         let code: u16 = code.to_string().parse().unwrap_or(0);
@@ -103,7 +103,7 @@ pub fn from_lettre(err: lettre::transport::smtp::Error) -> ProbeError {
 }
 
 /// An SMTP reply as it went over the wire, for replaying it to lettre.
-pub fn wire_form(reply: &Reply) -> Vec<u8> {
+pub(crate) fn wire_form(reply: &Reply) -> Vec<u8> {
     let code = reply.code.unwrap_or(250);
     let lines: Vec<&str> = reply.text.split('\n').collect();
     let mut out = Vec::new();
@@ -118,7 +118,7 @@ pub fn wire_form(reply: &Reply) -> Vec<u8> {
 /// (RFC 5321 4.5.2), found with a scan instead of lettre's byte-by-byte copy; a
 /// chunk without such a line goes out as it is.
 #[derive(Debug)]
-pub struct DotStuffer {
+pub(crate) struct DotStuffer {
     at_line_start: bool,
 }
 
@@ -131,7 +131,7 @@ impl Default for DotStuffer {
 }
 
 impl DotStuffer {
-    pub fn stuff<'a>(&mut self, chunk: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+    pub(crate) fn stuff<'a>(&mut self, chunk: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
         let Some(&last) = chunk.last() else {
             return chunk.into();
         };
@@ -155,7 +155,7 @@ impl DotStuffer {
 }
 
 /// The end of DATA (as lettre writes it: a CRLF of its own, then the dot line).
-pub const END_OF_DATA: &[u8] = b"\r\n.\r\n";
+pub(crate) const END_OF_DATA: &[u8] = b"\r\n.\r\n";
 
 /// lettre speaks over any stream of this trait: the replayed live session, shared
 /// with the prober, which writes the DATA body itself.

@@ -11,7 +11,7 @@ use crate::core::phase::{Phase, Protocol};
 use crate::model::report::{MessageReport, Report, Verdict};
 use crate::model::result::ProtocolResult;
 
-pub fn render(report: &Report) -> Vec<u8> {
+pub(crate) fn render(report: &Report) -> Vec<u8> {
     let status = match report.verdict {
         Verdict::Healthy => "OK",
         Verdict::Degraded => "WARNING",
@@ -35,6 +35,14 @@ pub fn render(report: &Report) -> Vec<u8> {
         for (protocol, result) in results {
             push_protocol(&mut perf, protocol, &size, result);
         }
+    }
+
+    for service in report.timeline.iter().flat_map(|t| t.services.iter()) {
+        perf.push(metric(
+            &format!("{}_restarts", service.protocol.as_str()),
+            &service.restarts.to_string(),
+            "",
+        ));
     }
 
     let mut o = String::new();
