@@ -32,7 +32,7 @@ impl LineSplitter {
     pub(crate) fn feed(&mut self, mut data: &[u8], line: &mut dyn FnMut(&[u8])) {
         while !data.is_empty() {
             let room = BODY_LINE_MAX - self.pending.len();
-            let (take, complete) = match data.iter().position(|&b| b == b'\n') {
+            let (take, complete) = match memchr::memchr(b'\n', data) {
                 Some(i) if i < room => (i + 1, true),
                 _ => (data.len().min(room), false),
             };
