@@ -175,6 +175,7 @@ pub fn diagnosis(s: &Stability, deadline_passed: bool) -> Option<Diagnosis> {
                 s.longest_down
             ),
             cause: None,
+            reason: None,
             protocol: None,
             evidence,
             hints: vec![
@@ -205,6 +206,7 @@ pub fn diagnosis(s: &Stability, deadline_passed: bool) -> Option<Diagnosis> {
             s.streak, s.required
         ),
         cause: None,
+        reason: None,
         protocol: None,
         evidence,
         hints,

@@ -1,5 +1,5 @@
 //! `mailprobe cleanup`: delete leftover probe messages older than `--older-than`
-//! over IMAP and POP3, and say what was deleted.
+//! (and the notifications about them) over IMAP and POP3, and say what was deleted.
 
 use crate::app::cli::CleanupArgs;
 use crate::app::{profile, usage_error};
@@ -23,6 +23,12 @@ pub async fn run(args: CleanupArgs) -> i32 {
         Ok(done) => {
             for (protocol, id) in &done.deleted {
                 println!("deleted {id} ({})", protocol.label());
+            }
+            if done.notifications > 0 {
+                println!(
+                    "deleted {} notification(s) (bounces, delays) about probe messages",
+                    done.notifications
+                );
             }
             for e in &done.errors {
                 eprintln!("mailprobe: cleanup: {e}");

@@ -154,6 +154,33 @@ pub struct CheckArgs {
     /// FILE; passwords and SASL exchanges are redacted, message bodies summarized.
     #[arg(long, value_name = "FILE")]
     pub transcript: Option<PathBuf>,
+    #[command(flatten)]
+    pub elsewhere: ElsewhereArgs,
+}
+
+/// Mail that goes elsewhere than INBOX: DSN requests, bounces, Junk and other folders.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ElsewhereArgs {
+    /// Ask for delivery status notifications (RET=HDRS, ENVID, NOTIFY=FAILURE,DELAY)
+    /// when EHLO offers DSN [default: auto].
+    #[arg(long, value_name = "WHEN", value_parser = ["auto", "never"])]
+    pub dsn: Option<String>,
+    /// IMAP login of the sender's mailbox, where bounces arrive, when it is not the
+    /// mailbox being read (password as for the others, or [login.bounces] in a
+    /// profile) [default: the mailbox being read, when sender = login].
+    #[arg(long, value_name = "USER")]
+    pub bounce_mailbox: Option<String>,
+    /// More IMAP folders to watch and clean besides INBOX and Junk (comma separated)
+    /// [default: none].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub folders: Vec<String>,
+    /// Do not look for a Junk folder [default: Junk is found by SPECIAL-USE or name
+    /// and watched].
+    #[arg(long)]
+    pub no_junk: bool,
+    /// A probe message filed into Junk makes the check failing [default: degraded].
+    #[arg(long)]
+    pub junk_is_failure: bool,
 }
 
 #[derive(Debug, Clone, Args)]

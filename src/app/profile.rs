@@ -15,7 +15,7 @@ use crate::core::units::{parse_duration, parse_size, parse_size_list};
 use crate::io::connect::Timeouts;
 use crate::io::tls::TlsSettings;
 use crate::model::diagnosis::Thresholds;
-use crate::probe::settings::{Plan, Settings, Target};
+use crate::probe::settings::{Elsewhere, Plan, Settings, Target};
 
 /// Environment variable read for the password when no other source is named.
 pub const DEFAULT_PASSWORD_ENV: &str = "MAILPROBE_PASSWORD";
@@ -69,6 +69,12 @@ pub struct Profile {
     pub slow_delivery: Option<String>,
     #[serde(default)]
     pub timeouts: TimeoutProfile,
+    /// `auto` (default) or `never`.
+    pub dsn: Option<String>,
+    pub bounce_mailbox: Option<String>,
+    pub folders: Option<Vec<String>>,
+    pub junk: Option<bool>,
+    pub junk_is_failure: Option<bool>,
 }
 
 impl Profile {
@@ -78,9 +84,9 @@ impl Profile {
         let mut profile: Profile = toml::from_str(&text)
             .map_err(|e| format!("profile {} is not valid: {e}", path.display()))?;
         for key in profile.login.keys() {
-            if !matches!(key.as_str(), "smtp" | "imap" | "pop3") {
+            if !matches!(key.as_str(), "smtp" | "imap" | "pop3" | "bounces") {
                 return Err(format!(
-                    "profile {}: [login.{key}] is unknown; use login.smtp, login.imap or login.pop3",
+                    "profile {}: [login.{key}] is unknown; use login.smtp, login.imap, login.pop3 or login.bounces",
                     path.display()
                 ));
             }
@@ -204,37 +210,48 @@ fn resolve_for(args: &CheckArgs, need_smtp: bool) -> Result<Settings, String> {
             .as_ref()
             .or(profile.password_file.as_ref()),
     );
-    let login_for = |protocol: Protocol, wanted: bool| -> Result<Option<Login>, String> {
-        let specific = profile
-            .login
-            .get(protocol.as_str())
-            .cloned()
-            .unwrap_or_default();
-        if !wanted || specific.enabled == Some(false) {
-            return Ok(None);
-        }
-        let Some(user) = specific.user.clone().or(user.clone()) else {
-            return Ok(None);
-        };
-        let source = pick_source(
-            specific.password_env.as_ref(),
-            specific.password_file.as_ref(),
-        )
-        .or_else(|| {
-            common_source.as_ref().map(|s| match s {
-                PasswordSource::Env(v) => PasswordSource::Env(v.clone()),
-                PasswordSource::File(p) => PasswordSource::File(p.clone()),
+    let login_named =
+        |key: &str, wanted: bool, default_user: Option<String>| -> Result<Option<Login>, String> {
+            let specific = profile.login.get(key).cloned().unwrap_or_default();
+            if !wanted || specific.enabled == Some(false) {
+                return Ok(None);
+            }
+            let Some(user) = specific.user.clone().or(default_user) else {
+                return Ok(None);
+            };
+            let source = pick_source(
+                specific.password_env.as_ref(),
+                specific.password_file.as_ref(),
+            )
+            .or_else(|| {
+                common_source.as_ref().map(|s| match s {
+                    PasswordSource::Env(v) => PasswordSource::Env(v.clone()),
+                    PasswordSource::File(p) => PasswordSource::File(p.clone()),
+                })
             })
-        })
-        .unwrap_or(PasswordSource::Env(DEFAULT_PASSWORD_ENV.into()));
-        Ok(Some(Login {
-            user,
-            password: read_password(&source)?,
-        }))
-    };
+            .unwrap_or(PasswordSource::Env(DEFAULT_PASSWORD_ENV.into()));
+            Ok(Some(Login {
+                user,
+                password: read_password(&source)?,
+            }))
+        };
+    let login_for =
+        |protocol: Protocol, wanted: bool| login_named(protocol.as_str(), wanted, user.clone());
     let smtp_login = login_for(Protocol::Smtp, need_smtp && !args.no_smtp_auth)?;
     let imap_login = login_for(Protocol::Imap, imap.is_some())?;
     let pop3_login = login_for(Protocol::Pop3, pop3.is_some())?;
+    // The sender's mailbox, when bounces arrive somewhere the probe does not read.
+    let e = &args.elsewhere;
+    let bounce_user = e
+        .bounce_mailbox
+        .clone()
+        .or(profile.bounce_mailbox.clone())
+        .or_else(|| profile.login.get("bounces").and_then(|l| l.user.clone()));
+    let bounce_login = login_named(
+        "bounces",
+        imap.is_some() && bounce_user.is_some(),
+        bounce_user,
+    )?;
     for (endpoint, login) in [(&imap, &imap_login), (&pop3, &pop3_login)] {
         if let (Some(e), None) = (endpoint, login) {
             return Err(format!(
@@ -322,6 +339,7 @@ fn resolve_for(args: &CheckArgs, need_smtp: bool) -> Result<Settings, String> {
                 .unwrap_or_else(default_helo),
             allow_plaintext_login: args.allow_plaintext_login
                 || profile.allow_plaintext_login.unwrap_or(false),
+            bounce_login,
         },
         timeouts,
         tls: TlsSettings { ca_file, insecure },
@@ -333,11 +351,43 @@ fn resolve_for(args: &CheckArgs, need_smtp: bool) -> Result<Settings, String> {
             poll_interval,
         },
         thresholds: thresholds(args, &profile)?,
+        elsewhere: elsewhere(args, &profile)?,
+    })
+}
+
+fn elsewhere(args: &CheckArgs, profile: &Profile) -> Result<Elsewhere, String> {
+    let e = &args.elsewhere;
+    let request_dsn = match e
+        .dsn
+        .as_deref()
+        .or(profile.dsn.as_deref())
+        .unwrap_or("auto")
+    {
+        "auto" => true,
+        "never" => false,
+        other => return Err(format!("dsn = {other:?}: use \"auto\" or \"never\"")),
+    };
+    let folders = if e.folders.is_empty() {
+        profile.folders.clone().unwrap_or_default()
+    } else {
+        e.folders.clone()
+    };
+    Ok(Elsewhere {
+        request_dsn,
+        folders: folders
+            .into_iter()
+            .filter(|f| !f.trim().is_empty())
+            .collect(),
+        junk: !e.no_junk && profile.junk.unwrap_or(true),
+        ..Elsewhere::default()
     })
 }
 
 fn thresholds(args: &CheckArgs, profile: &Profile) -> Result<Thresholds, String> {
-    let mut t = Thresholds::default();
+    let mut t = Thresholds {
+        junk_is_failure: args.elsewhere.junk_is_failure || profile.junk_is_failure.unwrap_or(false),
+        ..Thresholds::default()
+    };
     if let Some(days) = args.cert_warn_days.or(profile.cert_warn_days) {
         t.cert_warn_days = days;
     }

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::core::phase::Protocol;
+use crate::model::bounce::BounceReason;
 use crate::model::report::Verdict;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -30,6 +31,8 @@ pub enum Code {
     NotStable,
     /// Slower than, or failing where it worked in, the `--baseline`.
     Regression,
+    /// Probe messages were filed into Junk (or another watched folder), not INBOX.
+    DeliveredToJunk,
 }
 
 impl Code {
@@ -53,6 +56,7 @@ impl Code {
             Code::Flapping => "flapping",
             Code::NotStable => "not_stable",
             Code::Regression => "regression",
+            Code::DeliveredToJunk => "delivered_to_junk",
         }
     }
 }
@@ -67,6 +71,10 @@ pub enum Cause {
     Timeout,
     NotDelivered,
     Altered,
+    /// Accepted, then refused by a later hop: a failure notification came back.
+    Bounced,
+    /// Not delivered yet: a delay notification says the server keeps retrying.
+    Deferred,
 }
 
 impl Cause {
@@ -78,6 +86,8 @@ impl Cause {
             Cause::Timeout => "timeout",
             Cause::NotDelivered => "not_delivered",
             Cause::Altered => "altered",
+            Cause::Bounced => "bounced",
+            Cause::Deferred => "deferred",
         }
     }
 }
@@ -106,6 +116,10 @@ pub struct Diagnosis {
     pub summary: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cause: Option<Cause>,
+    /// Why the messages bounced or are delayed (cause `bounced` / `deferred`):
+    /// from the notification's status code and text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<BounceReason>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub protocol: Option<Protocol>,
     /// What was observed: messages, phases, replies, timings.
@@ -124,6 +138,8 @@ pub struct Thresholds {
     /// Body transfers (DATA, FETCH): a base allowance plus this much per MiB.
     pub transfer_ms_per_mib: f64,
     pub cert_warn_days: i64,
+    /// `--junk-is-failure`: mail filed into Junk fails the check (else degraded).
+    pub junk_is_failure: bool,
 }
 
 impl Default for Thresholds {
@@ -133,6 +149,7 @@ impl Default for Thresholds {
             delivery_ms: 15_000.0,
             transfer_ms_per_mib: 1000.0,
             cert_warn_days: 14,
+            junk_is_failure: false,
         }
     }
 }

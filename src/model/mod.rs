@@ -1,6 +1,7 @@
 //! The report and its parts, as data: results, diagnoses, statistics, MX checks.
 //! Built by `probe`, judged by `analysis`, rendered by `report`.
 
+pub mod bounce;
 pub mod diagnosis;
 #[cfg(test)]
 pub(crate) mod fixtures;

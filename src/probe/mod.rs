@@ -3,6 +3,7 @@
 //! verify, the cleanup sweep and domain checks.
 
 pub mod bisect;
+pub mod bounces;
 pub mod check;
 pub mod context;
 pub mod domain;

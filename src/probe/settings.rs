@@ -21,6 +21,33 @@ pub struct Settings {
     pub plan: Plan,
     /// When phases count as slow and certificates as expiring soon.
     pub thresholds: Thresholds,
+    /// DSN requests, bounce watching and the folders besides INBOX.
+    pub elsewhere: Elsewhere,
+}
+
+/// Where mail goes besides INBOX, and what the probe asks and watches for it.
+#[derive(Debug, Clone)]
+pub struct Elsewhere {
+    /// `--dsn auto`: ask for notifications (RFC 3461) when EHLO offers DSN.
+    pub request_dsn: bool,
+    /// Look for notifications about the probe's messages in the watched mailbox
+    /// (it is the sender's: sender = login).
+    pub bounces_in_mailbox: bool,
+    /// Find the Junk folder (SPECIAL-USE `\Junk` or a common name) and watch it.
+    pub junk: bool,
+    /// `--folders`: more folders to watch and clean.
+    pub folders: Vec<String>,
+}
+
+impl Default for Elsewhere {
+    fn default() -> Self {
+        Elsewhere {
+            request_dsn: true,
+            bounces_in_mailbox: true,
+            junk: true,
+            folders: Vec::new(),
+        }
+    }
 }
 
 /// Where the probe goes and as whom.
@@ -32,6 +59,9 @@ pub struct Target {
     pub smtp_login: Option<Login>,
     pub imap_login: Option<Login>,
     pub pop3_login: Option<Login>,
+    /// `--bounce-mailbox` / `[login.bounces]`: the sender's own mailbox on the IMAP
+    /// server, when it is not the one the probe reads.
+    pub bounce_login: Option<Login>,
     pub from: String,
     pub to: String,
     pub helo_name: String,
@@ -68,6 +98,7 @@ impl Target {
     pub fn secrets(&self) -> Vec<String> {
         let mut all: Vec<String> = [&self.smtp_login, &self.imap_login, &self.pop3_login]
             .into_iter()
+            .chain([&self.bounce_login])
             .flatten()
             .flat_map(|l| secret_forms(&l.user, l.password.expose()))
             .collect();

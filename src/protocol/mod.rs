@@ -3,6 +3,8 @@
 //! verifying retrieved copies byte for byte. Knows no settings, report or analysis.
 
 pub mod dns;
+pub mod dsn;
+pub mod folders;
 pub mod imap;
 pub mod message;
 pub mod pop3;

@@ -12,6 +12,7 @@ use crate::model::diagnosis::{Code, Diagnosis, Severity, Thresholds};
 use crate::model::report::{MessageReport, Report, Verdict};
 use crate::model::result::ProtocolResult;
 
+mod elsewhere;
 mod endpoints;
 mod messages;
 mod mx;
@@ -111,6 +112,7 @@ fn diagnose(report: &Report, t: &Thresholds) -> Vec<Diagnosis> {
                 severity: Severity::Failing,
                 summary: format!("{} refuses the login: {}", protocol.label(), err.message),
                 cause: None,
+                reason: None,
                 protocol: Some(protocol),
                 evidence: vec![err.to_string()],
                 hints: vec![
@@ -139,6 +141,7 @@ fn diagnose(report: &Report, t: &Thresholds) -> Vec<Diagnosis> {
                 configured.iter().map(|p| p.label()).collect::<Vec<_>>().join(", ")
             ),
             cause: None,
+            reason: None,
             protocol: None,
             evidence: down.iter().map(|(_, e)| e.to_string()).collect(),
             hints: vec![
@@ -158,6 +161,7 @@ fn diagnose(report: &Report, t: &Thresholds) -> Vec<Diagnosis> {
                     err.phase.map_or("connect", Phase::as_str)
                 ),
                 cause: None,
+                reason: None,
                 protocol: Some(*protocol),
                 evidence: vec![err.to_string()],
                 hints: endpoint_hints(err),
@@ -166,6 +170,7 @@ fn diagnose(report: &Report, t: &Thresholds) -> Vec<Diagnosis> {
     }
 
     message_diagnoses(report, &mut out);
+    elsewhere::junk_diagnoses(report, t, &mut out);
     out.extend(mx_diagnoses(report));
     slow_diagnoses(report, t, &mut out);
 
@@ -174,7 +179,14 @@ fn diagnose(report: &Report, t: &Thresholds) -> Vec<Diagnosis> {
             .cleanup
             .leftovers
             .iter()
-            .map(|id| format!("left in the mailbox: {id}"))
+            .map(|id| {
+                let place = report.cleanup.places.iter().find(|p| &p.probe_id == id);
+                match place.map(|p| p.place.as_str()) {
+                    Some("not_arrived") => format!("not arrived yet (may still arrive): {id}"),
+                    Some(folder) => format!("left in {folder}: {id}"),
+                    None => format!("left in the mailbox: {id}"),
+                }
+            })
             .collect();
         evidence.extend(report.cleanup.errors.iter().map(ToString::to_string));
         out.push(Diagnosis {
@@ -185,6 +197,7 @@ fn diagnose(report: &Report, t: &Thresholds) -> Vec<Diagnosis> {
                 report.cleanup.leftovers.len()
             ),
             cause: None,
+            reason: None,
             protocol: None,
             evidence,
             hints: vec!["run `mailprobe cleanup` later; it deletes only probe messages".into()],
