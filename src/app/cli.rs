@@ -42,15 +42,12 @@ pub enum Command {
     Verify(VerifyArgs),
 }
 
+/// Where the mailboxes are, how to log in and how long to wait (check, verify, cleanup).
 #[derive(Debug, Clone, Default, Args)]
-pub struct CheckArgs {
+pub struct MailboxArgs {
     /// Profile file (TOML) with the same settings; flags override it.
     #[arg(long, value_name = "FILE")]
     pub profile: Option<PathBuf>,
-
-    /// SMTP endpoint: smtp://host:port (STARTTLS when offered) or smtps://host:port.
-    #[arg(long, value_name = "URL")]
-    pub smtp: Option<String>,
     /// IMAP endpoint: imap://host:port or imaps://host:port.
     #[arg(long, value_name = "URL")]
     pub imap: Option<String>,
@@ -60,7 +57,6 @@ pub struct CheckArgs {
     /// STARTTLS on plain URLs: upgrade when offered, require it, or never use it.
     #[arg(long, value_enum, value_name = "POLICY")]
     pub starttls: Option<StarttlsPolicy>,
-
     /// Login name for SMTP AUTH, IMAP and POP3 (per protocol in a profile's [login.*]).
     #[arg(long)]
     pub user: Option<String>,
@@ -70,13 +66,87 @@ pub struct CheckArgs {
     /// File whose first line is the password.
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
-    /// Do not authenticate to SMTP (e.g. port 25 of an MX).
-    #[arg(long)]
-    pub no_smtp_auth: bool,
     /// Allow a password over an unencrypted connection to a host other than loopback.
     #[arg(long)]
     pub allow_plaintext_login: bool,
+    /// Trust this CA (PEM) in addition to the system roots.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Accept any TLS certificate. The report says so.
+    #[arg(long)]
+    pub insecure: bool,
+    #[arg(long, value_name = "DURATION")]
+    pub connect_timeout: Option<String>,
+    #[arg(long, value_name = "DURATION")]
+    pub greeting_timeout: Option<String>,
+    /// Timeout for each command and its reply.
+    #[arg(long, value_name = "DURATION")]
+    pub command_timeout: Option<String>,
+    /// Timeout for transferring one message (DATA, FETCH, RETR).
+    #[arg(long, value_name = "DURATION")]
+    pub data_timeout: Option<String>,
+    #[command(flatten)]
+    pub folders: FolderArgs,
+}
 
+/// Where else than INBOX the probe's mail and the notifications about it may be.
+#[derive(Debug, Clone, Default, Args)]
+pub struct FolderArgs {
+    /// IMAP login of the sender's mailbox, where bounces arrive, when it is not the
+    /// mailbox being read (password as for the others, or [login.bounces] in a
+    /// profile) [default: the mailbox being read, when sender = login].
+    #[arg(long, value_name = "USER")]
+    pub bounce_mailbox: Option<String>,
+    /// More IMAP folders to watch and clean besides INBOX and Junk (comma separated)
+    /// [default: none].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub folders: Vec<String>,
+    /// Do not look for a Junk folder [default: Junk is found by SPECIAL-USE or name
+    /// and watched].
+    #[arg(long)]
+    pub no_junk: bool,
+}
+
+/// What a check asks for and how it judges mail that went elsewhere.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ElsewhereArgs {
+    /// Ask for delivery status notifications (RET=HDRS, ENVID, NOTIFY=FAILURE,DELAY)
+    /// when EHLO offers DSN [default: auto].
+    #[arg(long, value_name = "WHEN", value_parser = ["auto", "never"])]
+    pub dsn: Option<String>,
+    /// A probe message filed into Junk makes the check failing [default: degraded].
+    #[arg(long)]
+    pub junk_is_failure: bool,
+}
+
+/// Where the report goes (every command that reports).
+#[derive(Debug, Clone, Default, Args)]
+pub struct OutputArgs {
+    /// Report format on standard output.
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: Format,
+    /// Also write a report to a file: FORMAT=PATH (repeatable), e.g. json=report.json.
+    #[arg(long, value_name = "FORMAT=PATH")]
+    pub output: Vec<String>,
+    /// Print nothing on standard output (exit code and --output files only).
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Write a protocol transcript of every session (C:/S: lines, timestamps) to
+    /// FILE; passwords and SASL exchanges are redacted, message bodies summarized.
+    #[arg(long, value_name = "FILE")]
+    pub transcript: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub mailbox: MailboxArgs,
+    /// SMTP endpoint: smtp://host:port (STARTTLS when offered) or smtps://host:port.
+    #[arg(long, value_name = "URL")]
+    pub smtp: Option<String>,
+    /// Do not authenticate to SMTP (e.g. port 25 of an MX).
+    #[arg(long)]
+    pub no_smtp_auth: bool,
     /// Envelope and header sender (default: the login).
     #[arg(long, value_name = "ADDRESS")]
     pub from: Option<String>,
@@ -96,13 +166,6 @@ pub struct CheckArgs {
     /// EHLO name (default: this host's name).
     #[arg(long, value_name = "NAME")]
     pub helo: Option<String>,
-
-    /// Trust this CA (PEM) in addition to the system roots.
-    #[arg(long, value_name = "FILE")]
-    pub ca_file: Option<PathBuf>,
-    /// Accept any TLS certificate. The report says so.
-    #[arg(long)]
-    pub insecure: bool,
     /// Warn (degraded) when a certificate expires within this many days (default 14).
     #[arg(long, value_name = "DAYS")]
     pub cert_warn_days: Option<i64>,
@@ -113,7 +176,6 @@ pub struct CheckArgs {
     /// Delivery into the mailbox slower than this is reported as `slow` (default 15s).
     #[arg(long, value_name = "DURATION")]
     pub slow_delivery: Option<String>,
-
     /// Probe a mail domain instead of --smtp: find its MX hosts in DNS, check SMTP
     /// on each (no SMTP AUTH) and run the ladder through the first reachable one.
     #[arg(long, value_name = "DOMAIN", conflicts_with = "smtp")]
@@ -124,74 +186,28 @@ pub struct CheckArgs {
     /// SMTP port on each MX (default 25).
     #[arg(long, value_name = "PORT", requires = "domain")]
     pub mx_port: Option<u16>,
-
-    #[arg(long, value_name = "DURATION")]
-    pub connect_timeout: Option<String>,
-    #[arg(long, value_name = "DURATION")]
-    pub greeting_timeout: Option<String>,
-    /// Timeout for each command and its reply.
-    #[arg(long, value_name = "DURATION")]
-    pub command_timeout: Option<String>,
-    /// Timeout for transferring one message (DATA, FETCH, RETR).
-    #[arg(long, value_name = "DURATION")]
-    pub data_timeout: Option<String>,
     /// How long a message may take to arrive in the mailbox.
     #[arg(long, value_name = "DURATION")]
     pub delivery_timeout: Option<String>,
-
-    /// Report format on standard output.
-    #[arg(long, value_enum, default_value = "human")]
-    pub format: Format,
-    /// Also write a report to a file: FORMAT=PATH (repeatable), e.g. json=report.json.
-    #[arg(long, value_name = "FORMAT=PATH")]
-    pub output: Vec<String>,
-    /// Print nothing on standard output (exit code and --output files only).
-    #[arg(long, short)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
     #[command(flatten)]
     pub rounds: RoundArgs,
-    /// Write a protocol transcript of every session (C:/S: lines, timestamps) to
-    /// FILE; passwords and SASL exchanges are redacted, message bodies summarized.
-    #[arg(long, value_name = "FILE")]
-    pub transcript: Option<PathBuf>,
     #[command(flatten)]
     pub elsewhere: ElsewhereArgs,
 }
 
-/// Mail that goes elsewhere than INBOX: DSN requests, bounces, Junk and other folders.
-#[derive(Debug, Clone, Default, Args)]
-pub struct ElsewhereArgs {
-    /// Ask for delivery status notifications (RET=HDRS, ENVID, NOTIFY=FAILURE,DELAY)
-    /// when EHLO offers DSN [default: auto].
-    #[arg(long, value_name = "WHEN", value_parser = ["auto", "never"])]
-    pub dsn: Option<String>,
-    /// IMAP login of the sender's mailbox, where bounces arrive, when it is not the
-    /// mailbox being read (password as for the others, or [login.bounces] in a
-    /// profile) [default: the mailbox being read, when sender = login].
-    #[arg(long, value_name = "USER")]
-    pub bounce_mailbox: Option<String>,
-    /// More IMAP folders to watch and clean besides INBOX and Junk (comma separated)
-    /// [default: none].
-    #[arg(long, value_name = "LIST", value_delimiter = ',')]
-    pub folders: Vec<String>,
-    /// Do not look for a Junk folder [default: Junk is found by SPECIAL-USE or name
-    /// and watched].
-    #[arg(long)]
-    pub no_junk: bool,
-    /// A probe message filed into Junk makes the check failing [default: degraded].
-    #[arg(long)]
-    pub junk_is_failure: bool,
-}
-
 #[derive(Debug, Clone, Args)]
 pub struct CleanupArgs {
-    /// Mailbox settings as for `check` (no SMTP endpoint is needed).
+    /// The mailboxes to clean (no SMTP endpoint is needed).
     #[command(flatten)]
-    pub mailbox: CheckArgs,
+    pub mailbox: MailboxArgs,
     /// Only delete probe messages sent at least this long ago (a probe still
     /// running elsewhere keeps its fresh messages).
     #[arg(long, value_name = "DURATION", default_value = "1h")]
     pub older_than: String,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// Flags shared by `check` and `verify` (flattened into [`CheckArgs`]).
@@ -326,6 +342,6 @@ mod tests {
         let Command::Verify(v) = args.command else {
             panic!("verify parses as verify")
         };
-        assert_eq!(v.check.format, Format::Jsonl);
+        assert_eq!(v.check.output.format, Format::Jsonl);
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::app::cli::CheckArgs;
+use crate::app::cli::{CheckArgs, MailboxArgs};
 use crate::core::endpoint::{Endpoint, StarttlsPolicy};
 use crate::core::phase::Protocol;
 use crate::core::secret::{Login, Secret};
@@ -149,16 +149,24 @@ pub fn resolve(args: &CheckArgs) -> Result<Settings, String> {
 }
 
 /// Settings for the mailbox side only (`cleanup`): no SMTP endpoint needed.
-pub fn resolve_mailbox(args: &CheckArgs) -> Result<Settings, String> {
-    resolve_for(args, false)
+pub fn resolve_mailbox(args: &MailboxArgs) -> Result<Settings, String> {
+    let args = CheckArgs {
+        mailbox: args.clone(),
+        ..Default::default()
+    };
+    resolve_for(&args, false)
 }
 
 fn resolve_for(args: &CheckArgs, need_smtp: bool) -> Result<Settings, String> {
-    let profile = match &args.profile {
+    let profile = match &args.mailbox.profile {
         Some(path) => Profile::load(path)?,
         None => Profile::default(),
     };
-    let policy = args.starttls.or(profile.starttls).unwrap_or_default();
+    let policy = args
+        .mailbox
+        .starttls
+        .or(profile.starttls)
+        .unwrap_or_default();
     let endpoint = |flag: &Option<String>, prof: &Option<String>, want: Protocol| {
         flag.as_ref()
             .or(prof.as_ref())
@@ -190,12 +198,12 @@ fn resolve_for(args: &CheckArgs, need_smtp: bool) -> Result<Settings, String> {
     let imap = if smtp_only {
         None
     } else {
-        endpoint(&args.imap, &profile.imap, Protocol::Imap)?
+        endpoint(&args.mailbox.imap, &profile.imap, Protocol::Imap)?
     };
     let pop3 = if smtp_only {
         None
     } else {
-        endpoint(&args.pop3, &profile.pop3, Protocol::Pop3)?
+        endpoint(&args.mailbox.pop3, &profile.pop3, Protocol::Pop3)?
     };
     if !smtp_only && imap.is_none() && pop3.is_none() {
         return Err(
@@ -203,10 +211,14 @@ fn resolve_for(args: &CheckArgs, need_smtp: bool) -> Result<Settings, String> {
         );
     }
 
-    let user = args.user.clone().or(profile.user.clone());
+    let user = args.mailbox.user.clone().or(profile.user.clone());
     let common_source = pick_source(
-        args.password_env.as_ref().or(profile.password_env.as_ref()),
-        args.password_file
+        args.mailbox
+            .password_env
+            .as_ref()
+            .or(profile.password_env.as_ref()),
+        args.mailbox
+            .password_file
             .as_ref()
             .or(profile.password_file.as_ref()),
     );
@@ -241,8 +253,9 @@ fn resolve_for(args: &CheckArgs, need_smtp: bool) -> Result<Settings, String> {
     let imap_login = login_for(Protocol::Imap, imap.is_some())?;
     let pop3_login = login_for(Protocol::Pop3, pop3.is_some())?;
     // The sender's mailbox, when bounces arrive somewhere the probe does not read.
-    let e = &args.elsewhere;
-    let bounce_user = e
+    let bounce_user = args
+        .mailbox
+        .folders
         .bounce_mailbox
         .clone()
         .or(profile.bounce_mailbox.clone())
@@ -295,10 +308,22 @@ fn resolve_for(args: &CheckArgs, need_smtp: bool) -> Result<Settings, String> {
     let mut timeouts = Timeouts::default();
     let t = &profile.timeouts;
     for (slot, flag, prof) in [
-        (&mut timeouts.connect, &args.connect_timeout, &t.connect),
-        (&mut timeouts.greeting, &args.greeting_timeout, &t.greeting),
-        (&mut timeouts.command, &args.command_timeout, &t.command),
-        (&mut timeouts.data, &args.data_timeout, &t.data),
+        (
+            &mut timeouts.connect,
+            &args.mailbox.connect_timeout,
+            &t.connect,
+        ),
+        (
+            &mut timeouts.greeting,
+            &args.mailbox.greeting_timeout,
+            &t.greeting,
+        ),
+        (
+            &mut timeouts.command,
+            &args.mailbox.command_timeout,
+            &t.command,
+        ),
+        (&mut timeouts.data, &args.mailbox.data_timeout, &t.data),
         (&mut timeouts.delivery, &args.delivery_timeout, &t.delivery),
     ] {
         if let Some(text) = flag.as_ref().or(prof.as_ref()) {
@@ -315,8 +340,8 @@ fn resolve_for(args: &CheckArgs, need_smtp: bool) -> Result<Settings, String> {
         .transpose()?
         .unwrap_or(Duration::from_millis(100));
 
-    let insecure = args.insecure || profile.insecure.unwrap_or(false);
-    let ca_file = args.ca_file.clone().or(profile.ca_file.clone());
+    let insecure = args.mailbox.insecure || profile.insecure.unwrap_or(false);
+    let ca_file = args.mailbox.ca_file.clone().or(profile.ca_file.clone());
     if let Some(path) = &ca_file
         && !path.is_file()
     {
@@ -337,7 +362,7 @@ fn resolve_for(args: &CheckArgs, need_smtp: bool) -> Result<Settings, String> {
                 .clone()
                 .or(profile.helo.clone())
                 .unwrap_or_else(default_helo),
-            allow_plaintext_login: args.allow_plaintext_login
+            allow_plaintext_login: args.mailbox.allow_plaintext_login
                 || profile.allow_plaintext_login.unwrap_or(false),
             bounce_login,
         },
@@ -356,7 +381,7 @@ fn resolve_for(args: &CheckArgs, need_smtp: bool) -> Result<Settings, String> {
 }
 
 fn elsewhere(args: &CheckArgs, profile: &Profile) -> Result<Elsewhere, String> {
-    let e = &args.elsewhere;
+    let (e, f) = (&args.elsewhere, &args.mailbox.folders);
     let request_dsn = match e
         .dsn
         .as_deref()
@@ -367,10 +392,10 @@ fn elsewhere(args: &CheckArgs, profile: &Profile) -> Result<Elsewhere, String> {
         "never" => false,
         other => return Err(format!("dsn = {other:?}: use \"auto\" or \"never\"")),
     };
-    let folders = if e.folders.is_empty() {
+    let folders = if f.folders.is_empty() {
         profile.folders.clone().unwrap_or_default()
     } else {
-        e.folders.clone()
+        f.folders.clone()
     };
     Ok(Elsewhere {
         request_dsn,
@@ -378,7 +403,7 @@ fn elsewhere(args: &CheckArgs, profile: &Profile) -> Result<Elsewhere, String> {
             .into_iter()
             .filter(|f| !f.trim().is_empty())
             .collect(),
-        junk: !e.no_junk && profile.junk.unwrap_or(true),
+        junk: !f.no_junk && profile.junk.unwrap_or(true),
         ..Elsewhere::default()
     })
 }

@@ -28,8 +28,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::app::cli::{CheckArgs, ServeArgs};
+use crate::app::cli::{CheckArgs, MailboxArgs, ServeArgs};
 use crate::app::profile;
+use crate::core::secret::{scrub, scrub_value};
 use crate::model::report::{Cleanup, Report, Target, Verdict};
 use crate::probe::sweep::{late_cleanup, unconfirmed_ids};
 use crate::report;
@@ -429,7 +430,10 @@ async fn probe(request: &Request, state: &Arc<State>) -> Response {
         None => None,
     };
     let args = CheckArgs {
-        profile: Some(path),
+        mailbox: MailboxArgs {
+            profile: Some(path),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let mut settings = match profile::resolve(&args) {
@@ -454,6 +458,7 @@ async fn probe(request: &Request, state: &Arc<State>) -> Response {
     }
     let budget = budget(request.scrape_timeout, state.config.default_timeout);
     // Late cleanup runs with the profile's own timeouts, after the answer.
+    let secrets = settings.target.secrets();
     let cleanup_settings = settings.clone();
     let patience = settings.timeouts.delivery.min(BACKGROUND_GRACE);
     settings.fit_into(budget);
@@ -527,15 +532,15 @@ async fn probe(request: &Request, state: &Arc<State>) -> Response {
     let answer = tokio::time::timeout(budget, rx).await;
     let elapsed = started.elapsed();
     let response = match answer {
-        Ok(Ok(Ok(report))) => {
+        Ok(Ok(Ok(mut report))) => {
             if report.verdict != Verdict::Healthy {
                 *state.stats().failed.entry(name.clone()).or_insert(0) += 1;
             }
-            Response::metrics(report::prometheus::render(&report))
+            Response::metrics(scrubbed_metrics(&mut report, &secrets))
         }
         Ok(Ok(Err(e))) => {
             state.error("internal");
-            Response::text(500, format!("{e}\n"))
+            Response::text(500, format!("{}\n", scrub(&e, &secrets)))
         }
         Ok(Err(_)) => {
             state.error("internal");
@@ -550,6 +555,12 @@ async fn probe(request: &Request, state: &Arc<State>) -> Response {
     };
     state.stats().observe(elapsed.as_secs_f64());
     response
+}
+
+/// The check's metrics; a server may echo a password, the metrics never show one.
+fn scrubbed_metrics(report: &mut Report, secrets: &[String]) -> Vec<u8> {
+    scrub_value(report, secrets);
+    report::prometheus::render(report)
 }
 
 /// A running check: dropping it (done, or the task panicked) gives back its
@@ -697,5 +708,28 @@ mod tests {
             (&built.mailprobe_version, &built.started_at, &built.target)
         );
         assert!(r.messages.is_empty() && r.diagnoses.is_empty() && r.stats.is_none());
+    }
+
+    #[test]
+    fn metrics_never_show_a_password_the_server_echoed() {
+        let mut r = timed_out_report(
+            SystemTime::now(),
+            Instant::now(),
+            Duration::from_secs(1),
+            Target {
+                smtp: "smtp://h:25".into(),
+                imap: None,
+                pop3: None,
+                from: "a@h".into(),
+                to: "a@h".into(),
+                sizes: vec![0],
+                insecure: false,
+            },
+        );
+        r.summary = "535 5.7.8 bad password hunter22".into();
+        let secrets = crate::core::secret::secret_forms("a@h", "hunter22");
+        let text = String::from_utf8(scrubbed_metrics(&mut r, &secrets)).unwrap();
+        assert!(!text.contains("hunter22"), "{text}");
+        assert!(r.summary.contains("<redacted>"), "{}", r.summary);
     }
 }

@@ -196,6 +196,16 @@ pub struct VerifyPlan {
 pub async fn verify(
     settings: &Settings,
     plan: VerifyPlan,
+    on_round: impl FnMut(&RoundSummary, &Stability),
+) -> Result<Report, ProbeError> {
+    verify_recorded(settings, plan, None, on_round).await
+}
+
+/// [`verify`], recording every session into `transcript` when given.
+pub async fn verify_recorded(
+    settings: &Settings,
+    plan: VerifyPlan,
+    transcript: Option<Arc<Transcript>>,
     mut on_round: impl FnMut(&RoundSummary, &Stability),
 ) -> Result<Report, ProbeError> {
     let started = Instant::now();
@@ -207,7 +217,7 @@ pub async fn verify(
     let mut deadline_passed = false;
     for number in 1..=plan.max_rounds {
         let round_started = Instant::now();
-        let round = one_round(settings, number, None).await?;
+        let round = one_round(settings, number, transcript.as_ref()).await?;
         log.push(round.summary.clone());
         analysis = stability::analyze(&outcomes(&log), plan.stable);
         on_round(&round.summary, &analysis);

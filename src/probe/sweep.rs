@@ -4,11 +4,13 @@
 //! notifications about them, and `serve` deletes the late arrivals of a check it
 //! answered at its deadline.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::core::error::{ErrorKind, ProbeError};
 use crate::core::phase::{Phase, Protocol};
 use crate::core::probe_id::probe_id_time_ms;
+use crate::io::transcript::Transcript;
 use crate::model::report::Report;
 use crate::probe::bounces;
 use crate::probe::context::Context;
@@ -35,8 +37,13 @@ pub fn old_enough(id: &str, min_age: Duration, now: SystemTime) -> bool {
     probe_id_time_ms(id).is_some_and(|sent| now_ms.saturating_sub(sent) >= min_age.as_millis())
 }
 
-pub async fn sweep(settings: Settings, min_age: Duration) -> Result<Sweep, ProbeError> {
-    let ctx = Context::new(settings, None)?;
+/// Delete the probe messages at least `min_age` old, recording into `transcript`.
+pub async fn sweep(
+    settings: Settings,
+    min_age: Duration,
+    transcript: Option<Arc<Transcript>>,
+) -> Result<Sweep, ProbeError> {
+    let ctx = Context::new(settings, transcript)?;
     let now = SystemTime::now();
     let select = |id: &str| old_enough(id, min_age, now);
     let mut result = Sweep::default();
