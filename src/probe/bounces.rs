@@ -21,15 +21,15 @@ use crate::probe::watch::{self, Accepted, Locator, Mailbox, Wanted};
 
 /// A notification about one probe message, and where it is.
 #[derive(Debug, Clone)]
-pub struct Notice {
-    pub probe_id: String,
-    pub bounce: Bounce,
-    pub at: Locator,
+pub(crate) struct Notice {
+    pub(crate) probe_id: String,
+    pub(crate) bounce: Bounce,
+    pub(crate) at: Locator,
 }
 
 /// What the watchers of one run learned about mail that went elsewhere.
 #[derive(Debug, Default)]
-pub struct Board {
+pub(crate) struct Board {
     inner: Mutex<Seen>,
 }
 
@@ -43,7 +43,7 @@ struct Seen {
 
 impl Board {
     /// Record notifications; a failure replaces an earlier delay.
-    pub fn post(&self, notices: &[Notice]) {
+    pub(crate) fn post(&self, notices: &[Notice]) {
         let mut seen = self.inner.lock().expect("board lock");
         for n in notices {
             let replace = match seen.bounces.get(&n.probe_id) {
@@ -59,25 +59,25 @@ impl Board {
         }
     }
 
-    pub fn bounce(&self, probe_id: &str) -> Option<(Bounce, Instant)> {
+    pub(crate) fn bounce(&self, probe_id: &str) -> Option<(Bounce, Instant)> {
         let seen = self.inner.lock().expect("board lock");
         seen.bounces.get(probe_id).cloned()
     }
 
     /// Record that a watcher found a probe message, in `folder` when not INBOX.
-    pub fn arrived(&self, probe_id: &str, folder: Option<&str>) {
+    pub(crate) fn arrived(&self, probe_id: &str, folder: Option<&str>) {
         let mut seen = self.inner.lock().expect("board lock");
         seen.arrived
             .insert(probe_id.to_string(), folder.map(str::to_string));
     }
 
-    pub fn has_arrived(&self, probe_id: &str) -> bool {
+    pub(crate) fn has_arrived(&self, probe_id: &str) -> bool {
         let seen = self.inner.lock().expect("board lock");
         seen.arrived.contains_key(probe_id)
     }
 
     /// The folder other than INBOX a watcher found the message in.
-    pub fn folder_of(&self, probe_id: &str) -> Option<String> {
+    pub(crate) fn folder_of(&self, probe_id: &str) -> Option<String> {
         let seen = self.inner.lock().expect("board lock");
         seen.arrived.get(probe_id).cloned().flatten()
     }
@@ -85,7 +85,7 @@ impl Board {
 
 /// Whether watchers of `M` look for notifications in the mailbox they read: IMAP,
 /// when that mailbox is the sender's and no separate bounce mailbox is named.
-pub fn scans_here<M: Mailbox>(ctx: &Context) -> bool {
+pub(crate) fn scans_here<M: Mailbox>(ctx: &Context) -> bool {
     let s = &ctx.settings;
     M::PROTOCOL == Protocol::Imap
         && s.elsewhere.bounces_in_mailbox
@@ -97,7 +97,7 @@ pub fn scans_here<M: Mailbox>(ctx: &Context) -> bool {
 }
 
 /// Whether a failure notification about this probe message was seen in this run.
-pub fn bounced(ctx: &Context, probe_id: &str) -> bool {
+pub(crate) fn bounced(ctx: &Context, probe_id: &str) -> bool {
     ctx.board
         .bounce(probe_id)
         .is_some_and(|(b, _)| b.action == BounceAction::Failed)
@@ -129,7 +129,7 @@ fn bounced_result(
 
 /// Stop waiting for pending messages that bounced (a failure notification was
 /// posted) or, for POP3, that IMAP found in a folder POP3 cannot see.
-pub fn settle(
+pub(crate) fn settle(
     ctx: &Context,
     protocol: Protocol,
     pending: &mut Vec<Accepted>,
@@ -161,7 +161,7 @@ pub fn settle(
 }
 
 /// A message that never arrived: a delay notification about it says why.
-pub fn explain_missing(ctx: &Context, a: &Accepted, result: &mut ProtocolResult) {
+pub(crate) fn explain_missing(ctx: &Context, a: &Accepted, result: &mut ProtocolResult) {
     if let Some((mut bounce, seen)) = ctx.board.bounce(&a.expected.probe_id) {
         bounce.after_acceptance_ms = Some(millis(seen.saturating_duration_since(a.accepted_at)));
         if let Some(err) = result.error.as_mut() {
@@ -174,7 +174,7 @@ pub fn explain_missing(ctx: &Context, a: &Accepted, result: &mut ProtocolResult)
 /// Look for notifications about the pending messages in the session's mailbox
 /// and post them. Errors are left to the next look (the watcher's own search
 /// reports a broken session).
-pub async fn look<M: Mailbox>(ctx: &Context, mailbox: &mut M, ids: &[&str]) {
+pub(crate) async fn look<M: Mailbox>(ctx: &Context, mailbox: &mut M, ids: &[&str]) {
     if ids.is_empty() || !scans_here::<M>(ctx) {
         return;
     }
@@ -186,7 +186,10 @@ pub async fn look<M: Mailbox>(ctx: &Context, mailbox: &mut M, ids: &[&str]) {
 /// With `--bounce-mailbox`: watch the sender's mailbox for notifications about
 /// the accepted messages until each is settled elsewhere, bounced, or past its
 /// delivery deadline.
-pub async fn watch_sender_mailbox(ctx: &Context, mut incoming: mpsc::UnboundedReceiver<Accepted>) {
+pub(crate) async fn watch_sender_mailbox(
+    ctx: &Context,
+    mut incoming: mpsc::UnboundedReceiver<Accepted>,
+) {
     let Some(login) = ctx.settings.target.bounce_login.clone() else {
         return;
     };
@@ -249,7 +252,7 @@ pub async fn watch_sender_mailbox(ctx: &Context, mut incoming: mpsc::UnboundedRe
 /// Delete the notifications about the wanted probe messages that `select` picks
 /// (in the watched mailbox when it is the sender's, else in the
 /// `--bounce-mailbox`). Returns how many.
-pub async fn delete_notifications(
+pub(crate) async fn delete_notifications(
     ctx: &Context,
     wanted: Wanted<'_>,
     select: &(dyn Fn(&str) -> bool + Sync),
@@ -274,11 +277,11 @@ pub async fn delete_notifications(
 }
 
 /// The place of a probe message that bounced: never in the mailbox.
-pub const BOUNCED: &str = "bounced";
+pub(crate) const BOUNCED: &str = "bounced";
 
 /// Where a probe message the cleanup did not delete is: the folder a retrieval
 /// found it in, [`BOUNCED`], or `not_arrived`.
-pub fn place_of(m: &MessageReport) -> String {
+pub(crate) fn place_of(m: &MessageReport) -> String {
     let results = || m.retrievals().map(|(_, r)| r);
     if let Some(folder) = results().find_map(|r| r.folder.clone()) {
         return folder;
@@ -297,7 +300,7 @@ pub fn place_of(m: &MessageReport) -> String {
 }
 
 /// Whether a later hop refused this message for its size (a size bounce).
-pub fn bounced_for_size(m: &MessageReport) -> bool {
+pub(crate) fn bounced_for_size(m: &MessageReport) -> bool {
     m.retrievals().any(|(_, r)| {
         r.bounce
             .as_ref()
@@ -308,7 +311,7 @@ pub fn bounced_for_size(m: &MessageReport) -> bool {
 /// Wait until one accepted message arrives or bounces (or its delivery deadline
 /// passes): the retrieval watcher, with the sender's mailbox watched alongside
 /// when bounces arrive there. Returns the retrieval's result.
-pub async fn deliver_or_bounce(ctx: &Context, accepted: Accepted) -> Option<ProtocolResult> {
+pub(crate) async fn deliver_or_bounce(ctx: &Context, accepted: Accepted) -> Option<ProtocolResult> {
     let index = accepted.index;
     let (tx, rx) = mpsc::unbounded_channel();
     let (bounce_tx, bounce_rx) = mpsc::unbounded_channel();

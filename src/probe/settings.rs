@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use crate::core::endpoint::Endpoint;
-use crate::core::phase::Protocol;
 use crate::core::secret::{Login, secret_forms};
 use crate::io::connect::Timeouts;
 use crate::io::tls::TlsSettings;
@@ -15,28 +14,28 @@ use crate::model::report;
 /// Everything a check needs.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub target: Target,
-    pub timeouts: Timeouts,
-    pub tls: TlsSettings,
-    pub plan: Plan,
+    pub(crate) target: Target,
+    pub(crate) timeouts: Timeouts,
+    pub(crate) tls: TlsSettings,
+    pub(crate) plan: Plan,
     /// When phases count as slow and certificates as expiring soon.
-    pub thresholds: Thresholds,
+    pub(crate) thresholds: Thresholds,
     /// DSN requests, bounce watching and the folders besides INBOX.
-    pub elsewhere: Elsewhere,
+    pub(crate) elsewhere: Elsewhere,
 }
 
 /// Where mail goes besides INBOX, and what the probe asks and watches for it.
 #[derive(Debug, Clone)]
-pub struct Elsewhere {
+pub(crate) struct Elsewhere {
     /// `--dsn auto`: ask for notifications (RFC 3461) when EHLO offers DSN.
-    pub request_dsn: bool,
+    pub(crate) request_dsn: bool,
     /// Look for notifications about the probe's messages in the watched mailbox
     /// (it is the sender's: sender = login).
-    pub bounces_in_mailbox: bool,
+    pub(crate) bounces_in_mailbox: bool,
     /// Find the Junk folder (SPECIAL-USE `\Junk` or a common name) and watch it.
-    pub junk: bool,
+    pub(crate) junk: bool,
     /// `--folders`: more folders to watch and clean.
-    pub folders: Vec<String>,
+    pub(crate) folders: Vec<String>,
 }
 
 impl Default for Elsewhere {
@@ -52,50 +51,41 @@ impl Default for Elsewhere {
 
 /// Where the probe goes and as whom.
 #[derive(Debug, Clone)]
-pub struct Target {
-    pub smtp: Endpoint,
-    pub imap: Option<Endpoint>,
-    pub pop3: Option<Endpoint>,
-    pub smtp_login: Option<Login>,
-    pub imap_login: Option<Login>,
-    pub pop3_login: Option<Login>,
+pub(crate) struct Target {
+    pub(crate) smtp: Endpoint,
+    pub(crate) imap: Option<Endpoint>,
+    pub(crate) pop3: Option<Endpoint>,
+    pub(crate) smtp_login: Option<Login>,
+    pub(crate) imap_login: Option<Login>,
+    pub(crate) pop3_login: Option<Login>,
     /// `--bounce-mailbox` / `[login.bounces]`: the sender's own mailbox on the IMAP
     /// server, when it is not the one the probe reads.
-    pub bounce_login: Option<Login>,
-    pub from: String,
-    pub to: String,
-    pub helo_name: String,
+    pub(crate) bounce_login: Option<Login>,
+    pub(crate) from: String,
+    pub(crate) to: String,
+    pub(crate) helo_name: String,
     /// Allow sending a password over an unencrypted connection to a non-loopback host.
-    pub allow_plaintext_login: bool,
+    pub(crate) allow_plaintext_login: bool,
 }
 
 /// What to send and how to watch for it.
 #[derive(Debug, Clone)]
-pub struct Plan {
-    pub sizes: Vec<u64>,
-    /// Send only; do not retrieve (also for mailboxes that are not ours to read).
-    pub smtp_only: bool,
+pub(crate) struct Plan {
+    pub(crate) sizes: Vec<u64>,
     /// Find the real size limit by bisection when a rung hits it.
-    pub bisect: bool,
+    pub(crate) bisect: bool,
     /// `--concurrency`: messages in flight at once over SMTP (1 = one after another).
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// How often to look for a message that has not arrived yet.
-    pub poll_interval: Duration,
+    pub(crate) poll_interval: Duration,
 }
 
 impl Target {
-    pub fn login_for(&self, protocol: Protocol) -> Option<&Login> {
-        match protocol {
-            Protocol::Smtp => self.smtp_login.as_ref(),
-            Protocol::Imap => self.imap_login.as_ref(),
-            Protocol::Pop3 => self.pop3_login.as_ref(),
-        }
-    }
-    pub fn retrieval_endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+    pub(crate) fn retrieval_endpoints(&self) -> impl Iterator<Item = &Endpoint> {
         self.imap.iter().chain(self.pop3.iter())
     }
     /// The secret forms of every login, longest first: what no output may show.
-    pub fn secrets(&self) -> Vec<String> {
+    pub(crate) fn secrets(&self) -> Vec<String> {
         let mut all: Vec<String> = [&self.smtp_login, &self.imap_login, &self.pop3_login]
             .into_iter()
             .chain([&self.bounce_login])
@@ -111,7 +101,7 @@ impl Target {
 
 impl Settings {
     /// Scale the timeouts down so that one message fits `budget` (`serve`).
-    pub fn fit_into(&mut self, budget: Duration) {
+    pub(crate) fn fit_into(&mut self, budget: Duration) {
         let t = &mut self.timeouts;
         let quarter = budget / 4;
         let half = budget / 2;
@@ -124,7 +114,7 @@ impl Settings {
     }
 
     /// The `target` section of the report.
-    pub fn report_target(&self) -> report::Target {
+    pub(crate) fn report_target(&self) -> report::Target {
         let t = &self.target;
         report::Target {
             smtp: t.smtp.to_string(),

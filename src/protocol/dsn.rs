@@ -12,40 +12,40 @@ use crate::model::bounce::{Bounce, BounceAction, BounceReason};
 
 /// The most of a notification that is read: the report parts come first; a
 /// returned full message behind them is not needed.
-pub const MAX_NOTIFICATION_BYTES: usize = 128 * 1024;
+pub(crate) const MAX_NOTIFICATION_BYTES: usize = 128 * 1024;
 /// Longest diagnostic text kept in a report.
 const MAX_DIAGNOSTIC: usize = 300;
 
 /// `MAIL FROM` parameters asking for headers-only returns, tagged with the probe id.
-pub fn mail_parameters(probe_id: &str) -> [(&'static str, String); 2] {
+pub(crate) fn mail_parameters(probe_id: &str) -> [(&'static str, String); 2] {
     [("RET", "HDRS".to_string()), ("ENVID", probe_id.to_string())]
 }
 
 /// `RCPT TO` parameter: tell the sender about failures and delays only.
-pub const RCPT_NOTIFY: (&str, &str) = ("NOTIFY", "FAILURE,DELAY");
+pub(crate) const RCPT_NOTIFY: (&str, &str) = ("NOTIFY", "FAILURE,DELAY");
 
 /// The status of one recipient in a notification.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct RecipientStatus {
-    pub action: Option<String>,
-    pub status: Option<String>,
-    pub diagnostic: Option<String>,
-    pub remote_mta: Option<String>,
-    pub final_recipient: Option<String>,
+pub(crate) struct RecipientStatus {
+    pub(crate) action: Option<String>,
+    pub(crate) status: Option<String>,
+    pub(crate) diagnostic: Option<String>,
+    pub(crate) remote_mta: Option<String>,
+    pub(crate) final_recipient: Option<String>,
 }
 
 /// What a notification says and which original message it is about.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Notification {
+pub(crate) struct Notification {
     /// A standard delivery-status report.
-    pub standard: bool,
-    pub envelope_id: Option<String>,
-    pub reporting_mta: Option<String>,
+    pub(crate) standard: bool,
+    pub(crate) envelope_id: Option<String>,
+    pub(crate) reporting_mta: Option<String>,
     /// `X-Mailprobe-Id` of the returned or quoted original headers.
-    pub original_probe_id: Option<String>,
+    pub(crate) original_probe_id: Option<String>,
     /// `Message-ID` of the returned or quoted original headers, without `<>`.
-    pub original_message_id: Option<String>,
-    pub recipients: Vec<RecipientStatus>,
+    pub(crate) original_message_id: Option<String>,
+    pub(crate) recipients: Vec<RecipientStatus>,
 }
 
 /// Header fields (`Name: value`, folded lines joined) of a block of text; quoting
@@ -100,7 +100,7 @@ fn strip_angle(id: &str) -> String {
 }
 
 /// The probe id a Message-ID of a probe message carries (`<probe-id@domain>`).
-pub fn probe_id_of_message_id(message_id: &str) -> Option<String> {
+pub(crate) fn probe_id_of_message_id(message_id: &str) -> Option<String> {
     let local = strip_angle(message_id);
     let id = local.split('@').next()?;
     is_probe_id(id).then(|| id.to_string())
@@ -110,7 +110,7 @@ impl Notification {
     /// Parse the first bytes of a message. `None` when it is no notification: not
     /// a delivery-status report and no bounce quoting original headers, or a probe
     /// message itself.
-    pub fn parse(bytes: &[u8]) -> Option<Notification> {
+    pub(crate) fn parse(bytes: &[u8]) -> Option<Notification> {
         let bytes = &bytes[..bytes.len().min(MAX_NOTIFICATION_BYTES)];
         let message = MessageParser::default().parse(bytes)?;
         // A probe message (or a forward of one) carries the probe header on top.
@@ -211,7 +211,7 @@ impl Notification {
 
     /// The probe message this notification is about, and how that was seen; only
     /// ids `ours` accepts count.
-    pub fn about(&self, ours: impl Fn(&str) -> bool) -> Option<(String, &'static str)> {
+    pub(crate) fn about(&self, ours: impl Fn(&str) -> bool) -> Option<(String, &'static str)> {
         if let Some(id) = self.envelope_id.as_deref().filter(|id| ours(id)) {
             return Some((id.to_string(), "envelope_id"));
         }
@@ -227,7 +227,7 @@ impl Notification {
 
     /// The bounce this notification reports: the first failed recipient, else the
     /// first delayed one. Relayed/delivered/expanded reports are not bounces.
-    pub fn bounce(&self, matched_by: &str, folder: &str) -> Option<Bounce> {
+    pub(crate) fn bounce(&self, matched_by: &str, folder: &str) -> Option<Bounce> {
         let action_of = |r: &RecipientStatus| match r.action.as_deref() {
             Some("failed") => Some(BounceAction::Failed),
             Some("delayed") => Some(BounceAction::Delayed),
@@ -324,7 +324,7 @@ fn status_from_text(text: &str) -> RecipientStatus {
 /// Why a message bounced: the enhanced status code decides (from `Status` or
 /// the diagnostic text); a bare 552 is a size refusal; only without any code do
 /// common words in the diagnostic decide.
-pub fn classify(status: Option<&str>, diagnostic: Option<&str>) -> BounceReason {
+pub(crate) fn classify(status: Option<&str>, diagnostic: Option<&str>) -> BounceReason {
     let diagnostic = diagnostic.unwrap_or("");
     let enhanced = status.and_then(EnhancedCode::parse).or_else(|| {
         diagnostic

@@ -11,16 +11,16 @@ const JUNK_NAMES: [&str; 5] = ["Junk", "Spam", "Junk E-mail", "Junk Email", "[Gm
 
 /// One LIST entry: its name, its hierarchy delimiter and whether it is marked `\Junk`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Listed {
-    pub name: String,
-    pub delimiter: Option<String>,
-    pub junk: bool,
-    pub selectable: bool,
+pub(crate) struct Listed {
+    pub(crate) name: String,
+    pub(crate) delimiter: Option<String>,
+    pub(crate) junk: bool,
+    pub(crate) selectable: bool,
 }
 
 /// The Junk folder: the one marked `\Junk`, else the first with a common name
 /// (also as the last level under INBOX, e.g. `INBOX.Junk`).
-pub fn junk_folder(listed: &[Listed]) -> Option<String> {
+pub(crate) fn junk_folder(listed: &[Listed]) -> Option<String> {
     let usable = || listed.iter().filter(|l| l.selectable);
     if let Some(l) = usable().find(|l| l.junk) {
         return Some(l.name.clone());
@@ -44,7 +44,7 @@ pub fn junk_folder(listed: &[Listed]) -> Option<String> {
 }
 
 /// `1-Dec-2026`: the date form of IMAP SEARCH SINCE.
-pub fn imap_date(t: SystemTime) -> String {
+pub(crate) fn imap_date(t: SystemTime) -> String {
     let d = time::OffsetDateTime::from(t);
     let month = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -55,7 +55,7 @@ pub fn imap_date(t: SystemTime) -> String {
 /// Messages that are no probe message and mention one of `ids` (or, for a sweep,
 /// any probe id) in their body: candidates for a notification about one.
 /// Watching a run looks only at mail of the last two days (a cheap index search).
-pub fn notification_query(ids: Option<&[&str]>, now: SystemTime) -> String {
+pub(crate) fn notification_query(ids: Option<&[&str]>, now: SystemTime) -> String {
     let not_probe = format!("NOT HEADER {PROBE_HEADER} \"{PROBE_ID_PREFIX}\"");
     match ids {
         None => format!("{not_probe} BODY \"{PROBE_ID_PREFIX}\""),

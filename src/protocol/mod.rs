@@ -2,9 +2,9 @@
 //! adapter), IMAP, the POP3 client, DNS lookups, building probe messages and
 //! verifying retrieved copies byte for byte. Knows no settings, report or analysis.
 
-pub mod dns;
-pub mod dsn;
-pub mod folders;
+pub(crate) mod dns;
+pub(crate) mod dsn;
+pub(crate) mod folders;
 pub mod imap;
 pub mod message;
 pub mod pop3;
