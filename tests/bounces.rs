@@ -433,3 +433,38 @@ fn without_dsn_nothing_is_requested_and_the_bounce_is_still_found_by_its_headers
     assert!(files_mentioning(server, local, "", &ids(&report)).is_empty());
     server.clear_maildir(local);
 }
+
+#[test]
+fn bounces_to_a_separate_sender_mailbox_are_read_with_bounce_mailbox() {
+    // test29 sends, test31 receives (and is full): the bounce goes to test29.
+    let _turn = exclusive_server();
+    let server = TestServer::get();
+    let (sender, rcpt) = ("test29", "test31");
+    server.clear_maildir(sender);
+    server.clear_maildir(rcpt);
+    let _quota = Fault::on(&["quota", rcpt, "64k"], &["quota", rcpt, "off"]);
+
+    let mut args = check_args(server, rcpt, "0,1MiB");
+    args.from = Some(server.user(sender));
+    args.mailbox.folders.bounce_mailbox = Some(server.user(sender));
+    let report = run_in_process(args);
+
+    let d = leading(&report);
+    assert_eq!(d.code, Code::AttachmentsFail, "{report:#?}");
+    assert_eq!(d.cause, Some(Cause::Bounced));
+    assert_eq!(d.reason, Some(BounceReason::Quota));
+    assert!(
+        report.duration_ms < 15_000.0,
+        "waited {} ms",
+        report.duration_ms
+    );
+    assert!(
+        report.cleanup.notifications_deleted >= 1,
+        "{:?}",
+        report.cleanup
+    );
+    assert!(files_mentioning(server, sender, "", &ids(&report)).is_empty());
+    assert!(files_mentioning(server, rcpt, "", &ids(&report)).is_empty());
+    server.clear_maildir(sender);
+    server.clear_maildir(rcpt);
+}
