@@ -10,6 +10,8 @@ use crate::model::report::Verdict;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Code {
+    /// A service went down and came back at least twice (the liveness timeline).
+    CrashLoop,
     SharedOutage,
     EndpointDown,
     AuthFailed,
@@ -31,6 +33,8 @@ pub enum Code {
     NotStable,
     /// Slower than, or failing where it worked in, the `--baseline`.
     Regression,
+    /// A service restarted once during the run (the liveness timeline).
+    Restarted,
     /// Probe messages were filed into Junk (or another watched folder), not INBOX.
     DeliveredToJunk,
 }
@@ -38,6 +42,7 @@ pub enum Code {
 impl Code {
     pub fn as_str(self) -> &'static str {
         match self {
+            Code::CrashLoop => "crash_loop",
             Code::SharedOutage => "shared_outage",
             Code::EndpointDown => "endpoint_down",
             Code::AuthFailed => "auth_failed",
@@ -56,6 +61,7 @@ impl Code {
             Code::Flapping => "flapping",
             Code::NotStable => "not_stable",
             Code::Regression => "regression",
+            Code::Restarted => "restarted",
             Code::DeliveredToJunk => "delivered_to_junk",
         }
     }

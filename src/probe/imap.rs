@@ -27,7 +27,7 @@ use crate::io::net::{BoxStream, read_line_bounded};
 use crate::model::result::Verification;
 use crate::probe::bounces::Notice;
 use crate::probe::context::Context;
-use crate::probe::watch::{Accepted, Locator, Mailbox, Wanted};
+use crate::probe::watch::{Accepted, Locator, Mailbox, Wanted, open_timed};
 use crate::protocol::dsn::{MAX_NOTIFICATION_BYTES, Notification};
 use crate::protocol::folders::{Listed, junk_folder, notification_query};
 use crate::protocol::imap::{
@@ -498,15 +498,13 @@ impl Mailbox for ImapMailbox {
     const SNAPSHOT: bool = false;
 
     async fn open(ctx: &Context) -> Result<(Self, Phases, Option<TlsInfo>), (ProbeError, Phases)> {
-        let mut clock = PhaseClock::new(Protocol::Imap);
-        let mut tls = None;
         let Some(login) = ctx.settings.target.imap_login.as_ref() else {
-            return Err((ProbeError::config("no IMAP login"), clock.into_timings()));
+            return Err((ProbeError::config("no IMAP login"), Phases::new()));
         };
-        match Self::connect(ctx, login, &mut clock, &mut tls).await {
-            Ok(m) => Ok((m, clock.into_timings(), tls)),
-            Err(e) => Err((e.at(Protocol::Imap, Phase::Connect), clock.into_timings())),
-        }
+        open_timed(Protocol::Imap, async |clock, tls| {
+            Self::connect(ctx, login, clock, tls).await
+        })
+        .await
     }
 
     async fn find(
