@@ -3,9 +3,10 @@
 //! server without DSN, a Sieve rule filing attachments into Junk, and foreign
 //! bounces and Junk mail that must stay byte-identical with their flags.
 //!
-//! Mailboxes: test29, test30, test31. Per-user faults (quota, junk) are applied
-//! with `scripts/testserver.sh` under the shared turn and undone by a guard;
-//! global faults (`dsn off`, `bounce-large`) hold the exclusive turn.
+//! Mailboxes: test29, test30, test31. Faults (quota, junk, `dsn off`,
+//! `bounce-large`) reload the shared server: they are applied with
+//! `scripts/testserver.sh` under the exclusive turn and undone by a guard (which
+//! also purges the queue of what a fault kept there).
 
 mod common;
 
@@ -55,6 +56,14 @@ impl Fault {
 
 impl Drop for Fault {
     fn drop(&mut self) {
+        // Purge first: with the fault undone, a queued message would be delivered.
+        let users: Vec<String> = ["test29", "test30", "test31"]
+            .iter()
+            .map(|u| format!("{u}@mailprobe.test"))
+            .collect();
+        let mut purge = vec!["purge-queue"];
+        purge.extend(users.iter().map(String::as_str));
+        testserver(&purge);
         testserver(&self.0);
     }
 }
@@ -180,7 +189,7 @@ fn assert_unchanged(path: &Path, bytes: &[u8]) {
 
 #[test]
 fn quota_bounce_is_bounced_quota_at_once_and_cleaned_up_with_foreign_bounces_untouched() {
-    let _turn = shared_server();
+    let _turn = exclusive_server();
     let server = TestServer::get();
     let local = "test29";
     server.clear_maildir(local);
@@ -255,7 +264,7 @@ fn quota_bounce_is_bounced_quota_at_once_and_cleaned_up_with_foreign_bounces_unt
 
 #[test]
 fn sieve_junk_is_delivered_to_junk_verified_and_deleted_from_junk() {
-    let _turn = shared_server();
+    let _turn = exclusive_server();
     let server = TestServer::get();
     let local = "test30";
     server.clear_maildir(local);
@@ -467,4 +476,50 @@ fn bounces_to_a_separate_sender_mailbox_are_read_with_bounce_mailbox() {
     assert!(files_mentioning(server, rcpt, "", &ids(&report)).is_empty());
     server.clear_maildir(sender);
     server.clear_maildir(rcpt);
+}
+
+#[test]
+fn a_delay_notification_makes_the_missing_message_deferred_with_its_reason() {
+    let _turn = exclusive_server();
+    let server = TestServer::get();
+    let local = "test31";
+    server.clear_maildir(local);
+    // 452 4.2.2 at LMTP: Postfix keeps the large message queued and sends a
+    // delay notice (Action: delayed) a second later.
+    let _quota = Fault::on(
+        &["quota", local, "96k", "tempfail"],
+        &["quota", local, "off"],
+    );
+
+    let mut args = check_args(server, local, "0,1MiB");
+    args.delivery_timeout = Some("8s".into());
+    let report = run_in_process(args);
+
+    let d = leading(&report);
+    assert_eq!(d.code, Code::AttachmentsFail, "{report:#?}");
+    assert_eq!(d.cause, Some(Cause::Deferred), "{}", d.summary);
+    assert_eq!(d.reason, Some(BounceReason::Quota), "{}", d.summary);
+    let b = report.messages[1]
+        .imap
+        .as_ref()
+        .and_then(|r| r.bounce.clone())
+        .unwrap();
+    assert_eq!(b.action, BounceAction::Delayed);
+    assert_eq!(b.status.as_deref(), Some("4.2.2"));
+    // The delay notice is deleted with the run's messages.
+    assert!(
+        report.cleanup.notifications_deleted >= 1,
+        "{:?}",
+        report.cleanup
+    );
+    assert!(
+        report
+            .cleanup
+            .places
+            .iter()
+            .any(|p| p.place == "not_arrived"),
+        "{:?}",
+        report.cleanup.places
+    );
+    assert!(files_mentioning(server, local, "", &ids(&report)).is_empty());
 }
