@@ -11,6 +11,7 @@ pub mod profile;
 pub mod progress;
 pub mod rounds;
 pub mod serve;
+pub mod token;
 pub mod verify;
 
 use cli::{Cli, Command};
