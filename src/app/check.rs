@@ -11,7 +11,7 @@ use crate::probe::domain::{self, DEFAULT_MX_PORT, Domain};
 use crate::protocol::dns::parse_resolver;
 
 /// Run `mailprobe check`; returns the exit code.
-pub async fn run(args: CheckArgs) -> i32 {
+pub(crate) async fn run(args: CheckArgs) -> i32 {
     let mut outputs = match Outputs::new(&args.output, extra_outputs(&args.rounds)) {
         Ok(o) => o,
         Err(e) => return usage_error(&e),

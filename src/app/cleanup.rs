@@ -14,7 +14,7 @@ use crate::probe::sweep;
 use crate::report::Format;
 
 /// Run `mailprobe cleanup`; returns the exit code.
-pub async fn run(args: CleanupArgs) -> i32 {
+pub(crate) async fn run(args: CleanupArgs) -> i32 {
     let outputs = match Outputs::new(&args.output, Vec::new()) {
         Ok(o) => o,
         Err(e) => return usage_error(&e),

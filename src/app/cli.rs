@@ -21,11 +21,11 @@ use crate::report::Format;
 )]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Send the size ladder, read it back, verify, clean up, and report.
     Check(CheckArgs),
     /// Delete leftover probe messages (found by probe id, older than a given age)
@@ -185,16 +185,16 @@ pub struct CheckArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct CleanupArgs {
+pub(crate) struct CleanupArgs {
     /// The mailboxes to clean (no SMTP endpoint is needed).
     #[command(flatten)]
-    pub mailbox: MailboxArgs,
+    pub(crate) mailbox: MailboxArgs,
     /// Only delete probe messages sent at least this long ago (a probe still
     /// running elsewhere keeps its fresh messages).
     #[arg(long, value_name = "DURATION", default_value = "1h")]
-    pub older_than: String,
+    pub(crate) older_than: String,
     #[command(flatten)]
-    pub output: OutputArgs,
+    pub(crate) output: OutputArgs,
 }
 
 /// Flags shared by `check` and `verify` (flattened into [`CheckArgs`]).
@@ -236,41 +236,41 @@ pub struct RoundArgs {
 
 /// `mailprobe verify`: repeat rounds until the server is stable or the deadline passes.
 #[derive(Debug, Clone, Args)]
-pub struct VerifyArgs {
+pub(crate) struct VerifyArgs {
     #[command(flatten)]
-    pub check: CheckArgs,
+    pub(crate) check: CheckArgs,
     /// Consecutive healthy rounds that prove the server stable (after flapping, the
     /// streak must also outlast every earlier up stretch).
     #[arg(long, value_name = "N", default_value_t = 3)]
-    pub stable: u32,
+    pub(crate) stable: u32,
     /// Give up after this long (a round running at the deadline finishes first).
     #[arg(long, value_name = "DURATION", default_value = "10m")]
-    pub deadline: String,
+    pub(crate) deadline: String,
 }
 
 /// `mailprobe serve` flags.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the address is printed on stderr).
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9465")]
-    pub listen: String,
+    pub(crate) listen: String,
     /// Directory of the profiles that `/probe?profile=NAME` may run (NAME.toml).
     #[arg(long, value_name = "DIR", default_value = "probes")]
-    pub profiles: PathBuf,
+    pub(crate) profiles: PathBuf,
     /// Most checks running at once; more probe requests are answered 503.
     #[arg(long, value_name = "N", default_value_t = 4)]
-    pub max_concurrent: usize,
+    pub(crate) max_concurrent: usize,
     /// Time limit of a probe when the request has no X-Prometheus-Scrape-Timeout-Seconds header.
     #[arg(long, value_name = "DURATION", default_value = "120s")]
-    pub timeout: String,
+    pub(crate) timeout: String,
 }
 
 /// `mailprobe completions SHELL` flags.
 #[derive(Debug, Clone, clap::Args)]
-pub struct CompletionsArgs {
+pub(crate) struct CompletionsArgs {
     /// The shell to complete for.
     #[arg(value_enum)]
-    pub shell: Shell,
+    pub(crate) shell: Shell,
 }
 
 fn parse_mechanism(text: &str) -> Result<Mechanism, String> {

@@ -16,7 +16,7 @@ use crate::report::Format;
 
 /// Where one command's report and transcript go, and what they must never show.
 #[derive(Debug)]
-pub struct Outputs {
+pub(crate) struct Outputs {
     targets: Vec<(Format, Destination)>,
     transcript_path: Option<PathBuf>,
     transcript: Option<Arc<Transcript>>,
@@ -26,7 +26,10 @@ pub struct Outputs {
 impl Outputs {
     /// What `--format`, `--output`, `--quiet` and `--transcript` ask for, plus
     /// `extra` outputs (e.g. `--save-baseline`). Errors are usage errors.
-    pub fn new(args: &OutputArgs, extra: Vec<(Format, Destination)>) -> Result<Outputs, String> {
+    pub(crate) fn new(
+        args: &OutputArgs,
+        extra: Vec<(Format, Destination)>,
+    ) -> Result<Outputs, String> {
         let mut targets = Vec::new();
         if !args.quiet {
             targets.push((args.format, Destination::Stdout));
@@ -44,14 +47,14 @@ impl Outputs {
     }
 
     /// Leave standard output to the command (it prints something of its own there).
-    pub fn without_stdout(mut self) -> Outputs {
+    pub(crate) fn without_stdout(mut self) -> Outputs {
         self.targets.retain(|(_, d)| *d != Destination::Stdout);
         self
     }
 
     /// Keep `secrets` (every form of the run's passwords) out of the report, the
     /// error and the transcript; the transcript, if asked for, starts now.
-    pub fn protect(&mut self, secrets: Vec<String>) {
+    pub(crate) fn protect(&mut self, secrets: Vec<String>) {
         if self.transcript_path.is_some() {
             self.transcript = Some(Transcript::new(secrets.clone()));
         }
@@ -59,18 +62,22 @@ impl Outputs {
     }
 
     /// The transcript the run records into, when `--transcript` was given.
-    pub fn transcript(&self) -> Option<Arc<Transcript>> {
+    pub(crate) fn transcript(&self) -> Option<Arc<Transcript>> {
         self.transcript.clone()
     }
 
     /// `text` without the secrets (for lines a command prints itself).
-    pub fn scrub<'a>(&self, text: &'a str) -> Cow<'a, str> {
+    pub(crate) fn scrub<'a>(&self, text: &'a str) -> Cow<'a, str> {
         scrub(text, &self.secrets)
     }
 
     /// Write the transcript, then the scrubbed report (after `before` saw it) to
     /// every output; the exit code: the verdict's, or 3 when the run or a write failed.
-    pub fn finish(self, outcome: Result<Report, String>, before: impl FnOnce(&Report)) -> i32 {
+    pub(crate) fn finish(
+        self,
+        outcome: Result<Report, String>,
+        before: impl FnOnce(&Report),
+    ) -> i32 {
         if let (Some(path), Some(t)) = (&self.transcript_path, &self.transcript)
             && let Err(e) = write_transcript(t, path)
         {
@@ -93,13 +100,13 @@ impl Outputs {
 
 /// Where a report goes.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Destination {
+pub(crate) enum Destination {
     Stdout,
     File(PathBuf),
 }
 
 /// Parse `--output FORMAT=PATH`.
-pub fn parse_output(spec: &str) -> Result<(Format, Destination), String> {
+pub(crate) fn parse_output(spec: &str) -> Result<(Format, Destination), String> {
     let (format, path) = spec
         .split_once('=')
         .ok_or_else(|| format!("--output {spec:?}: write FORMAT=PATH, e.g. json=report.json"))?;
@@ -113,7 +120,10 @@ pub fn parse_output(spec: &str) -> Result<(Format, Destination), String> {
 }
 
 /// The one place that writes reports.
-pub fn write_outputs(report: &Report, outputs: &[(Format, Destination)]) -> Result<(), String> {
+pub(crate) fn write_outputs(
+    report: &Report,
+    outputs: &[(Format, Destination)],
+) -> Result<(), String> {
     for (format, destination) in outputs {
         write_to(destination, &format.render(report), "report")?;
     }
@@ -121,7 +131,10 @@ pub fn write_outputs(report: &Report, outputs: &[(Format, Destination)]) -> Resu
 }
 
 /// `--transcript FILE`, written the same way as the reports.
-pub fn write_transcript(transcript: &Transcript, path: &std::path::Path) -> Result<(), String> {
+pub(crate) fn write_transcript(
+    transcript: &Transcript,
+    path: &std::path::Path,
+) -> Result<(), String> {
     write_to(
         &Destination::File(path.to_path_buf()),
         &transcript.render(),

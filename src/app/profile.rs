@@ -21,24 +21,24 @@ use crate::model::diagnosis::Thresholds;
 use crate::probe::settings::{Plan, Settings, Target};
 
 /// Environment variable read for the password when no other source is named.
-pub const DEFAULT_PASSWORD_ENV: &str = "MAILPROBE_PASSWORD";
-pub const DEFAULT_SIZES: &str = "0,10KiB,1MiB,5MiB";
+pub(crate) const DEFAULT_PASSWORD_ENV: &str = "MAILPROBE_PASSWORD";
+pub(crate) const DEFAULT_SIZES: &str = "0,10KiB,1MiB,5MiB";
 
 /// Per-protocol login in a profile (`[login.imap]`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LoginProfile {
-    pub user: Option<String>,
-    pub password_env: Option<String>,
-    pub password_file: Option<PathBuf>,
+pub(crate) struct LoginProfile {
+    pub(crate) user: Option<String>,
+    pub(crate) password_env: Option<String>,
+    pub(crate) password_file: Option<PathBuf>,
     /// An OAuth access token instead of a password (see [`Profile`]).
-    pub token_env: Option<String>,
-    pub token_file: Option<PathBuf>,
-    pub token_command: Option<CommandLine>,
+    pub(crate) token_env: Option<String>,
+    pub(crate) token_file: Option<PathBuf>,
+    pub(crate) token_command: Option<CommandLine>,
     /// `auto`, `plain`, `login`, `xoauth2` or `oauthbearer` for this protocol.
-    pub auth: Option<String>,
+    pub(crate) auth: Option<String>,
     /// `false` turns the login off (e.g. SMTP on port 25 without AUTH).
-    pub enabled: Option<bool>,
+    pub(crate) enabled: Option<bool>,
 }
 
 /// A token command in a profile: one line split like a shell, or its words.
@@ -63,51 +63,51 @@ impl CommandLine {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TimeoutProfile {
-    pub connect: Option<String>,
-    pub greeting: Option<String>,
-    pub command: Option<String>,
-    pub data: Option<String>,
-    pub delivery: Option<String>,
+pub(crate) struct TimeoutProfile {
+    pub(crate) connect: Option<String>,
+    pub(crate) greeting: Option<String>,
+    pub(crate) command: Option<String>,
+    pub(crate) data: Option<String>,
+    pub(crate) delivery: Option<String>,
 }
 
 /// The TOML profile format. See `probes/example.toml`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Profile {
-    pub smtp: Option<String>,
-    pub imap: Option<String>,
-    pub pop3: Option<String>,
-    pub starttls: Option<StarttlsPolicy>,
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub user: Option<String>,
-    pub password_env: Option<String>,
-    pub password_file: Option<PathBuf>,
+pub(crate) struct Profile {
+    pub(crate) smtp: Option<String>,
+    pub(crate) imap: Option<String>,
+    pub(crate) pop3: Option<String>,
+    pub(crate) starttls: Option<StarttlsPolicy>,
+    pub(crate) from: Option<String>,
+    pub(crate) to: Option<String>,
+    pub(crate) user: Option<String>,
+    pub(crate) password_env: Option<String>,
+    pub(crate) password_file: Option<PathBuf>,
     /// OAuth access token sources (instead of a password) and the SASL mechanism.
-    pub token_env: Option<String>,
-    pub token_file: Option<PathBuf>,
-    pub token_command: Option<CommandLine>,
-    pub token_timeout: Option<String>,
-    pub auth: Option<String>,
+    pub(crate) token_env: Option<String>,
+    pub(crate) token_file: Option<PathBuf>,
+    pub(crate) token_command: Option<CommandLine>,
+    pub(crate) token_timeout: Option<String>,
+    pub(crate) auth: Option<String>,
     #[serde(default)]
-    pub login: BTreeMap<String, LoginProfile>,
-    pub sizes: Option<Vec<String>>,
-    pub ca_file: Option<PathBuf>,
-    pub insecure: Option<bool>,
-    pub helo: Option<String>,
-    pub allow_plaintext_login: Option<bool>,
-    pub poll_interval: Option<String>,
-    pub bisect: Option<bool>,
-    pub cert_warn_days: Option<i64>,
-    pub slow_phase: Option<String>,
-    pub slow_delivery: Option<String>,
+    pub(crate) login: BTreeMap<String, LoginProfile>,
+    pub(crate) sizes: Option<Vec<String>>,
+    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) insecure: Option<bool>,
+    pub(crate) helo: Option<String>,
+    pub(crate) allow_plaintext_login: Option<bool>,
+    pub(crate) poll_interval: Option<String>,
+    pub(crate) bisect: Option<bool>,
+    pub(crate) cert_warn_days: Option<i64>,
+    pub(crate) slow_phase: Option<String>,
+    pub(crate) slow_delivery: Option<String>,
     #[serde(default)]
-    pub timeouts: TimeoutProfile,
+    pub(crate) timeouts: TimeoutProfile,
 }
 
 impl Profile {
-    pub fn load(path: &Path) -> Result<Profile, String> {
+    pub(crate) fn load(path: &Path) -> Result<Profile, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read profile {}: {e}", path.display()))?;
         let mut profile: Profile = toml::from_str(&text)
@@ -214,7 +214,7 @@ pub fn resolve(args: &CheckArgs) -> Result<Settings, String> {
 }
 
 /// Settings for the mailbox side only (`cleanup`): no SMTP endpoint needed.
-pub fn resolve_mailbox(args: &MailboxArgs) -> Result<Settings, String> {
+pub(crate) fn resolve_mailbox(args: &MailboxArgs) -> Result<Settings, String> {
     let args = CheckArgs {
         mailbox: args.clone(),
         ..Default::default()
@@ -466,7 +466,6 @@ fn resolve_for(args: &CheckArgs, need_smtp: bool) -> Result<Settings, String> {
         tls: TlsSettings { ca_file, insecure },
         plan: Plan {
             sizes,
-            smtp_only,
             bisect: args.bisect || profile.bisect.unwrap_or(false),
             concurrency: args.rounds.concurrency()?,
             poll_interval,

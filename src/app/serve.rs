@@ -36,7 +36,7 @@ use crate::probe::sweep::{late_cleanup, unconfirmed_ids};
 use crate::report;
 
 /// Kept free of a scrape timeout so the answer reaches Prometheus in time.
-pub const TIMEOUT_MARGIN: Duration = Duration::from_millis(500);
+pub(crate) const TIMEOUT_MARGIN: Duration = Duration::from_millis(500);
 /// Longest request line plus headers.
 const MAX_HEAD: usize = 8 * 1024;
 /// How long a client may take to send its request head.
@@ -53,11 +53,11 @@ const BUCKETS: [f64; 10] = [0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 3
 
 /// Settings of the exporter.
 #[derive(Debug, Clone)]
-pub struct ServeConfig {
-    pub profiles: PathBuf,
-    pub max_concurrent: usize,
+pub(crate) struct ServeConfig {
+    pub(crate) profiles: PathBuf,
+    pub(crate) max_concurrent: usize,
     /// Probe time limit without a scrape timeout header.
-    pub default_timeout: Duration,
+    pub(crate) default_timeout: Duration,
 }
 
 /// The exporter's own counters.
@@ -91,7 +91,7 @@ impl State {
 }
 
 /// `mailprobe serve`: bind, say where, and answer until killed.
-pub async fn run(args: ServeArgs) -> i32 {
+pub(crate) async fn run(args: ServeArgs) -> i32 {
     let default_timeout = match crate::core::units::parse_duration(&args.timeout) {
         Ok(d) if !d.is_zero() => d,
         Ok(_) => return usage("--timeout must be more than zero"),
@@ -133,7 +133,7 @@ fn usage(message: &str) -> i32 {
 }
 
 /// Answer connections on `listener` forever.
-pub async fn serve(listener: TcpListener, config: ServeConfig) {
+pub(crate) async fn serve(listener: TcpListener, config: ServeConfig) {
     let state = Arc::new(State {
         slots: Arc::new(Semaphore::new(config.max_concurrent)),
         config,
@@ -338,7 +338,7 @@ async fn route(request: Request, state: &Arc<State>) -> Response {
 
 /// A profile name: letters, digits, `.`, `_`, `-`; not starting with a dot; no
 /// path separators. `NAME` or `NAME.toml` both name `NAME.toml`.
-pub fn profile_path(dir: &Path, name: &str) -> Result<PathBuf, String> {
+pub(crate) fn profile_path(dir: &Path, name: &str) -> Result<PathBuf, String> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && !name.starts_with('.')
@@ -380,7 +380,7 @@ fn target_host(target: &str) -> Result<String, String> {
 }
 
 /// The check's time budget from the scrape timeout header.
-pub fn budget(scrape_timeout: Option<f64>, default: Duration) -> Duration {
+pub(crate) fn budget(scrape_timeout: Option<f64>, default: Duration) -> Duration {
     match scrape_timeout {
         Some(secs) => {
             let total = Duration::from_secs_f64(secs.min(86_400.0));
@@ -686,9 +686,8 @@ fn own_metrics(state: &State) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_timed_out_probe_is_a_failing_report_built_like_every_other() {
-        let target = Target {
+    fn target() -> Target {
+        Target {
             smtp: "smtp://h:25".into(),
             imap: None,
             pop3: None,
@@ -696,7 +695,12 @@ mod tests {
             to: "a@h".into(),
             sizes: vec![0],
             insecure: false,
-        };
+        }
+    }
+
+    #[test]
+    fn a_timed_out_probe_is_a_failing_report_built_like_every_other() {
+        let target = target();
         let started_at = SystemTime::now();
         let started = Instant::now();
         let r = timed_out_report(started_at, started, Duration::from_secs(9), target.clone());
@@ -716,15 +720,7 @@ mod tests {
             SystemTime::now(),
             Instant::now(),
             Duration::from_secs(1),
-            Target {
-                smtp: "smtp://h:25".into(),
-                imap: None,
-                pop3: None,
-                from: "a@h".into(),
-                to: "a@h".into(),
-                sizes: vec![0],
-                insecure: false,
-            },
+            target(),
         );
         r.summary = "535 5.7.8 bad password hunter22".into();
         let secrets = crate::core::secret::secret_forms("a@h", "hunter22");

@@ -14,14 +14,14 @@ use crate::core::units::format_duration;
 use crate::probe::settings::Settings;
 
 /// `--token-timeout` when none is given.
-pub const DEFAULT_TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most bytes read from the command's stdout (a token is a few KiB) and stderr.
 const MAX_STDOUT: u64 = 64 * 1024;
 const MAX_STDERR: u64 = 4 * 1024;
 
 /// Where a token comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum TokenSource {
+pub(crate) enum TokenSource {
     Env(String),
     File(PathBuf),
     /// The program and its arguments.
@@ -31,7 +31,7 @@ pub enum TokenSource {
 /// Split a command line into words like a POSIX shell, without expanding
 /// anything: single quotes, double quotes (with `\"`, `\\`, `\$`, `` \` ``) and
 /// backslash escapes.
-pub fn split_command(line: &str) -> Result<Vec<String>, String> {
+pub(crate) fn split_command(line: &str) -> Result<Vec<String>, String> {
     let mut words = Vec::new();
     let mut word = String::new();
     let mut in_word = false;
@@ -101,7 +101,7 @@ fn unbalanced(line: &str, quote: &str) -> String {
 }
 
 /// Read the token from its source (`timeout` bounds a command).
-pub fn read_token(source: &TokenSource, timeout: Duration) -> Result<Secret, String> {
+pub(crate) fn read_token(source: &TokenSource, timeout: Duration) -> Result<Secret, String> {
     let (text, from) = match source {
         TokenSource::Env(var) => match std::env::var(var) {
             Ok(v) if !v.trim().is_empty() => (v, format!("the variable {var}")),
@@ -228,7 +228,7 @@ fn stderr_excerpt(bytes: &[u8]) -> String {
 
 /// A warning when a token login's JWT expires within `horizon` (e.g. before
 /// `verify`'s deadline): later logins will fail.
-pub fn expiry_warning(settings: &Settings, horizon: Duration) -> Option<String> {
+pub(crate) fn expiry_warning(settings: &Settings, horizon: Duration) -> Option<String> {
     let t = &settings.target;
     let now = SystemTime::now();
     let soonest = [&t.smtp_login, &t.imap_login, &t.pop3_login]

@@ -69,7 +69,7 @@ fn emit(line: &str) {
 }
 
 /// Run the verify command; returns the exit code.
-pub async fn run(args: VerifyArgs) -> i32 {
+pub(crate) async fn run(args: VerifyArgs) -> i32 {
     let c = &args.check;
     let jsonl = c.output.format == Format::Jsonl;
     let outputs = match Outputs::new(&c.output, extra_outputs(&c.rounds)) {

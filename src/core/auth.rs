@@ -21,7 +21,7 @@ pub enum Mechanism {
 }
 
 impl Mechanism {
-    pub const ALL: [Mechanism; 5] = [
+    pub(crate) const ALL: [Mechanism; 5] = [
         Mechanism::Auto,
         Mechanism::Plain,
         Mechanism::Login,
@@ -30,7 +30,7 @@ impl Mechanism {
     ];
 
     /// The command-line and profile name.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Mechanism::Auto => "auto",
             Mechanism::Plain => "plain",
@@ -41,7 +41,7 @@ impl Mechanism {
     }
 
     /// The SASL name on the wire (`Auto` has none).
-    pub fn sasl_name(self) -> &'static str {
+    pub(crate) fn sasl_name(self) -> &'static str {
         match self {
             Mechanism::Auto => "",
             Mechanism::Plain => "PLAIN",
@@ -52,11 +52,11 @@ impl Mechanism {
     }
 
     /// Whether the mechanism carries a bearer token rather than a password.
-    pub fn takes_token(self) -> bool {
+    pub(crate) fn takes_token(self) -> bool {
         matches!(self, Mechanism::Xoauth2 | Mechanism::Oauthbearer)
     }
 
-    pub fn parse(text: &str) -> Result<Mechanism, String> {
+    pub(crate) fn parse(text: &str) -> Result<Mechanism, String> {
         Mechanism::ALL
             .into_iter()
             .find(|m| m.name().eq_ignore_ascii_case(text.trim()))
@@ -98,20 +98,20 @@ impl AuthReason {
 /// What an access token says about itself when it is a JWT. Nothing here is
 /// verified (only the server can): it serves to explain, never to accept.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct TokenClaims {
+pub(crate) struct TokenClaims {
     /// `exp`: when the token stops being valid.
-    pub expires: Option<SystemTime>,
+    pub(crate) expires: Option<SystemTime>,
     /// The user claims that look like a mail address (`upn`, `email`,
     /// `preferred_username`, `unique_name`, `sub`), in that order.
-    pub users: Vec<String>,
+    pub(crate) users: Vec<String>,
     /// `scp` or `scope`.
-    pub scope: Option<String>,
+    pub(crate) scope: Option<String>,
 }
 
 impl TokenClaims {
     /// The claims of a JWT (`header.payload.signature`); `None` when the token
     /// is opaque or not a readable JWT.
-    pub fn read(token: &str) -> Option<TokenClaims> {
+    pub(crate) fn read(token: &str) -> Option<TokenClaims> {
         let mut parts = token.trim().split('.');
         let (_header, payload, _signature) = (parts.next()?, parts.next()?, parts.next()?);
         if parts.next().is_some() {
@@ -145,12 +145,12 @@ impl TokenClaims {
     }
 
     /// How long ago the token expired, if it has by `now`.
-    pub fn expired_for(&self, now: SystemTime) -> Option<Duration> {
+    pub(crate) fn expired_for(&self, now: SystemTime) -> Option<Duration> {
         now.duration_since(self.expires?).ok()
     }
 
     /// The user the token was issued for, when it names one other than `login`.
-    pub fn other_user(&self, login: &str) -> Option<&str> {
+    pub(crate) fn other_user(&self, login: &str) -> Option<&str> {
         if self.users.is_empty() || self.users.iter().any(|u| u.eq_ignore_ascii_case(login)) {
             return None;
         }

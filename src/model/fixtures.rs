@@ -9,7 +9,7 @@ use crate::model::diagnosis::{Cause, Code, Diagnosis, Severity};
 use crate::model::report::{Cleanup, MessageReport, Report, Target, Verdict};
 use crate::model::result::{ProtocolResult, Verification};
 
-pub fn phases(list: &[(Phase, f64)]) -> Phases {
+pub(crate) fn phases(list: &[(Phase, f64)]) -> Phases {
     list.iter().copied().collect()
 }
 
@@ -31,7 +31,7 @@ fn tls(days: i64) -> Option<TlsInfo> {
     })
 }
 
-pub fn sent(list: &[(Phase, f64)]) -> ProtocolResult {
+pub(crate) fn sent(list: &[(Phase, f64)]) -> ProtocolResult {
     let phases_ms = phases(list);
     ProtocolResult {
         ok: true,
@@ -42,7 +42,7 @@ pub fn sent(list: &[(Phase, f64)]) -> ProtocolResult {
     }
 }
 
-pub fn fetched(list: &[(Phase, f64)], delivery_ms: f64, days: i64) -> ProtocolResult {
+pub(crate) fn fetched(list: &[(Phase, f64)], delivery_ms: f64, days: i64) -> ProtocolResult {
     let phases_ms = phases(list);
     ProtocolResult {
         ok: true,
@@ -56,7 +56,7 @@ pub fn fetched(list: &[(Phase, f64)], delivery_ms: f64, days: i64) -> ProtocolRe
     }
 }
 
-pub fn message(
+pub(crate) fn message(
     size: u64,
     smtp: ProtocolResult,
     imap: ProtocolResult,
@@ -74,9 +74,40 @@ pub fn message(
     }
 }
 
+/// `r` found a copy whose attachment was renamed.
+pub(crate) fn make_altered(r: &mut ProtocolResult) {
+    r.ok = false;
+    r.verified = Some(false);
+    r.verification = Some(Verification {
+        verified: false,
+        bytes: 100,
+        problems: vec!["the attachment was renamed".into()],
+        attachment: None,
+    });
+    r.error = Some(
+        ProbeError::new(ErrorKind::Altered, "the attachment was renamed")
+            .at(Protocol::Imap, Phase::Fetch),
+    );
+}
+
+/// `protocol` never saw the message before its delivery deadline.
+pub(crate) fn not_delivered(protocol: Protocol) -> ProtocolResult {
+    ProtocolResult {
+        found: Some(false),
+        error: Some(
+            ProbeError::new(
+                ErrorKind::NotDelivered,
+                "not in the mailbox 8 s after the server accepted it",
+            )
+            .at(protocol, Phase::Delivery),
+        ),
+        ..Default::default()
+    }
+}
+
 /// Plain mail gets through; 1 MiB is altered over IMAP and never reaches POP3;
 /// 5 MiB is refused by SMTP.
-pub fn report() -> Report {
+pub(crate) fn report() -> Report {
     let plain = message(
         0,
         sent(&[
@@ -96,29 +127,8 @@ pub fn report() -> Report {
         fetched(&[(Phase::Connect, 11.0), (Phase::Stat, 2.0)], 1200.25, 29),
     );
     let mut altered = fetched(&[(Phase::Fetch, 40.0)], 500.0, 30);
-    altered.ok = false;
-    altered.verified = Some(false);
-    altered.verification = Some(Verification {
-        verified: false,
-        bytes: 100,
-        problems: vec!["the attachment was renamed".into()],
-        attachment: None,
-    });
-    altered.error = Some(
-        ProbeError::new(ErrorKind::Altered, "the attachment was renamed")
-            .at(Protocol::Imap, Phase::Fetch),
-    );
-    let missing = ProtocolResult {
-        found: Some(false),
-        error: Some(
-            ProbeError::new(
-                ErrorKind::NotDelivered,
-                "not in the mailbox 8 s after the server accepted it",
-            )
-            .at(Protocol::Pop3, Phase::Delivery),
-        ),
-        ..Default::default()
-    };
+    make_altered(&mut altered);
+    let missing = not_delivered(Protocol::Pop3);
     let one_mib = message(
         1 << 20,
         sent(&[(Phase::Connect, 9.0), (Phase::Data, 900.0)]),
@@ -189,7 +199,7 @@ pub fn report() -> Report {
 }
 
 /// Compare with the reviewed snapshot; `MAILPROBE_BLESS=1` rewrites it.
-pub fn snapshot(name: &str, expected: &str, got: &str) {
+pub(crate) fn snapshot(name: &str, expected: &str, got: &str) {
     if std::env::var_os("MAILPROBE_BLESS").is_some() {
         let path = format!("{}/tests/snapshots/{name}", env!("CARGO_MANIFEST_DIR"));
         std::fs::write(path, got).unwrap();

@@ -19,13 +19,13 @@ use crate::probe::watch::{self, Wanted};
 
 /// What one sweep did, per protocol.
 #[derive(Debug, Default)]
-pub struct Sweep {
-    pub deleted: Vec<(Protocol, String)>,
-    pub errors: Vec<ProbeError>,
+pub(crate) struct Sweep {
+    pub(crate) deleted: Vec<(Protocol, String)>,
+    pub(crate) errors: Vec<ProbeError>,
 }
 
 /// Whether a probe id is at least `min_age` old at `now`.
-pub fn old_enough(id: &str, min_age: Duration, now: SystemTime) -> bool {
+pub(crate) fn old_enough(id: &str, min_age: Duration, now: SystemTime) -> bool {
     let now_ms = now
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
@@ -34,7 +34,7 @@ pub fn old_enough(id: &str, min_age: Duration, now: SystemTime) -> bool {
 }
 
 /// Delete the probe messages at least `min_age` old, recording into `transcript`.
-pub async fn sweep(
+pub(crate) async fn sweep(
     settings: Settings,
     min_age: Duration,
     transcript: Option<Arc<Transcript>>,
@@ -65,7 +65,7 @@ pub async fn sweep(
 /// Probe messages of a finished check that may still be (or arrive) in the
 /// mailbox: its leftovers, and messages whose DATA timed out or was cut off (the
 /// server may have accepted them all the same; a refusal is definite).
-pub fn unconfirmed_ids(report: &Report) -> Vec<String> {
+pub(crate) fn unconfirmed_ids(report: &Report) -> Vec<String> {
     let mut ids = report.cleanup.leftovers.clone();
     for m in &report.messages {
         let maybe_accepted = !m.smtp.ok
@@ -82,7 +82,7 @@ pub fn unconfirmed_ids(report: &Report) -> Vec<String> {
 
 /// Delete the probe messages `ids` a check left behind as they arrive, through
 /// IMAP and POP3, for at most `patience`. Nothing else is touched.
-pub async fn late_cleanup(settings: Settings, mut ids: Vec<String>, patience: Duration) {
+pub(crate) async fn late_cleanup(settings: Settings, mut ids: Vec<String>, patience: Duration) {
     let Ok(ctx) = Context::new(settings, None) else {
         return;
     };

@@ -15,10 +15,10 @@ use crate::core::secret::Login;
 use crate::io::net::{read_line_bounded, write_all_flush};
 use crate::protocol::sasl::Exchange;
 
-pub const MAX_STATUS_LINE: usize = 64 * 1024;
+pub(crate) const MAX_STATUS_LINE: usize = 64 * 1024;
 const MAX_UNTAGGED: usize = 1000;
 /// Map async-imap's errors onto ours.
-pub fn from_imap(err: async_imap::error::Error) -> ProbeError {
+pub(crate) fn from_imap(err: async_imap::error::Error) -> ProbeError {
     use async_imap::error::Error;
     match err {
         // async-imap reports unparsable input and over-large responses as
@@ -91,7 +91,7 @@ pub fn parse_capabilities(line: &str) -> Option<Vec<String>> {
 }
 
 /// The SASL mechanisms among IMAP capabilities (`AUTH=XOAUTH2` -> `XOAUTH2`).
-pub fn auth_mechanisms(capabilities: &[String]) -> Vec<String> {
+pub(crate) fn auth_mechanisms(capabilities: &[String]) -> Vec<String> {
     capabilities
         .iter()
         .filter_map(|c| {
@@ -121,7 +121,7 @@ impl async_imap::Authenticator for &mut Answering<'_> {
 
 /// `AUTHENTICATE` with a bearer token, the initial response on the command
 /// line when the server offers SASL-IR (RFC 4959). A refusal says why.
-pub async fn authenticate_sasl<T>(
+pub(crate) async fn authenticate_sasl<T>(
     client: async_imap::Client<T>,
     exchange: &mut Exchange,
     login: &Login,
@@ -153,7 +153,7 @@ where
 }
 
 /// Send a tagged command and read to its tagged reply; returns the untagged lines.
-pub async fn tagged<S: AsyncBufRead + AsyncWrite + Unpin>(
+pub(crate) async fn tagged<S: AsyncBufRead + AsyncWrite + Unpin>(
     stream: &mut S,
     tag: &str,
     command: &str,
@@ -185,7 +185,7 @@ pub async fn tagged<S: AsyncBufRead + AsyncWrite + Unpin>(
 }
 
 /// A UID set `1,5,7` for commands.
-pub fn uid_set(uids: impl IntoIterator<Item = u32>) -> String {
+pub(crate) fn uid_set(uids: impl IntoIterator<Item = u32>) -> String {
     uids.into_iter()
         .map(|u| u.to_string())
         .collect::<Vec<_>>()
@@ -193,7 +193,7 @@ pub fn uid_set(uids: impl IntoIterator<Item = u32>) -> String {
 }
 
 /// `OR HEADER h a OR HEADER h b HEADER h c`: one search for all pending ids.
-pub fn search_query(probe_ids: &[&str]) -> String {
+pub(crate) fn search_query(probe_ids: &[&str]) -> String {
     let term = |id: &str| format!("HEADER {PROBE_HEADER} \"{id}\"");
     let mut query = String::new();
     for (i, id) in probe_ids.iter().enumerate() {
@@ -207,7 +207,7 @@ pub fn search_query(probe_ids: &[&str]) -> String {
 }
 
 /// `step` under `limit`.
-pub async fn timed<T>(
+pub(crate) async fn timed<T>(
     limit: Duration,
     step: impl Future<Output = ProbeResult<T>>,
 ) -> ProbeResult<T> {

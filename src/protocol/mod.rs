@@ -2,10 +2,10 @@
 //! adapter), IMAP, the POP3 client, SASL with bearer tokens, DNS lookups, building probe messages and
 //! verifying retrieved copies byte for byte. Knows no settings, report or analysis.
 
-pub mod dns;
+pub(crate) mod dns;
 pub mod imap;
 pub mod message;
 pub mod pop3;
-pub mod sasl;
+pub(crate) mod sasl;
 pub mod smtp;
 pub mod verifier;

@@ -14,7 +14,7 @@ use crate::core::secret::Login;
 use crate::core::units::format_duration;
 
 /// More server challenges than this in one exchange is a protocol violation.
-pub const MAX_CHALLENGES: usize = 4;
+pub(crate) const MAX_CHALLENGES: usize = 4;
 
 fn b64(raw: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(raw)
@@ -24,7 +24,7 @@ fn b64(raw: &[u8]) -> String {
 /// names, any case). `Ok(None)`: a password login with `auto` or `login`, which
 /// keeps the protocol's own password login (SMTP AUTH PLAIN/LOGIN through
 /// lettre, IMAP LOGIN, POP3 USER/PASS).
-pub fn pick(login: &Login, offered: &[String]) -> ProbeResult<Option<Mechanism>> {
+pub(crate) fn pick(login: &Login, offered: &[String]) -> ProbeResult<Option<Mechanism>> {
     let offers = |m: Mechanism| {
         offered
             .iter()
@@ -60,7 +60,7 @@ fn sasl_name(user: &str) -> String {
 
 /// The client's first response for a bearer mechanism. `host` and `port` go
 /// into OAUTHBEARER's key/value pairs when given.
-pub fn bearer_response(
+pub(crate) fn bearer_response(
     mechanism: Mechanism,
     user: &str,
     token: &str,
@@ -81,7 +81,7 @@ pub fn bearer_response(
 
 /// Every base64 form a token takes in a bearer exchange with these endpoints,
 /// plus the token itself: what no output may show.
-pub fn token_forms(user: &str, token: &str, endpoints: &[(&str, u16)]) -> Vec<String> {
+pub(crate) fn token_forms(user: &str, token: &str, endpoints: &[(&str, u16)]) -> Vec<String> {
     if token.is_empty() {
         return Vec::new();
     }
@@ -104,14 +104,14 @@ pub fn token_forms(user: &str, token: &str, endpoints: &[(&str, u16)]) -> Vec<St
 /// The OAuth error a server sends as its challenge after refusing a token
 /// (RFC 7628 3.2.2): `{"status":"401","schemes":"bearer","scope":"..."}`.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct OAuthError {
-    pub status: Option<String>,
-    pub scope: Option<String>,
+pub(crate) struct OAuthError {
+    pub(crate) status: Option<String>,
+    pub(crate) scope: Option<String>,
 }
 
 impl OAuthError {
     /// Read a decoded challenge; `None` when it is not such a JSON object.
-    pub fn parse(challenge: &[u8]) -> Option<OAuthError> {
+    pub(crate) fn parse(challenge: &[u8]) -> Option<OAuthError> {
         let json: serde_json::Value = serde_json::from_slice(challenge).ok()?;
         let object = json.as_object()?;
         let text = |k: &str| {
@@ -139,13 +139,13 @@ impl OAuthError {
 
 /// One bearer exchange from the client's side: the first response, the answer
 /// to each server challenge, and what the server said when it refused.
-pub struct Exchange {
+pub(crate) struct Exchange {
     mechanism: Mechanism,
     initial: Vec<u8>,
     initial_sent: bool,
     challenges: usize,
     /// The server's error challenge, once it sent one.
-    pub error: Option<OAuthError>,
+    pub(crate) error: Option<OAuthError>,
 }
 
 impl Drop for Exchange {
@@ -156,7 +156,7 @@ impl Drop for Exchange {
 
 impl Exchange {
     /// An exchange for `mechanism`: a bearer one, or PLAIN (`\0user\0password`).
-    pub fn new(mechanism: Mechanism, login: &Login, host: &str, port: u16) -> Exchange {
+    pub(crate) fn new(mechanism: Mechanism, login: &Login, host: &str, port: u16) -> Exchange {
         let secret = login.password.expose();
         Exchange {
             mechanism,
@@ -172,26 +172,26 @@ impl Exchange {
         }
     }
 
-    pub fn mechanism(&self) -> Mechanism {
+    pub(crate) fn mechanism(&self) -> Mechanism {
         self.mechanism
     }
 
     /// The base64 initial response, sent with the command (SASL-IR).
-    pub fn initial_response(&mut self) -> String {
+    pub(crate) fn initial_response(&mut self) -> String {
         self.initial_sent = true;
         b64(&self.initial)
     }
 
     /// The initial response did not go with the command after all: the server's
     /// empty challenge asks for it.
-    pub fn forget_initial_sent(&mut self) {
+    pub(crate) fn forget_initial_sent(&mut self) {
         self.initial_sent = false;
     }
 
     /// The answer (raw bytes) to a decoded server challenge: the first response
     /// to the empty challenge that asks for it; after an error challenge the
     /// acknowledgement that ends the exchange (XOAUTH2: empty, OAUTHBEARER: %x01).
-    pub fn answer(&mut self, challenge: &[u8]) -> ProbeResult<Vec<u8>> {
+    pub(crate) fn answer(&mut self, challenge: &[u8]) -> ProbeResult<Vec<u8>> {
         self.challenges += 1;
         if self.challenges > MAX_CHALLENGES {
             return Err(ProbeError::protocol_violation(format!(
@@ -210,7 +210,7 @@ impl Exchange {
     }
 
     /// [`Exchange::answer`] for a base64 challenge line (what follows `334 `/`+ `).
-    pub fn answer_base64(&mut self, challenge: &str) -> ProbeResult<String> {
+    pub(crate) fn answer_base64(&mut self, challenge: &str) -> ProbeResult<String> {
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(challenge.trim())
             .map_err(|_| {
@@ -224,7 +224,7 @@ impl Exchange {
 
     /// The refusal of this exchange: `err` (the server's final answer) as an
     /// auth failure saying why, from the error challenge and the token's claims.
-    pub fn refused(&self, login: &Login, err: ProbeError) -> ProbeError {
+    pub(crate) fn refused(&self, login: &Login, err: ProbeError) -> ProbeError {
         if err.kind() != ErrorKind::Rejected && err.kind() != ErrorKind::Auth {
             return err;
         }
@@ -284,7 +284,7 @@ impl Exchange {
 }
 
 /// A token login whose token has already expired fails before connecting.
-pub fn check_not_expired(login: &Login) -> ProbeResult<()> {
+pub(crate) fn check_not_expired(login: &Login) -> ProbeResult<()> {
     if !login.is_token() {
         return Ok(());
     }

@@ -28,14 +28,14 @@ use slow::slow_diagnoses;
 use tls::tls_diagnoses;
 
 /// Diagnose the report and set its diagnoses, verdict and summary.
-pub fn apply(report: &mut Report, thresholds: &Thresholds) {
+pub(crate) fn apply(report: &mut Report, thresholds: &Thresholds) {
     report.diagnoses = diagnose(report, thresholds);
     conclude(report, healthy_summary);
 }
 
 /// Judge a cleanup sweep's report (no messages): failing when a mailbox could
 /// not be swept.
-pub fn apply_sweep(report: &mut Report) {
+pub(crate) fn apply_sweep(report: &mut Report) {
     report.diagnoses = Vec::new();
     if let Some(first) = report.cleanup.errors.first() {
         report.diagnoses.push(Diagnosis {
@@ -59,7 +59,7 @@ pub fn apply_sweep(report: &mut Report) {
 }
 
 /// Add diagnoses after [`apply`]: verdict and summary follow the worst.
-pub fn add(report: &mut Report, extra: Vec<Diagnosis>) {
+pub(crate) fn add(report: &mut Report, extra: Vec<Diagnosis>) {
     if extra.is_empty() {
         return;
     }
