@@ -596,6 +596,28 @@ mod tests {
     }
 
     #[test]
+    fn a_token_expiring_before_the_run_ends_is_a_warning() {
+        use base64::Engine as _;
+        let b = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 60;
+        let jwt = format!("{}.{}.c2ln", b("{}"), b(&format!("{{\"exp\":{exp}}}")));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, jwt).unwrap();
+        let s = resolve(&args(&["--token-file", &file.display().to_string()])).unwrap();
+        let warning = crate::app::token::expiry_warning(&s, Duration::from_secs(600)).unwrap();
+        assert!(warning.contains("expired_token"), "{warning}");
+        assert_eq!(
+            crate::app::token::expiry_warning(&s, Duration::from_secs(10)),
+            None
+        );
+    }
+
+    #[test]
     fn the_oauth_example_profiles_load() {
         for name in ["microsoft365", "gmail"] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("probes/{name}.toml"));
