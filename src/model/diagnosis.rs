@@ -9,6 +9,8 @@ use crate::model::report::Verdict;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Code {
+    /// A service went down and came back at least twice (the liveness timeline).
+    CrashLoop,
     SharedOutage,
     EndpointDown,
     AuthFailed,
@@ -30,11 +32,14 @@ pub enum Code {
     NotStable,
     /// Slower than, or failing where it worked in, the `--baseline`.
     Regression,
+    /// A service restarted once during the run (the liveness timeline).
+    Restarted,
 }
 
 impl Code {
     pub fn as_str(self) -> &'static str {
         match self {
+            Code::CrashLoop => "crash_loop",
             Code::SharedOutage => "shared_outage",
             Code::EndpointDown => "endpoint_down",
             Code::AuthFailed => "auth_failed",
@@ -53,6 +58,7 @@ impl Code {
             Code::Flapping => "flapping",
             Code::NotStable => "not_stable",
             Code::Regression => "regression",
+            Code::Restarted => "restarted",
         }
     }
 }

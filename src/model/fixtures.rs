@@ -195,6 +195,7 @@ pub(crate) fn report() -> Report {
         cleanup: Cleanup::default(),
         mx: None,
         stats: None,
+        timeline: None,
     }
 }
 
