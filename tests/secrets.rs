@@ -384,9 +384,6 @@ fn access_tokens_never_show_accepted_or_refused() {
         .map(String::from)
         .to_vec();
         let mut o = run_with(args, "PROBE_TOKEN", &token);
-        if !good {
-            server.reset_auth_penalty("test24");
-        }
         assert_eq!(o.code, code, "{auth}: {}", text(&o, "stdout"));
         let t = text(&o, "transcript.txt");
         assert!(
