@@ -119,8 +119,9 @@ impl async_imap::Authenticator for &mut Answering<'_> {
     }
 }
 
-/// `AUTHENTICATE` with a bearer token, the initial response on the command
-/// line when the server offers SASL-IR (RFC 4959). A refusal says why.
+/// `AUTHENTICATE` for an [`Exchange`] (a bearer token, or PLAIN), the initial
+/// response on the command line when the server offers SASL-IR (RFC 4959). A
+/// refusal says why.
 pub(crate) async fn authenticate_sasl<T>(
     client: async_imap::Client<T>,
     exchange: &mut Exchange,

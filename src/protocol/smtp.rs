@@ -99,7 +99,7 @@ pub(crate) fn expect_positive(reply: Reply) -> ProbeResult<Reply> {
 /// (RFC 4954 allows AUTH lines of 12288 octets).
 const MAX_AUTH_LINE: usize = 12_000;
 
-/// `AUTH` with a bearer token: the initial response on the command line (or
+/// `AUTH` for an [`Exchange`] (a bearer token): the initial response on the command line (or
 /// after the server's empty challenge when too long), each error challenge
 /// acknowledged; 235 is success, anything else a refusal saying why.
 pub(crate) async fn authenticate_sasl<S: AsyncBufRead + AsyncWrite + Unpin>(

@@ -238,7 +238,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Pop3Client<S> {
         self.login_step(status)
     }
 
-    /// `AUTH` with a bearer token (RFC 5034): the initial response on the
+    /// `AUTH` for an [`Exchange`] (a bearer token, or PLAIN; RFC 5034): the initial response on the
     /// command line when the line stays within 255 octets, else after the
     /// server's empty challenge; each error challenge is acknowledged. A
     /// refusal is [`ErrorKind::Auth`] saying why (see [`Exchange::refused`]).
