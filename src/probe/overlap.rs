@@ -90,13 +90,9 @@ async fn window(
             ),
             _ => (0.0, Vec::new()),
         };
-        // The window's cleanup errors belong to its first round (they are reported once).
-        let errors = if k == 0 {
-            std::mem::take(&mut cleanup.errors)
-        } else {
-            Vec::new()
-        };
-        let own_cleanup = round_cleanup(&own, &cleanup.leftovers, errors);
+        // What the window's cleanup did once (errors, notifications) is reported
+        // with its first round.
+        let own_cleanup = round_cleanup(&own, &mut cleanup, k == 0);
         let mut report = Report::new(s.report_target(), started_at, started, own, own_cleanup);
         report.smtp_server = sent
             .iter()
@@ -125,8 +121,9 @@ fn finished(d: &Dispatch, r: &MessageReport) -> Instant {
     end
 }
 
-/// A round's share of the window's cleanup: its deleted messages and leftovers.
-fn round_cleanup(own: &[MessageReport], leftovers: &[String], errors: Vec<ProbeError>) -> Cleanup {
+/// A round's share of the window's cleanup: its deleted messages, leftovers and
+/// places; the first round also takes the errors and deleted notifications.
+fn round_cleanup(own: &[MessageReport], window: &mut Cleanup, first: bool) -> Cleanup {
     let ids: HashSet<&str> = own.iter().map(|m| m.probe_id.as_str()).collect();
     let deleted = own
         .iter()
@@ -139,11 +136,27 @@ fn round_cleanup(own: &[MessageReport], leftovers: &[String], errors: Vec<ProbeE
         .count();
     Cleanup {
         deleted,
-        leftovers: leftovers
+        leftovers: window
+            .leftovers
             .iter()
             .filter(|l| ids.contains(l.as_str()))
             .cloned()
             .collect(),
-        errors,
+        places: window
+            .places
+            .iter()
+            .filter(|p| ids.contains(p.probe_id.as_str()))
+            .cloned()
+            .collect(),
+        errors: if first {
+            std::mem::take(&mut window.errors)
+        } else {
+            Vec::new()
+        },
+        notifications_deleted: if first {
+            std::mem::take(&mut window.notifications_deleted)
+        } else {
+            0
+        },
     }
 }
