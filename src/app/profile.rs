@@ -20,6 +20,11 @@ use crate::probe::settings::{Plan, Settings, Target};
 /// Environment variable read for the password when no other source is named.
 pub const DEFAULT_PASSWORD_ENV: &str = "MAILPROBE_PASSWORD";
 pub const DEFAULT_SIZES: &str = "0,10KiB,1MiB,5MiB";
+/// How often a mailbox is looked at again (STATUS polls, POP3 logins): at most
+/// once a second unless a profile asks for more.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// A shorter `--timeout` leaves no time for even one session.
+const MIN_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Per-protocol login in a profile (`[login.imap]`).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -63,6 +68,8 @@ pub struct Profile {
     pub helo: Option<String>,
     pub allow_plaintext_login: Option<bool>,
     pub poll_interval: Option<String>,
+    /// The whole check's time limit (`--timeout`).
+    pub timeout: Option<String>,
     pub bisect: Option<bool>,
     pub cert_warn_days: Option<i64>,
     pub slow_phase: Option<String>,
@@ -291,12 +298,23 @@ fn resolve_for(args: &CheckArgs, need_smtp: bool) -> Result<Settings, String> {
             }
         }
     }
+    if let Some(text) = args.timeout.as_ref().or(profile.timeout.as_ref()) {
+        timeouts.check = parse_duration(text)?;
+        if timeouts.check < MIN_CHECK_TIMEOUT {
+            return Err(format!(
+                "--timeout {text:?} is too short: a check needs at least 1s"
+            ));
+        }
+    }
     let poll_interval = profile
         .poll_interval
         .as_deref()
         .map(parse_duration)
         .transpose()?
-        .unwrap_or(Duration::from_millis(100));
+        .unwrap_or(DEFAULT_POLL_INTERVAL);
+    if poll_interval.is_zero() {
+        return Err("poll_interval must be more than zero".into());
+    }
 
     let insecure = args.insecure || profile.insecure.unwrap_or(false);
     let ca_file = args.ca_file.clone().or(profile.ca_file.clone());

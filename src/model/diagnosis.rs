@@ -30,6 +30,8 @@ pub enum Code {
     NotStable,
     /// Slower than, or failing where it worked in, the `--baseline`.
     Regression,
+    /// The check's time limit (`--timeout`) ran out before it was done.
+    TimeLimit,
 }
 
 impl Code {
@@ -53,6 +55,7 @@ impl Code {
             Code::Flapping => "flapping",
             Code::NotStable => "not_stable",
             Code::Regression => "regression",
+            Code::TimeLimit => "time_limit",
         }
     }
 }

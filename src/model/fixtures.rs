@@ -185,6 +185,8 @@ pub fn report() -> Report {
         cleanup: Cleanup::default(),
         mx: None,
         stats: None,
+        sessions: Default::default(),
+        time_limit: None,
     }
 }
 

@@ -1,14 +1,19 @@
 //! The context every prober of one run shares: the settings, the connector (TLS
-//! client, timeouts, transcript) and what POP3 already learned about the mailbox.
+//! client, timeouts, the check's deadline, transcript), what POP3 already learned
+//! about the mailbox, the endpoints found down, and the sessions opened.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use crate::core::error::ProbeResult;
+use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
+use crate::core::phase::{Phase, Protocol};
 use crate::io::connect::Connector;
+use crate::io::deadline::Deadline;
 use crate::io::tls::TlsClient;
 use crate::io::transcript::Transcript;
+use crate::model::report::SessionCounts;
 use crate::probe::settings::Settings;
+use crate::probe::wait::LoginPacing;
 
 /// Shared by every prober in a run.
 pub struct Context {
@@ -16,20 +21,126 @@ pub struct Context {
     pub conn: Connector,
     /// POP3 UIDL → probe id (None: not ours), so each header is read once per run.
     pub pop3_seen: Mutex<HashMap<String, Option<String>>>,
+    /// Endpoints that failed to connect, greet or finish TLS: nobody waits on them again.
+    down: Mutex<HashMap<Protocol, ProbeError>>,
+    /// Sessions and logins per protocol, for the report.
+    counts: Mutex<BTreeMap<Protocol, SessionCounts>>,
+    /// When POP3 last logged in and the server's LOGIN-DELAY.
+    pub pop3_pacing: Mutex<LoginPacing>,
 }
 
 impl Context {
-    /// A context for `settings`; sessions record into `transcript` when given.
+    /// A context for `settings`, whose deadline (`--timeout`) starts now; sessions
+    /// record into `transcript` when given.
     pub fn new(settings: Settings, transcript: Option<Arc<Transcript>>) -> ProbeResult<Self> {
         let conn = Connector {
             timeouts: settings.timeouts,
             tls: TlsClient::new(&settings.tls)?,
             transcript,
+            deadline: Deadline::starting_now(settings.timeouts.check),
         };
         Ok(Context {
             settings,
             conn,
             pop3_seen: Default::default(),
+            down: Default::default(),
+            counts: Default::default(),
+            pop3_pacing: Default::default(),
         })
     }
+
+    pub fn deadline(&self) -> &Deadline {
+        &self.conn.deadline
+    }
+
+    /// Note that `err` ended a session of `protocol`; an endpoint that did not
+    /// answer in time or at all is down for the rest of the run.
+    pub fn note_failure(&self, protocol: Protocol, err: &ProbeError) {
+        if endpoint_down(err) {
+            self.down
+                .lock()
+                .expect("not poisoned")
+                .entry(protocol)
+                .or_insert_with(|| err.clone());
+        }
+    }
+
+    /// Why `protocol`'s endpoint is not tried again, if it is down.
+    pub fn down(&self, protocol: Protocol) -> Option<ProbeError> {
+        self.down
+            .lock()
+            .expect("not poisoned")
+            .get(&protocol)
+            .cloned()
+    }
+
+    /// Count a session (a connection) of `protocol`.
+    pub fn count_session(&self, protocol: Protocol) {
+        self.counts
+            .lock()
+            .expect("not poisoned")
+            .entry(protocol)
+            .or_default()
+            .sessions += 1;
+    }
+
+    /// Count a login attempt of `protocol`.
+    pub fn count_login(&self, protocol: Protocol) {
+        self.counts
+            .lock()
+            .expect("not poisoned")
+            .entry(protocol)
+            .or_default()
+            .logins += 1;
+    }
+
+    /// Add a note on how `protocol` was watched (e.g. a LOGIN-DELAY honoured).
+    pub fn note(&self, protocol: Protocol, note: impl Into<String>) {
+        let note = note.into();
+        let mut counts = self.counts.lock().expect("not poisoned");
+        let c = counts.entry(protocol).or_default();
+        if !c.notes.contains(&note) {
+            c.notes.push(note);
+        }
+    }
+
+    /// Change `protocol`'s counts in place.
+    pub fn with_counts(&self, protocol: Protocol, change: impl FnOnce(&mut SessionCounts)) {
+        change(
+            self.counts
+                .lock()
+                .expect("not poisoned")
+                .entry(protocol)
+                .or_default(),
+        );
+    }
+
+    /// The sessions of this run so far.
+    pub fn session_counts(&self) -> BTreeMap<Protocol, SessionCounts> {
+        self.counts.lock().expect("not poisoned").clone()
+    }
+}
+
+/// A failure to connect, greet or finish the TLS handshake in time: waiting on the
+/// endpoint again would only wait again.
+pub fn endpoint_down(err: &ProbeError) -> bool {
+    match err.phase {
+        Some(Phase::Connect) => matches!(
+            err.kind,
+            ErrorKind::Timeout | ErrorKind::Refused | ErrorKind::Network
+        ),
+        Some(Phase::Greeting | Phase::Tls | Phase::Starttls) => err.kind == ErrorKind::Timeout,
+        _ => false,
+    }
+}
+
+/// The result of a step not attempted because its endpoint is down.
+pub fn not_attempted(protocol: Protocol, down: &ProbeError) -> ProbeError {
+    let mut err = down.clone();
+    err.message = format!(
+        "not attempted: the {} endpoint is down ({})",
+        protocol.label(),
+        down.message
+    );
+    err
 }

@@ -5,9 +5,10 @@
 //! STARTTLS); async-imap takes over at LOGIN.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_imap::Session;
+use async_imap::extensions::idle::IdleResponse;
 use futures::TryStreamExt;
 use tokio::io::BufReader;
 
@@ -24,9 +25,10 @@ use crate::io::connect::{
 use crate::io::net::{BoxStream, read_line_bounded};
 use crate::model::result::Verification;
 use crate::probe::context::Context;
+use crate::probe::wait::{ImapPacing, StatusSays};
 use crate::probe::watch::{Accepted, Locator, Mailbox, Wanted};
 use crate::protocol::imap::{
-    MAX_STATUS_LINE, from_imap, parse_capabilities, search_query, split_status_line, tagged, timed,
+    MAX_STATUS_LINE, from_imap, parse_capabilities, search_query, split_status_line, tagged,
     uid_set,
 };
 use crate::protocol::verifier::Verifier;
@@ -39,8 +41,9 @@ const STEP_BUDGET: u64 = 16 << 20;
 pub struct ImapMailbox {
     /// Taken out while IDLE runs; `None` after a failed IDLE (the session is gone).
     session: Option<Session<BoxStream>>,
-    /// The server supports IDLE (RFC 2177): wait for new mail instead of polling.
-    idle: bool,
+    /// When to IDLE and when to poll with STATUS (IDLE offered, and not caught
+    /// keeping news back).
+    pacing: ImapPacing,
     uidplus: bool,
     /// Bytes the server may still send in the current step.
     allowance: Allowance,
@@ -64,6 +67,7 @@ impl ImapMailbox {
             .imap_login
             .as_ref()
             .ok_or_else(|| ProbeError::config("no IMAP login"))?;
+        ctx.count_session(Protocol::Imap);
         let stream = open_stream(&ctx.conn, endpoint, clock, tls_info).await?;
         let mut reader = BufReader::new(stream);
         let greeting = clock
@@ -134,6 +138,7 @@ impl ImapMailbox {
 
         let (stream, allowance) = Budgeted::imap(stream, STEP_BUDGET);
         let client = async_imap::Client::new(Box::new(stream) as BoxStream);
+        ctx.count_login(Protocol::Imap);
         let mut session = clock
             .run(Phase::Login, t.command, async {
                 client
@@ -156,14 +161,20 @@ impl ImapMailbox {
             .await?;
         let uidplus = caps.has_str("UIDPLUS");
         let idle = caps.has_str("IDLE");
-        clock
+        if !idle {
+            ctx.note(
+                Protocol::Imap,
+                "the IMAP server offers no IDLE; STATUS was polled instead (at most once per poll interval)",
+            );
+        }
+        let selected = clock
             .run(Phase::Select, t.command, async {
                 session.select("INBOX").await.map_err(from_imap)
             })
             .await?;
         Ok(ImapMailbox {
             session: Some(session),
-            idle,
+            pacing: ImapPacing::new(idle, selected.uid_next),
             uidplus,
             allowance,
         })
@@ -171,6 +182,73 @@ impl ImapMailbox {
 }
 
 impl ImapMailbox {
+    /// One IDLE of at most `spell`: true when the server said something.
+    async fn idle_once(&mut self, ctx: &Context, spell: Duration) -> ProbeResult<bool> {
+        let session = self
+            .session
+            .take()
+            .ok_or_else(|| ProbeError::new(ErrorKind::Closed, "the IMAP session has ended"))?;
+        self.allowance.grant(STEP_BUDGET);
+        ctx.with_counts(Protocol::Imap, |c| c.idle_commands += 1);
+        let mut handle = session.idle();
+        let cycle = async {
+            handle.init().await.map_err(from_imap)?;
+            let news = {
+                // New mail (EXISTS), any other word from the server, or the spell's end.
+                let (wait, _stop) = handle.wait_with_timeout(spell);
+                !matches!(wait.await.map_err(from_imap)?, IdleResponse::Timeout)
+            };
+            let session = handle.done().await.map_err(from_imap)?;
+            Ok((session, news))
+        };
+        let bound = spell + ctx.settings.timeouts.command;
+        let (session, news) = ctx
+            .deadline()
+            .run(Protocol::Imap, Phase::Delivery, bound, cycle)
+            .await?;
+        self.session = Some(session);
+        Ok(news)
+    }
+
+    /// STATUS INBOX; SELECT it again when it has new mail, so that servers that
+    /// keep news from an open session (GNU Mailutils) show it to SEARCH.
+    async fn status_poll(&mut self, ctx: &Context, after_quiet_idle: bool) -> ProbeResult<()> {
+        let limit = ctx.settings.timeouts.command;
+        self.allowance.grant(STEP_BUDGET);
+        ctx.with_counts(Protocol::Imap, |c| c.status_polls += 1);
+        let session = self.session()?;
+        let status = ctx
+            .deadline()
+            .run(Protocol::Imap, Phase::Search, limit, async {
+                session
+                    .status("INBOX", "(UIDNEXT MESSAGES)")
+                    .await
+                    .map_err(from_imap)
+            })
+            .await?;
+        let uidnext = status.uid_next.unwrap_or(0);
+        let was_idling = self.pacing.idling();
+        if self
+            .pacing
+            .status(Instant::now(), uidnext, after_quiet_idle)
+            == StatusSays::Changed
+        {
+            if was_idling && !self.pacing.idling() {
+                ctx.note(
+                    Protocol::Imap,
+                    "the IMAP server did not announce new mail during IDLE; STATUS was polled instead (at most once per poll interval)",
+                );
+            }
+            let session = self.session()?;
+            ctx.deadline()
+                .run(Protocol::Imap, Phase::Select, limit, async {
+                    session.select("INBOX").await.map_err(from_imap)
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
     fn session(&mut self) -> ProbeResult<&mut Session<BoxStream>> {
         self.session
             .as_mut()
@@ -183,7 +261,7 @@ impl Mailbox for ImapMailbox {
     const SNAPSHOT: bool = false;
 
     async fn open(ctx: &Context) -> Result<(Self, Phases, Option<TlsInfo>), (ProbeError, Phases)> {
-        let mut clock = PhaseClock::new(Protocol::Imap);
+        let mut clock = PhaseClock::within(Protocol::Imap, ctx.deadline());
         let mut tls = None;
         match Self::connect(ctx, &mut clock, &mut tls).await {
             Ok(m) => Ok((m, clock.into_timings(), tls)),
@@ -234,9 +312,9 @@ impl Mailbox for ImapMailbox {
             }
             Ok(found)
         };
-        timed(limit, step)
+        ctx.deadline()
+            .run(Protocol::Imap, Phase::Search, limit, step)
             .await
-            .map_err(|e| e.at(Protocol::Imap, Phase::Search))
     }
 
     async fn fetch(
@@ -271,9 +349,10 @@ impl Mailbox for ImapMailbox {
                 )
             })
         };
-        timed(ctx.settings.timeouts.body(), step)
+        let limit = ctx.settings.timeouts.body();
+        ctx.deadline()
+            .run(Protocol::Imap, Phase::Fetch, limit, step)
             .await
-            .map_err(|e| e.at(Protocol::Imap, Phase::Fetch))
     }
 
     async fn delete(
@@ -334,41 +413,39 @@ impl Mailbox for ImapMailbox {
             }
             Ok(ours.iter().map(|(id, _)| id.clone()).collect())
         };
-        timed(ctx.settings.timeouts.command, step)
+        let limit = ctx.settings.timeouts.command;
+        ctx.deadline()
+            .run(Protocol::Imap, Phase::Delete, limit, step)
             .await
-            .map_err(|e| e.at(Protocol::Imap, Phase::Delete))
     }
 
     async fn wait_for_change(&mut self, ctx: &Context, limit: Duration) -> ProbeResult<()> {
-        if !self.idle {
-            tokio::time::sleep(limit.min(ctx.settings.plan.poll_interval)).await;
+        let interval = ctx.settings.plan.poll_interval;
+        if let Some(spell) = self.pacing.idle_for(limit) {
+            if self.idle_once(ctx, spell).await? {
+                self.pacing.news();
+                return Ok(());
+            }
+            if spell >= limit {
+                return Ok(()); // the wait is over, not the spell
+            }
+            // A quiet spell: ask STATUS whether the server kept news back.
+            self.pacing.quiet_spell();
+            return self.status_poll(ctx, true).await;
+        }
+        let now = Instant::now();
+        let pause = self.pacing.next_poll(now, interval) - now;
+        if pause >= limit {
+            tokio::time::sleep(limit).await;
             return Ok(());
         }
-        let session = self
-            .session
-            .take()
-            .ok_or_else(|| ProbeError::new(ErrorKind::Closed, "the IMAP session has ended"))?;
-        self.allowance.grant(STEP_BUDGET);
-        let mut handle = session.idle();
-        let cycle = async {
-            handle.init().await.map_err(from_imap)?;
-            {
-                // New mail (EXISTS) or the time limit, whichever comes first.
-                let (wait, _stop) = handle.wait_with_timeout(limit);
-                wait.await.map_err(from_imap)?;
-            }
-            handle.done().await.map_err(from_imap)
-        };
-        let bound = limit + ctx.settings.timeouts.command;
-        let session = timed(bound, cycle)
-            .await
-            .map_err(|e| e.at(Protocol::Imap, Phase::Delivery))?;
-        self.session = Some(session);
-        Ok(())
+        tokio::time::sleep(pause).await;
+        self.status_poll(ctx, false).await
     }
 
     async fn close(mut self, ctx: &Context) {
         let limit = ctx.settings.timeouts.command.min(Duration::from_secs(5));
+        let (limit, _) = ctx.deadline().cap(limit);
         self.allowance.grant(STEP_BUDGET);
         if let Some(mut session) = self.session.take() {
             let _ = tokio::time::timeout(limit, session.logout()).await;

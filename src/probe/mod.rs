@@ -1,5 +1,5 @@
 //! The orchestration: settings and context, the SMTP, IMAP and POP3 probers, the
-//! mailbox watcher, one check (the ladder), bisection, constant rate, rounds and
+//! mailbox watcher and its wait strategy, one check (the ladder), bisection, constant rate, rounds and
 //! verify, the cleanup sweep and domain checks.
 
 pub mod bisect;
@@ -13,4 +13,5 @@ pub mod rounds;
 pub mod settings;
 pub mod smtp;
 pub mod sweep;
+pub mod wait;
 pub mod watch;

@@ -3,7 +3,7 @@
 //! exactly the probe's own messages.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
 use crate::core::phase::{Phase, Phases, Protocol};
@@ -15,8 +15,9 @@ use crate::io::net::BoxStream;
 use crate::io::transcript;
 use crate::model::result::Verification;
 use crate::probe::context::Context;
+use crate::probe::wait::UNANNOUNCED_LOGIN_DELAY;
 use crate::probe::watch::{Accepted, Locator, Mailbox, Wanted};
-use crate::protocol::pop3::{Pop3Client, has_capability};
+use crate::protocol::pop3::{Pop3Client, has_capability, is_login_delay_refusal, login_delay};
 use crate::protocol::verifier::Verifier;
 
 /// A header block larger than this is not read for a probe id.
@@ -45,6 +46,7 @@ impl Pop3Mailbox {
             .pop3_login
             .as_ref()
             .ok_or_else(|| ProbeError::config("no POP3 login"))?;
+        ctx.count_session(Protocol::Pop3);
         let stream = open_stream(&ctx.conn, endpoint, clock, tls_info).await?;
         let (mut client, _banner) = clock
             .run(Phase::Greeting, t.greeting, Pop3Client::connect(stream))
@@ -59,7 +61,7 @@ impl Pop3Mailbox {
             let (tls, info) = clock
                 .run(
                     Phase::Tls,
-                    t.command,
+                    t.greeting,
                     ctx.conn.tls.handshake(raw, &endpoint.host),
                 )
                 .await?;
@@ -78,13 +80,51 @@ impl Pop3Mailbox {
             s.target.allow_plaintext_login,
             Phase::Login,
         )?;
-        clock
+        if let Some(delay) = login_delay(&caps) {
+            ctx.pop3_pacing
+                .lock()
+                .expect("not poisoned")
+                .learn_delay(Duration::from_secs(delay));
+            ctx.with_counts(Protocol::Pop3, |c| c.login_delay_s = Some(delay));
+        }
+        ctx.count_login(Protocol::Pop3);
+        let attempted = Instant::now();
+        let logged_in = clock
             .run(
                 Phase::Login,
                 t.command,
                 client.login(&login.user, login.password.expose(), &caps),
             )
-            .await?;
+            .await;
+        let mut pacing = ctx.pop3_pacing.lock().expect("not poisoned");
+        pacing.logged_in(attempted);
+        if let Err(e) = &logged_in
+            && e.reply
+                .as_ref()
+                .is_some_and(|r| is_login_delay_refusal(&r.text))
+        {
+            // Refused for logging in too soon: wait the announced delay (or a long one).
+            let delay = pacing.login_delay().unwrap_or(UNANNOUNCED_LOGIN_DELAY);
+            pacing.learn_delay(delay);
+            drop(pacing);
+            ctx.with_counts(Protocol::Pop3, |c| {
+                c.login_delay_s.get_or_insert(delay.as_secs());
+            });
+        } else {
+            drop(pacing);
+        }
+        logged_in?;
+        if ctx
+            .pop3_pacing
+            .lock()
+            .expect("not poisoned")
+            .scarce(s.plan.poll_interval)
+        {
+            ctx.note(
+                Protocol::Pop3,
+                "the POP3 server allows one login per LOGIN-DELAY: POP3 logged in once the messages were expected to be there, fetched and deleted them in that session",
+            );
+        }
         clock.run(Phase::Stat, t.command, client.stat()).await?;
         Ok(Pop3Mailbox {
             client: Some(client),
@@ -103,7 +143,7 @@ impl Mailbox for Pop3Mailbox {
     const SNAPSHOT: bool = true;
 
     async fn open(ctx: &Context) -> Result<(Self, Phases, Option<TlsInfo>), (ProbeError, Phases)> {
-        let mut clock = PhaseClock::new(Protocol::Pop3);
+        let mut clock = PhaseClock::within(Protocol::Pop3, ctx.deadline());
         let mut tls = None;
         match Self::connect(ctx, &mut clock, &mut tls).await {
             Ok(m) => Ok((m, clock.into_timings(), tls)),
@@ -149,10 +189,9 @@ impl Mailbox for Pop3Mailbox {
             Ok(found)
         };
         // Scanning a large mailbox the first time takes a TOP per message.
-        tokio::time::timeout(limit * 4, step)
+        ctx.deadline()
+            .run(Protocol::Pop3, Phase::Search, limit * 4, step)
             .await
-            .unwrap_or_else(|_| Err(ProbeError::timeout(limit * 4)))
-            .map_err(|e| e.at(Protocol::Pop3, Phase::Search))
     }
 
     async fn fetch(
@@ -171,11 +210,11 @@ impl Mailbox for Pop3Mailbox {
         let mut verifier = Verifier::new(&message.expected);
         let mut sink = |line: &[u8]| verifier.line(line);
         let step = client.retr(*number, max_bytes, &mut sink);
-        match tokio::time::timeout(limit, step).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(e.at(Protocol::Pop3, Phase::Fetch)),
-            Err(_) => return Err(ProbeError::timeout(limit).at(Protocol::Pop3, Phase::Fetch)),
-        }
+        ctx.deadline()
+            .run(Protocol::Pop3, Phase::Fetch, limit, async {
+                step.await.map(|_| ())
+            })
+            .await?;
         Ok(verifier.finish())
     }
 
@@ -203,15 +242,15 @@ impl Mailbox for Pop3Mailbox {
             client.quit().await?;
             Ok(deleted)
         };
-        tokio::time::timeout(limit, step)
+        ctx.deadline()
+            .run(Protocol::Pop3, Phase::Delete, limit, step)
             .await
-            .unwrap_or_else(|_| Err(ProbeError::timeout(limit)))
-            .map_err(|e| e.at(Protocol::Pop3, Phase::Delete))
     }
 
     async fn close(mut self, ctx: &Context) {
         if let Some(client) = self.client.take() {
             let limit = ctx.settings.timeouts.command.min(Duration::from_secs(5));
+            let (limit, _) = ctx.deadline().cap(limit);
             let _ = tokio::time::timeout(limit, client.quit()).await;
         }
     }

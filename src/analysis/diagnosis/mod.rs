@@ -12,6 +12,7 @@ use crate::model::diagnosis::{Code, Diagnosis, Severity, Thresholds};
 use crate::model::report::{MessageReport, Report, Verdict};
 use crate::model::result::ProtocolResult;
 
+mod deadline;
 mod endpoints;
 mod messages;
 mod mx;
@@ -20,6 +21,7 @@ mod slow;
 mod tests;
 mod tls;
 
+use deadline::time_limit_diagnosis;
 use endpoints::{endpoint_failure, endpoint_hints};
 use messages::message_diagnoses;
 use mx::mx_diagnoses;
@@ -166,6 +168,7 @@ fn diagnose(report: &Report, t: &Thresholds) -> Vec<Diagnosis> {
     }
 
     message_diagnoses(report, &mut out);
+    out.extend(time_limit_diagnosis(report));
     out.extend(mx_diagnoses(report));
     slow_diagnoses(report, t, &mut out);
 

@@ -126,6 +126,8 @@ fn report(messages: Vec<MessageReport>) -> Report {
         cleanup: Cleanup::default(),
         mx: None,
         stats: None,
+        sessions: Default::default(),
+        time_limit: None,
     };
     apply(&mut r, &Thresholds::default());
     r

@@ -26,8 +26,8 @@ use crate::io::net::{read_line_bounded, write_all_flush};
 
 use crate::io::idle::IdleTimeout;
 pub use parse::{
-    Status, has_capability, has_sasl, parse_list_line, parse_stat, parse_status_line,
-    parse_uidl_line, unstuff,
+    Status, has_capability, has_sasl, is_login_delay_refusal, login_delay, parse_list_line,
+    parse_stat, parse_status_line, parse_uidl_line, unstuff,
 };
 use parse::{excerpt, refusal_kind, trim_eol};
 
