@@ -20,6 +20,11 @@ use crate::probe::watch::{Accepted, Locator, Mailbox, Wanted};
 use crate::protocol::pop3::{Pop3Client, has_capability, is_login_delay_refusal, login_delay};
 use crate::protocol::verifier::Verifier;
 
+/// Why a session ended before its login: the server's LOGIN-DELAY was learned
+/// from CAPA, so the one login is kept for when the messages are there.
+const LOGIN_DEFERRED: &str =
+    "login deferred: the server announced a LOGIN-DELAY longer than the poll interval";
+
 /// A header block larger than this is not read for a probe id.
 const MAX_HEADER_BYTES: usize = 256 * 1024;
 
@@ -81,11 +86,22 @@ impl Pop3Mailbox {
             Phase::Login,
         )?;
         if let Some(delay) = login_delay(&caps) {
-            ctx.pop3_pacing
-                .lock()
-                .expect("not poisoned")
-                .learn_delay(Duration::from_secs(delay));
+            let mut pacing = ctx.pop3_pacing.lock().expect("not poisoned");
+            let news = pacing.login_delay().is_none();
+            pacing.learn_delay(Duration::from_secs(delay));
+            let scarce = pacing.scarce(s.plan.poll_interval) && pacing.watching;
+            drop(pacing);
             ctx.with_counts(Protocol::Pop3, |c| c.login_delay_s = Some(delay));
+            if news && scarce {
+                // One login is all there is for a while: spend it when the
+                // messages are there, not now.
+                let _ = ctx
+                    .deadline()
+                    .run(Protocol::Pop3, Phase::Quit, t.command, client.quit())
+                    .await;
+                return Err(ProbeError::new(ErrorKind::Rejected, LOGIN_DEFERRED)
+                    .at(Protocol::Pop3, Phase::Login));
+            }
         }
         ctx.count_login(Protocol::Pop3);
         let attempted = Instant::now();
@@ -149,6 +165,10 @@ impl Mailbox for Pop3Mailbox {
             Ok(m) => Ok((m, clock.into_timings(), tls)),
             Err(e) => Err((e.at(Protocol::Pop3, Phase::Connect), clock.into_timings())),
         }
+    }
+
+    fn deferred(err: &ProbeError) -> bool {
+        err.message == LOGIN_DEFERRED
     }
 
     async fn find(

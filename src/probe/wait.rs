@@ -113,6 +113,9 @@ impl ImapPacing {
 pub struct LoginPacing {
     last_login: Option<Instant>,
     login_delay: Option<Duration>,
+    /// The watcher is waiting for messages: a login may be put off until they
+    /// are there (cleanup and `mailprobe cleanup` log in when they must).
+    pub watching: bool,
 }
 
 impl LoginPacing {
@@ -168,7 +171,8 @@ pub fn next_login(p: &LoginPacing, s: &Situation) -> When {
     let ready = if s.peer_watching {
         if s.peer_done && !s.sending {
             s.now
-        } else if s.sending {
+        } else if s.sending || p.scarce(s.interval) {
+            // A scarce login waits for IMAP (or the end) rather than a grace.
             // The next acceptance or IMAP's progress wakes the watcher up.
             s.deadline
         } else {
@@ -344,8 +348,13 @@ mod tests {
         assert_eq!(next_login(&p, &s), When::At(s.deadline));
         s.sending = false;
         assert_eq!(next_login(&p, &s), When::At(t0 + HANDOVER_GRACE));
+        // Under a LOGIN-DELAY, no grace: IMAP's word, or the last moment.
+        let mut scarce = LoginPacing::default();
+        scarce.learn_delay(60 * S);
+        assert_eq!(next_login(&scarce, &s), When::At(s.deadline));
         s.peer_done = true;
         assert_eq!(next_login(&p, &s), When::Now);
+        assert_eq!(next_login(&scarce, &s), When::Now);
     }
 
     #[test]

@@ -82,6 +82,11 @@ pub trait Mailbox: Sized {
         which: &[(String, Locator)],
     ) -> impl Future<Output = ProbeResult<Vec<String>>>;
     fn close(self, ctx: &Context) -> impl Future<Output = ()>;
+    /// The session was given up before login to log in later (a POP3 server's
+    /// LOGIN-DELAY learned from its capabilities): not a failure.
+    fn deferred(_err: &ProbeError) -> bool {
+        false
+    }
     /// Wait until the mailbox may have changed, at most `limit` (IMAP: IDLE, or
     /// STATUS polling; see [`crate::probe::wait`]); by default, one poll interval.
     fn wait_for_change(
@@ -141,6 +146,12 @@ pub async fn watch<M: Mailbox>(
         (ctx.settings.timeouts.delivery.as_millis() / interval.as_millis().max(1)) as usize * 4
             + 1000;
 
+    let set_watching = |on: bool| {
+        if M::SNAPSHOT {
+            ctx.pop3_pacing.lock().expect("not poisoned").watching = on;
+        }
+    };
+    set_watching(true);
     for _ in 0..max_passes {
         // Take what SMTP accepted since the last look.
         loop {
@@ -246,6 +257,7 @@ pub async fn watch<M: Mailbox>(
                     unreachable_since = None;
                     session = Some(opened)
                 }
+                Err((err, _)) if M::deferred(&err) => continue,
                 Err((err, phases)) => {
                     ctx.note_failure(M::PROTOCOL, &err);
                     let now = Instant::now();
@@ -433,6 +445,7 @@ pub async fn watch<M: Mailbox>(
             ),
         );
     }
+    set_watching(false);
     if leads {
         handover.mark(results.keys().copied());
         handover.finish();
