@@ -5,9 +5,9 @@
 pub mod endpoint;
 pub mod error;
 pub mod phase;
-pub mod probe_id;
+pub(crate) mod probe_id;
 pub mod reply;
 pub mod secret;
-pub mod time;
-pub mod tls_info;
-pub mod units;
+pub(crate) mod time;
+pub(crate) mod tls_info;
+pub(crate) mod units;

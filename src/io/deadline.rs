@@ -16,7 +16,7 @@ const MAX_CLEANUP_SLICE: Duration = Duration::from_secs(5);
 
 /// One check's deadline, shared by every session of the check.
 #[derive(Debug, Clone)]
-pub struct Deadline {
+pub(crate) struct Deadline {
     inner: Arc<Inner>,
 }
 
@@ -32,13 +32,13 @@ struct Inner {
 }
 
 /// The slice of `limit` kept back for cleanup: a sixth, at most 5 s.
-pub fn cleanup_slice(limit: Duration) -> Duration {
+pub(crate) fn cleanup_slice(limit: Duration) -> Duration {
     (limit / 6).min(MAX_CLEANUP_SLICE)
 }
 
 impl Deadline {
     /// A deadline `limit` from now.
-    pub fn starting_now(limit: Duration) -> Deadline {
+    pub(crate) fn starting_now(limit: Duration) -> Deadline {
         let now = Instant::now();
         let end = now + limit;
         Deadline {
@@ -53,17 +53,17 @@ impl Deadline {
     }
 
     /// The `--timeout` this deadline enforces.
-    pub fn limit(&self) -> Duration {
+    pub(crate) fn limit(&self) -> Duration {
         self.inner.limit
     }
 
     /// From now on the reserved cleanup slice may be used too.
-    pub fn enter_cleanup(&self) {
+    pub(crate) fn enter_cleanup(&self) {
         self.inner.cleaning.store(true, Ordering::Relaxed);
     }
 
     /// When the current stage must end (work, or cleanup once entered).
-    pub fn at(&self) -> Instant {
+    pub(crate) fn at(&self) -> Instant {
         if self.inner.cleaning.load(Ordering::Relaxed) {
             self.inner.end
         } else {
@@ -71,16 +71,16 @@ impl Deadline {
         }
     }
 
-    pub fn remaining(&self) -> Duration {
+    pub(crate) fn remaining(&self) -> Duration {
         self.at().saturating_duration_since(Instant::now())
     }
 
-    pub fn passed(&self) -> bool {
+    pub(crate) fn passed(&self) -> bool {
         self.remaining().is_zero()
     }
 
     /// `limit` cut to what remains, and whether the deadline is what cut it.
-    pub fn cap(&self, limit: Duration) -> (Duration, bool) {
+    pub(crate) fn cap(&self, limit: Duration) -> (Duration, bool) {
         let left = self.remaining();
         if left < limit {
             (left, true)
@@ -90,18 +90,18 @@ impl Deadline {
     }
 
     /// Remember that `phase` ran into the deadline (the first one counts).
-    pub fn spent(&self, protocol: Protocol, phase: Phase) {
+    pub(crate) fn spent(&self, protocol: Protocol, phase: Phase) {
         let mut slot = self.inner.spent_in.lock().expect("not poisoned");
         slot.get_or_insert((protocol, phase));
     }
 
     /// The phase that used up the time, when the deadline was reached.
-    pub fn spent_in(&self) -> Option<(Protocol, Phase)> {
+    pub(crate) fn spent_in(&self) -> Option<(Protocol, Phase)> {
         *self.inner.spent_in.lock().expect("not poisoned")
     }
 
     /// The error of a phase the deadline cut short.
-    pub fn exceeded(&self, protocol: Protocol, phase: Phase) -> ProbeError {
+    pub(crate) fn exceeded(&self, protocol: Protocol, phase: Phase) -> ProbeError {
         self.spent(protocol, phase);
         ProbeError::new(
             ErrorKind::Timeout,
@@ -114,7 +114,7 @@ impl Deadline {
     }
 
     /// Run `step` as `phase` under `limit`, cut to what remains of the deadline.
-    pub async fn run<T, F>(
+    pub(crate) async fn run<T, F>(
         &self,
         protocol: Protocol,
         phase: Phase,
@@ -133,7 +133,7 @@ impl Deadline {
     }
 
     /// Sleep `pause`, or less when the deadline comes first; false when it came.
-    pub async fn sleep(&self, pause: Duration) -> bool {
+    pub(crate) async fn sleep(&self, pause: Duration) -> bool {
         let (pause, cut) = self.cap(pause);
         tokio::time::sleep(pause).await;
         !cut

@@ -15,16 +15,16 @@ use crate::io::net::{BoxStream, MailStream};
 
 /// What the user asked for.
 #[derive(Debug, Clone, Default)]
-pub struct TlsSettings {
+pub(crate) struct TlsSettings {
     /// Extra trust anchors (PEM), e.g. a private CA or a self-signed server certificate.
-    pub ca_file: Option<PathBuf>,
+    pub(crate) ca_file: Option<PathBuf>,
     /// Accept any certificate. The report says so.
-    pub insecure: bool,
+    pub(crate) insecure: bool,
 }
 
 /// Built once per run and shared by every connection.
 #[derive(Clone)]
-pub struct TlsClient {
+pub(crate) struct TlsClient {
     verifier: Arc<WebPkiServerVerifier>,
     insecure: bool,
 }
@@ -57,7 +57,7 @@ fn load_pem_certs(path: &Path) -> ProbeResult<Vec<CertificateDer<'static>>> {
 }
 
 impl TlsClient {
-    pub fn new(settings: &TlsSettings) -> ProbeResult<Self> {
+    pub(crate) fn new(settings: &TlsSettings) -> ProbeResult<Self> {
         let mut roots = RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         if let Some(path) = &settings.ca_file {
@@ -79,12 +79,8 @@ impl TlsClient {
         })
     }
 
-    pub fn is_insecure(&self) -> bool {
-        self.insecure
-    }
-
     /// Handshake over `stream` for `host`, returning the encrypted stream and what it showed.
-    pub async fn handshake<S: MailStream + 'static>(
+    pub(crate) async fn handshake<S: MailStream + 'static>(
         &self,
         stream: S,
         host: &str,
@@ -159,7 +155,7 @@ impl TlsClient {
 }
 
 /// Subject, issuer, names and validity of a DER certificate.
-pub fn describe_certificate(der: &[u8]) -> Option<CertificateInfo> {
+pub(crate) fn describe_certificate(der: &[u8]) -> Option<CertificateInfo> {
     use x509_parser::prelude::*;
     let (_, cert) = X509Certificate::from_der(der).ok()?;
     let mut sans = Vec::new();

@@ -16,23 +16,26 @@ use crate::probe::settings::Settings;
 use crate::probe::wait::LoginPacing;
 
 /// Shared by every prober in a run.
-pub struct Context {
-    pub settings: Settings,
-    pub conn: Connector,
+pub(crate) struct Context {
+    pub(crate) settings: Settings,
+    pub(crate) conn: Connector,
     /// POP3 UIDL → probe id (None: not ours), so each header is read once per run.
-    pub pop3_seen: Mutex<HashMap<String, Option<String>>>,
+    pub(crate) pop3_seen: Mutex<HashMap<String, Option<String>>>,
     /// Endpoints that failed to connect, greet or finish TLS: nobody waits on them again.
     down: Mutex<HashMap<Protocol, ProbeError>>,
     /// Sessions and logins per protocol, for the report.
     counts: Mutex<BTreeMap<Protocol, SessionCounts>>,
     /// When POP3 last logged in and the server's LOGIN-DELAY.
-    pub pop3_pacing: Mutex<LoginPacing>,
+    pub(crate) pop3_pacing: Mutex<LoginPacing>,
 }
 
 impl Context {
     /// A context for `settings`, whose deadline (`--timeout`) starts now; sessions
     /// record into `transcript` when given.
-    pub fn new(settings: Settings, transcript: Option<Arc<Transcript>>) -> ProbeResult<Self> {
+    pub(crate) fn new(
+        settings: Settings,
+        transcript: Option<Arc<Transcript>>,
+    ) -> ProbeResult<Self> {
         let conn = Connector {
             timeouts: settings.timeouts,
             tls: TlsClient::new(&settings.tls)?,
@@ -49,13 +52,13 @@ impl Context {
         })
     }
 
-    pub fn deadline(&self) -> &Deadline {
+    pub(crate) fn deadline(&self) -> &Deadline {
         &self.conn.deadline
     }
 
     /// Note that `err` ended a session of `protocol`; an endpoint that did not
     /// answer in time or at all is down for the rest of the run.
-    pub fn note_failure(&self, protocol: Protocol, err: &ProbeError) {
+    pub(crate) fn note_failure(&self, protocol: Protocol, err: &ProbeError) {
         if endpoint_down(err) {
             self.down
                 .lock()
@@ -66,7 +69,7 @@ impl Context {
     }
 
     /// Why `protocol`'s endpoint is not tried again, if it is down.
-    pub fn down(&self, protocol: Protocol) -> Option<ProbeError> {
+    pub(crate) fn down(&self, protocol: Protocol) -> Option<ProbeError> {
         self.down
             .lock()
             .expect("not poisoned")
@@ -75,7 +78,7 @@ impl Context {
     }
 
     /// Count a session (a connection) of `protocol`.
-    pub fn count_session(&self, protocol: Protocol) {
+    pub(crate) fn count_session(&self, protocol: Protocol) {
         self.counts
             .lock()
             .expect("not poisoned")
@@ -85,7 +88,7 @@ impl Context {
     }
 
     /// Count a login attempt of `protocol`.
-    pub fn count_login(&self, protocol: Protocol) {
+    pub(crate) fn count_login(&self, protocol: Protocol) {
         self.counts
             .lock()
             .expect("not poisoned")
@@ -95,7 +98,7 @@ impl Context {
     }
 
     /// Add a note on how `protocol` was watched (e.g. a LOGIN-DELAY honoured).
-    pub fn note(&self, protocol: Protocol, note: impl Into<String>) {
+    pub(crate) fn note(&self, protocol: Protocol, note: impl Into<String>) {
         let note = note.into();
         let mut counts = self.counts.lock().expect("not poisoned");
         let c = counts.entry(protocol).or_default();
@@ -105,7 +108,7 @@ impl Context {
     }
 
     /// Change `protocol`'s counts in place.
-    pub fn with_counts(&self, protocol: Protocol, change: impl FnOnce(&mut SessionCounts)) {
+    pub(crate) fn with_counts(&self, protocol: Protocol, change: impl FnOnce(&mut SessionCounts)) {
         change(
             self.counts
                 .lock()
@@ -116,14 +119,14 @@ impl Context {
     }
 
     /// The sessions of this run so far.
-    pub fn session_counts(&self) -> BTreeMap<Protocol, SessionCounts> {
+    pub(crate) fn session_counts(&self) -> BTreeMap<Protocol, SessionCounts> {
         self.counts.lock().expect("not poisoned").clone()
     }
 }
 
 /// A failure to connect, greet or finish the TLS handshake in time: waiting on the
 /// endpoint again would only wait again.
-pub fn endpoint_down(err: &ProbeError) -> bool {
+pub(crate) fn endpoint_down(err: &ProbeError) -> bool {
     match err.phase {
         Some(Phase::Connect) => matches!(
             err.kind,
@@ -135,7 +138,7 @@ pub fn endpoint_down(err: &ProbeError) -> bool {
 }
 
 /// The result of a step not attempted because its endpoint is down.
-pub fn not_attempted(protocol: Protocol, down: &ProbeError) -> ProbeError {
+pub(crate) fn not_attempted(protocol: Protocol, down: &ProbeError) -> ProbeError {
     let mut err = down.clone();
     err.message = format!(
         "not attempted: the {} endpoint is down ({})",

@@ -28,7 +28,7 @@ use crate::probe::context::Context;
 use crate::probe::wait::{ImapPacing, StatusSays};
 use crate::probe::watch::{Accepted, Locator, Mailbox, Wanted};
 use crate::protocol::imap::{
-    MAX_STATUS_LINE, from_imap, parse_capabilities, search_query, split_status_line, tagged,
+    MAX_STATUS_LINE, from_imap, parse_capabilities, search_query, split_status_line, tagged, timed,
     uid_set,
 };
 use crate::protocol::verifier::Verifier;
@@ -38,7 +38,7 @@ use crate::protocol::verifier::Verifier;
 /// whole response, so a hostile one must not grow without bound.
 const STEP_BUDGET: u64 = 16 << 20;
 
-pub struct ImapMailbox {
+pub(crate) struct ImapMailbox {
     /// Taken out while IDLE runs; `None` after a failed IDLE (the session is gone).
     session: Option<Session<BoxStream>>,
     /// When to IDLE and when to poll with STATUS (IDLE offered, and not caught
@@ -448,7 +448,7 @@ impl Mailbox for ImapMailbox {
         let (limit, _) = ctx.deadline().cap(limit);
         self.allowance.grant(STEP_BUDGET);
         if let Some(mut session) = self.session.take() {
-            let _ = tokio::time::timeout(limit, session.logout()).await;
+            let _ = timed(limit, async { session.logout().await.map_err(from_imap) }).await;
         }
     }
 }

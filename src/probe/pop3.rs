@@ -28,7 +28,7 @@ const LOGIN_DEFERRED: &str =
 /// A header block larger than this is not read for a probe id.
 const MAX_HEADER_BYTES: usize = 256 * 1024;
 
-pub struct Pop3Mailbox {
+pub(crate) struct Pop3Mailbox {
     /// Taken by `delete`, which must QUIT to commit the deletions.
     client: Option<Pop3Client<BoxStream>>,
 }
@@ -85,23 +85,17 @@ impl Pop3Mailbox {
             s.target.allow_plaintext_login,
             Phase::Login,
         )?;
-        if let Some(delay) = login_delay(&caps) {
-            let mut pacing = ctx.pop3_pacing.lock().expect("not poisoned");
-            let news = pacing.login_delay().is_none();
-            pacing.learn_delay(Duration::from_secs(delay));
-            let scarce = pacing.scarce(s.plan.poll_interval) && pacing.watching;
-            drop(pacing);
-            ctx.with_counts(Protocol::Pop3, |c| c.login_delay_s = Some(delay));
-            if news && scarce {
-                // One login is all there is for a while: spend it when the
-                // messages are there, not now.
-                let _ = ctx
-                    .deadline()
-                    .run(Protocol::Pop3, Phase::Quit, t.command, client.quit())
-                    .await;
-                return Err(ProbeError::new(ErrorKind::Rejected, LOGIN_DEFERRED)
-                    .at(Protocol::Pop3, Phase::Login));
-            }
+        if let Some(delay) = login_delay(&caps)
+            && learn_announced_delay(ctx, Duration::from_secs(delay))
+        {
+            // One login is all there is for a while: spend it when the messages
+            // are there, not now.
+            let _ = ctx
+                .deadline()
+                .run(Protocol::Pop3, Phase::Quit, t.command, client.quit())
+                .await;
+            return Err(ProbeError::new(ErrorKind::Rejected, LOGIN_DEFERRED)
+                .at(Protocol::Pop3, Phase::Login));
         }
         ctx.count_login(Protocol::Pop3);
         let attempted = Instant::now();
@@ -112,30 +106,14 @@ impl Pop3Mailbox {
                 client.login(&login.user, login.password.expose(), &caps),
             )
             .await;
-        let mut pacing = ctx.pop3_pacing.lock().expect("not poisoned");
-        pacing.logged_in(attempted);
-        if let Err(e) = &logged_in
-            && e.reply
+        let too_soon = logged_in.as_ref().err().is_some_and(|e| {
+            e.reply
                 .as_ref()
                 .is_some_and(|r| is_login_delay_refusal(&r.text))
-        {
-            // Refused for logging in too soon: wait the announced delay (or a long one).
-            let delay = pacing.login_delay().unwrap_or(UNANNOUNCED_LOGIN_DELAY);
-            pacing.learn_delay(delay);
-            drop(pacing);
-            ctx.with_counts(Protocol::Pop3, |c| {
-                c.login_delay_s.get_or_insert(delay.as_secs());
-            });
-        } else {
-            drop(pacing);
-        }
+        });
+        let scarce = after_login(ctx, attempted, too_soon);
         logged_in?;
-        if ctx
-            .pop3_pacing
-            .lock()
-            .expect("not poisoned")
-            .scarce(s.plan.poll_interval)
-        {
+        if scarce {
             ctx.note(
                 Protocol::Pop3,
                 "the POP3 server allows one login per LOGIN-DELAY: POP3 logged in once the messages were expected to be there, fetched and deleted them in that session",
@@ -152,6 +130,32 @@ impl Pop3Mailbox {
             .as_mut()
             .ok_or_else(|| ProbeError::new(ErrorKind::Closed, "the POP3 session has ended"))
     }
+}
+
+/// Remember the LOGIN-DELAY a server announced; true when the watcher should put
+/// off this session's login (the delay is news, and longer than a poll interval).
+fn learn_announced_delay(ctx: &Context, delay: Duration) -> bool {
+    ctx.with_counts(Protocol::Pop3, |c| c.login_delay_s = Some(delay.as_secs()));
+    let mut pacing = ctx.pop3_pacing.lock().expect("not poisoned");
+    let news = pacing.login_delay().is_none();
+    pacing.learn_delay(delay);
+    news && pacing.watching && pacing.scarce(ctx.settings.plan.poll_interval)
+}
+
+/// Note a login attempt made at `attempted` (refused as `too_soon` for the
+/// LOGIN-DELAY or not); true when logins are scarce from now on.
+fn after_login(ctx: &Context, attempted: Instant, too_soon: bool) -> bool {
+    let mut pacing = ctx.pop3_pacing.lock().expect("not poisoned");
+    pacing.logged_in(attempted);
+    if too_soon {
+        // Refused for logging in too soon: wait the announced delay (or a long one).
+        let delay = pacing.login_delay().unwrap_or(UNANNOUNCED_LOGIN_DELAY);
+        pacing.learn_delay(delay);
+        ctx.with_counts(Protocol::Pop3, |c| {
+            c.login_delay_s.get_or_insert(delay.as_secs());
+        });
+    }
+    pacing.scarce(ctx.settings.plan.poll_interval)
 }
 
 impl Mailbox for Pop3Mailbox {

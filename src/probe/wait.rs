@@ -17,23 +17,23 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// The first quiet IDLE after which STATUS checks whether the server kept news back.
-pub const IDLE_QUIET_FIRST: Duration = Duration::from_secs(2);
+pub(crate) const IDLE_QUIET_FIRST: Duration = Duration::from_secs(2);
 /// RFC 2177: re-issue IDLE at least every 29 minutes; we stay below.
-pub const IDLE_MAX: Duration = Duration::from_secs(28 * 60);
+pub(crate) const IDLE_MAX: Duration = Duration::from_secs(28 * 60);
 /// After SMTP accepted the last message, how long POP3 waits for IMAP to see it
 /// before logging in anyway.
-pub const HANDOVER_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const HANDOVER_GRACE: Duration = Duration::from_secs(2);
 /// POP3 alone: how long after the last acceptance it logs in, so that one login
 /// sees the whole ladder.
-pub const SETTLE: Duration = Duration::from_millis(250);
+pub(crate) const SETTLE: Duration = Duration::from_millis(250);
 /// POP3 alone under a LOGIN-DELAY: time for delivery before the one login.
-pub const SCARCE_SETTLE: Duration = Duration::from_secs(2);
+pub(crate) const SCARCE_SETTLE: Duration = Duration::from_secs(2);
 /// A LOGIN-DELAY refusal from a server that never announced its delay: assume this.
-pub const UNANNOUNCED_LOGIN_DELAY: Duration = Duration::from_secs(300);
+pub(crate) const UNANNOUNCED_LOGIN_DELAY: Duration = Duration::from_secs(300);
 
 /// The IMAP side of the strategy, per session.
 #[derive(Debug, Clone)]
-pub struct ImapPacing {
+pub(crate) struct ImapPacing {
     /// The server offers IDLE and has not been caught keeping news back.
     idle: bool,
     /// How long the next IDLE may stay quiet before STATUS is asked.
@@ -45,7 +45,7 @@ pub struct ImapPacing {
 
 /// What a STATUS answer means for the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusSays {
+pub(crate) enum StatusSays {
     /// Nothing new since the last look.
     Unchanged,
     /// New mail the open session may not see: SELECT again before searching.
@@ -54,7 +54,7 @@ pub enum StatusSays {
 
 impl ImapPacing {
     /// A session that offers IDLE or not, whose SELECT reported `uidnext`.
-    pub fn new(offers_idle: bool, uidnext: Option<u32>) -> Self {
+    pub(crate) fn new(offers_idle: bool, uidnext: Option<u32>) -> Self {
         ImapPacing {
             idle: offers_idle,
             quiet: IDLE_QUIET_FIRST,
@@ -64,30 +64,35 @@ impl ImapPacing {
     }
 
     /// How long to IDLE now, at most `limit`; `None`: poll with STATUS instead.
-    pub fn idle_for(&self, limit: Duration) -> Option<Duration> {
+    pub(crate) fn idle_for(&self, limit: Duration) -> Option<Duration> {
         self.idle.then(|| limit.min(self.quiet).min(IDLE_MAX))
     }
 
     /// The server said something during IDLE: the next quiet spell starts short.
-    pub fn news(&mut self) {
+    pub(crate) fn news(&mut self) {
         self.quiet = IDLE_QUIET_FIRST;
         self.uidnext = None;
     }
 
     /// IDLE stayed quiet for its whole spell: the next may be twice as long.
-    pub fn quiet_spell(&mut self) {
+    pub(crate) fn quiet_spell(&mut self) {
         self.quiet = (self.quiet * 2).min(IDLE_MAX);
     }
 
     /// When the next STATUS poll may go out (at most one per `interval`).
-    pub fn next_poll(&self, now: Instant, interval: Duration) -> Instant {
+    pub(crate) fn next_poll(&self, now: Instant, interval: Duration) -> Instant {
         self.last_status.map_or(now, |t| (t + interval).max(now))
     }
 
     /// STATUS answered `uidnext` at `now`, after IDLE was quiet (`after_quiet_idle`)
     /// or in polling. New mail the server did not announce during IDLE means it
     /// keeps news from open sessions: poll from now on.
-    pub fn status(&mut self, now: Instant, uidnext: u32, after_quiet_idle: bool) -> StatusSays {
+    pub(crate) fn status(
+        &mut self,
+        now: Instant,
+        uidnext: u32,
+        after_quiet_idle: bool,
+    ) -> StatusSays {
         self.last_status = Some(now);
         let grew = self.uidnext.is_some_and(|known| uidnext > known);
         let first = self.uidnext.is_none();
@@ -103,37 +108,37 @@ impl ImapPacing {
     }
 
     /// IDLE is in use (not given up for polling).
-    pub fn idling(&self) -> bool {
+    pub(crate) fn idling(&self) -> bool {
         self.idle
     }
 }
 
 /// POP3 logins of one run: when the last was, and the server's LOGIN-DELAY.
 #[derive(Debug, Clone, Default)]
-pub struct LoginPacing {
+pub(crate) struct LoginPacing {
     last_login: Option<Instant>,
     login_delay: Option<Duration>,
     /// The watcher is waiting for messages: a login may be put off until they
     /// are there (cleanup and `mailprobe cleanup` log in when they must).
-    pub watching: bool,
+    pub(crate) watching: bool,
 }
 
 impl LoginPacing {
-    pub fn logged_in(&mut self, at: Instant) {
+    pub(crate) fn logged_in(&mut self, at: Instant) {
         self.last_login = Some(at);
     }
-    pub fn learn_delay(&mut self, delay: Duration) {
+    pub(crate) fn learn_delay(&mut self, delay: Duration) {
         self.login_delay = Some(self.login_delay.map_or(delay, |d| d.max(delay)));
     }
-    pub fn login_delay(&self) -> Option<Duration> {
+    pub(crate) fn login_delay(&self) -> Option<Duration> {
         self.login_delay
     }
     /// Logins are scarce: the server's delay is longer than our poll interval.
-    pub fn scarce(&self, interval: Duration) -> bool {
+    pub(crate) fn scarce(&self, interval: Duration) -> bool {
         self.login_delay.is_some_and(|d| d > interval)
     }
     /// The earliest next login: one poll interval and the LOGIN-DELAY after the last.
-    pub fn next_allowed(&self, now: Instant, interval: Duration) -> Instant {
+    pub(crate) fn next_allowed(&self, now: Instant, interval: Duration) -> Instant {
         let gap = interval.max(self.login_delay.unwrap_or_default());
         self.last_login.map_or(now, |t| (t + gap).max(now))
     }
@@ -141,24 +146,24 @@ impl LoginPacing {
 
 /// What the POP3 watcher knows when it decides whether to log in.
 #[derive(Debug, Clone, Copy)]
-pub struct Situation {
-    pub now: Instant,
+pub(crate) struct Situation {
+    pub(crate) now: Instant,
     /// SMTP may still hand over messages.
-    pub sending: bool,
-    pub first_pending_accepted: Instant,
-    pub last_accepted: Instant,
+    pub(crate) sending: bool,
+    pub(crate) first_pending_accepted: Instant,
+    pub(crate) last_accepted: Instant,
     /// IMAP watches the same run.
-    pub peer_watching: bool,
+    pub(crate) peer_watching: bool,
     /// IMAP is done (seen or given up) with every pending message.
-    pub peer_done: bool,
+    pub(crate) peer_done: bool,
     /// When watching must end.
-    pub deadline: Instant,
-    pub interval: Duration,
+    pub(crate) deadline: Instant,
+    pub(crate) interval: Duration,
 }
 
 /// When the POP3 watcher should log in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum When {
+pub(crate) enum When {
     Now,
     At(Instant),
     /// No login is allowed before the deadline.
@@ -166,7 +171,7 @@ pub enum When {
 }
 
 /// Decide the next POP3 login.
-pub fn next_login(p: &LoginPacing, s: &Situation) -> When {
+pub(crate) fn next_login(p: &LoginPacing, s: &Situation) -> When {
     let allowed = p.next_allowed(s.now, s.interval);
     let ready = if s.peer_watching {
         if s.peer_done && !s.sending {
@@ -202,23 +207,23 @@ pub fn next_login(p: &LoginPacing, s: &Situation) -> When {
 
 /// What IMAP tells POP3: which messages it is done with (found, or given up).
 #[derive(Debug, Default)]
-pub struct Handover {
+pub(crate) struct Handover {
     /// IMAP watches this run.
-    pub lead: bool,
+    pub(crate) lead: bool,
     done: Mutex<HashSet<usize>>,
     finished: AtomicBool,
     changed: Notify,
 }
 
 impl Handover {
-    pub fn new(lead: bool) -> Self {
+    pub(crate) fn new(lead: bool) -> Self {
         Handover {
             lead,
             ..Default::default()
         }
     }
     /// IMAP is done with these messages.
-    pub fn mark(&self, indexes: impl IntoIterator<Item = usize>) {
+    pub(crate) fn mark(&self, indexes: impl IntoIterator<Item = usize>) {
         let mut done = self.done.lock().expect("not poisoned");
         let before = done.len();
         done.extend(indexes);
@@ -227,12 +232,12 @@ impl Handover {
         }
     }
     /// IMAP stopped watching.
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         self.finished.store(true, Ordering::Relaxed);
         self.changed.notify_waiters();
     }
     /// IMAP is done with all of `indexes` (or stopped watching).
-    pub fn done_with(&self, indexes: impl IntoIterator<Item = usize>) -> bool {
+    pub(crate) fn done_with(&self, indexes: impl IntoIterator<Item = usize>) -> bool {
         if self.finished.load(Ordering::Relaxed) {
             return true;
         }
@@ -240,11 +245,11 @@ impl Handover {
         indexes.into_iter().all(|i| done.contains(&i))
     }
     /// IMAP is done with this one message.
-    pub fn done_with_one(&self, index: usize) -> bool {
+    pub(crate) fn done_with_one(&self, index: usize) -> bool {
         self.done.lock().expect("not poisoned").contains(&index)
     }
     /// Wait until IMAP reports progress.
-    pub async fn changed(&self) {
+    pub(crate) async fn changed(&self) {
         self.changed.notified().await
     }
 }
@@ -311,11 +316,16 @@ mod tests {
         // While sending: a poll interval after the first message waiting.
         let s = Situation {
             sending: true,
-            now: t0 + 5 * S,
+            now: t0 + 4 * S + Duration::from_millis(500),
             first_pending_accepted: t0 + 4 * S,
             ..s
         };
         assert_eq!(next_login(&p, &s), When::At(t0 + 5 * S));
+        let s = Situation {
+            now: t0 + 5 * S,
+            ..s
+        };
+        assert_eq!(next_login(&p, &s), When::Now);
     }
 
     #[test]
