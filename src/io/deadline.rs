@@ -113,7 +113,8 @@ impl Deadline {
         .at(protocol, phase)
     }
 
-    /// Run `step` as `phase` under `limit`, cut to what remains of the deadline.
+    /// Run `step` as `phase` under `limit`, cut to what remains of the deadline;
+    /// its errors name `protocol` and `phase` (unless they already name theirs).
     pub(crate) async fn run<T, F>(
         &self,
         protocol: Protocol,
@@ -126,7 +127,7 @@ impl Deadline {
     {
         let (limit, cut) = self.cap(limit);
         match tokio::time::timeout(limit, step).await {
-            Ok(result) => result,
+            Ok(result) => result.map_err(|e| e.at(protocol, phase)),
             Err(_) if cut => Err(self.exceeded(protocol, phase)),
             Err(_) => Err(ProbeError::timeout(limit).at(protocol, phase)),
         }
