@@ -78,7 +78,7 @@ pub struct MailboxArgs {
     /// The most the whole check may take, from start to report, like a monitoring
     /// plugin's -t: each phase's timeout is cut to what remains and the last sixth
     /// (at most 5 s) is kept for cleanup [default: 45s, inside the 60 s after which
-    /// Nagios and Icinga kill a check]. verify: the bound of each round.
+    /// Nagios and Icinga kill a check]. --rounds and verify: the bound of each round.
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
     #[arg(long, value_name = "DURATION")]

@@ -136,11 +136,11 @@ pub struct SessionCounts {
     pub sessions: u32,
     /// Login attempts (LOGIN, USER/PASS, AUTH).
     pub logins: u32,
-    /// IMAP IDLE commands issued.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    /// IMAP IDLE commands issued (always 0 for SMTP and POP3).
+    #[serde(default)]
     pub idle_commands: u32,
     /// IMAP STATUS polls (servers whose IDLE stays silent, or without IDLE).
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default)]
     pub status_polls: u32,
     /// The POP3 server's LOGIN-DELAY in seconds, when it announced or enforced one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -148,10 +148,6 @@ pub struct SessionCounts {
     /// How the mailbox was watched, in plain words, when it differs from the usual.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
 }
 
 impl SessionCounts {

@@ -421,6 +421,9 @@ impl Mailbox for ImapMailbox {
 
     async fn wait_for_change(&mut self, ctx: &Context, limit: Duration) -> ProbeResult<()> {
         let interval = ctx.settings.plan.poll_interval;
+        if limit.is_zero() {
+            return Ok(());
+        }
         if let Some(spell) = self.pacing.idle_for(limit) {
             if self.idle_once(ctx, spell).await? {
                 self.pacing.news();

@@ -229,6 +229,19 @@ pub(crate) async fn watch<M: Mailbox>(
                         }
                         continue;
                     }
+                    // Not inside the delivery deadline, and no LOGIN-DELAY to blame:
+                    // the messages simply did not arrive in time.
+                    When::NotBefore(_) if !pacing.scarce(interval) => {
+                        tokio::time::sleep_until(earliest.into()).await;
+                        expire_due::<M>(
+                            ctx,
+                            &mut pending,
+                            &mut results,
+                            Instant::now(),
+                            last_error.as_ref(),
+                        );
+                        continue;
+                    }
                     When::NotBefore(at) => {
                         let delay = pacing.login_delay().unwrap_or(interval);
                         let err = ProbeError::new(
@@ -387,36 +400,7 @@ pub(crate) async fn watch<M: Mailbox>(
         }
 
         let now = Instant::now();
-        pending.retain(|a| {
-            if now >= deadline_of(a) {
-                let mut err = if a.accepted_at + delivery > deadline.at() {
-                    deadline.exceeded(M::PROTOCOL, Phase::Delivery)
-                } else {
-                    ProbeError::new(
-                        ErrorKind::NotDelivered,
-                        format!(
-                            "not in the mailbox {} after the server accepted it",
-                            format_duration(delivery)
-                        ),
-                    )
-                    .at(M::PROTOCOL, Phase::Delivery)
-                };
-                if let Some(last) = &last_error {
-                    err.message = format!("{}; last error: {last}", err.message);
-                }
-                results.insert(
-                    a.index,
-                    ProtocolResult {
-                        found: Some(false),
-                        error: Some(err),
-                        ..Default::default()
-                    },
-                );
-                false
-            } else {
-                true
-            }
-        });
+        expire_due::<M>(ctx, &mut pending, &mut results, now, last_error.as_ref());
         // With nothing due, the top of the loop waits for SMTP's next acceptance;
         // a snapshot mailbox waits there for its next login.
         if !pending.is_empty() && !M::SNAPSHOT {
@@ -474,6 +458,54 @@ pub(crate) async fn watch<M: Mailbox>(
         unreached,
         deleted,
     }
+}
+
+/// Give up on the pending messages whose delivery deadline (or the check's) has
+/// passed at `now`: not in the mailbox.
+fn expire_due<M: Mailbox>(
+    ctx: &Context,
+    pending: &mut Vec<Accepted>,
+    results: &mut HashMap<usize, ProtocolResult>,
+    now: Instant,
+    last_error: Option<&ProbeError>,
+) {
+    let deadline = ctx.deadline();
+    let delivery = ctx.settings.timeouts.delivery;
+    pending.retain(|a| {
+        let cut = a.accepted_at + delivery > deadline.at();
+        let due = if cut {
+            deadline.at()
+        } else {
+            a.accepted_at + delivery
+        };
+        if now < due {
+            return true;
+        }
+        let mut err = if cut {
+            deadline.exceeded(M::PROTOCOL, Phase::Delivery)
+        } else {
+            ProbeError::new(
+                ErrorKind::NotDelivered,
+                format!(
+                    "not in the mailbox {} after the server accepted it",
+                    format_duration(delivery)
+                ),
+            )
+            .at(M::PROTOCOL, Phase::Delivery)
+        };
+        if let Some(last) = last_error {
+            err.message = format!("{}; last error: {last}", err.message);
+        }
+        results.insert(
+            a.index,
+            ProtocolResult {
+                found: Some(false),
+                error: Some(err),
+                ..Default::default()
+            },
+        );
+        false
+    });
 }
 
 pub(crate) struct WatchOutcome {
