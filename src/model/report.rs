@@ -226,3 +226,34 @@ impl Report {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_counts_add_up_over_rounds() {
+        let mut a = SessionCounts {
+            sessions: 2,
+            logins: 2,
+            idle_commands: 1,
+            ..Default::default()
+        };
+        let b = SessionCounts {
+            sessions: 1,
+            logins: 1,
+            status_polls: 3,
+            login_delay_s: Some(60),
+            notes: vec!["n".into()],
+            ..Default::default()
+        };
+        a.add(&b);
+        a.add(&b);
+        assert_eq!(
+            (a.sessions, a.logins, a.idle_commands, a.status_polls),
+            (4, 4, 1, 6)
+        );
+        assert_eq!(a.login_delay_s, Some(60));
+        assert_eq!(a.notes, vec!["n".to_string()]);
+    }
+}

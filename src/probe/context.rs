@@ -147,3 +147,29 @@ pub(crate) fn not_attempted(protocol: Protocol, down: &ProbeError) -> ProbeError
     );
     err
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn down_means_did_not_answer_in_time_or_at_all() {
+        let at = |kind, phase| ProbeError::new(kind, "x").at(Protocol::Smtp, phase);
+        assert!(endpoint_down(&at(ErrorKind::Timeout, Phase::Greeting)));
+        assert!(endpoint_down(&at(ErrorKind::Timeout, Phase::Tls)));
+        assert!(endpoint_down(&at(ErrorKind::Refused, Phase::Connect)));
+        // A server that answers, even badly, is asked again on the next rung.
+        assert!(!endpoint_down(&at(ErrorKind::Tls, Phase::Tls)));
+        assert!(!endpoint_down(&at(ErrorKind::Closed, Phase::Greeting)));
+        assert!(!endpoint_down(&at(ErrorKind::Timeout, Phase::Data)));
+        let e = not_attempted(Protocol::Smtp, &at(ErrorKind::Timeout, Phase::Greeting));
+        assert_eq!(
+            (e.kind, e.phase),
+            (ErrorKind::Timeout, Some(Phase::Greeting))
+        );
+        assert!(
+            e.message
+                .starts_with("not attempted: the SMTP endpoint is down")
+        );
+    }
+}
