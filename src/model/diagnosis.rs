@@ -9,6 +9,8 @@ use crate::model::report::Verdict;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Code {
+    /// A service went down and came back at least twice (the liveness timeline).
+    CrashLoop,
     SharedOutage,
     EndpointDown,
     AuthFailed,
@@ -30,6 +32,8 @@ pub enum Code {
     NotStable,
     /// Slower than, or failing where it worked in, the `--baseline`.
     Regression,
+    /// A service restarted once during the run (the liveness timeline).
+    Restarted,
     /// The check's time limit (`--timeout`) ran out before it was done.
     TimeLimit,
 }
@@ -37,6 +41,7 @@ pub enum Code {
 impl Code {
     pub fn as_str(self) -> &'static str {
         match self {
+            Code::CrashLoop => "crash_loop",
             Code::SharedOutage => "shared_outage",
             Code::EndpointDown => "endpoint_down",
             Code::AuthFailed => "auth_failed",
@@ -55,6 +60,7 @@ impl Code {
             Code::Flapping => "flapping",
             Code::NotStable => "not_stable",
             Code::Regression => "regression",
+            Code::Restarted => "restarted",
             Code::TimeLimit => "time_limit",
         }
     }

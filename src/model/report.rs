@@ -13,6 +13,7 @@ use crate::model::diagnosis::Diagnosis;
 use crate::model::mx::MxReport;
 use crate::model::result::{ProtocolResult, SmtpServerInfo};
 use crate::model::stats::Stats;
+use crate::model::timeline::Timeline;
 
 /// The overall outcome; its order is its severity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -121,6 +122,10 @@ pub struct Report {
     /// `--rate`, `verify`, `--baseline`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<Stats>,
+    /// What the liveness sampler saw of each service (`verify`, rounds,
+    /// `--sample-interval`): up and down spans, restarts, crash loops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Timeline>,
     /// Sessions and logins per retrieval protocol (and SMTP), with notes on pacing.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sessions: BTreeMap<Protocol, SessionCounts>,
@@ -221,6 +226,7 @@ impl Report {
             cleanup,
             mx: None,
             stats: None,
+            timeline: None,
             sessions: BTreeMap::new(),
             time_limit: None,
         }

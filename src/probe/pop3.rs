@@ -16,7 +16,7 @@ use crate::io::transcript;
 use crate::model::result::Verification;
 use crate::probe::context::Context;
 use crate::probe::wait::UNANNOUNCED_LOGIN_DELAY;
-use crate::probe::watch::{Accepted, Locator, Mailbox, Wanted};
+use crate::probe::watch::{Accepted, Locator, Mailbox, Wanted, open_timed};
 use crate::protocol::pop3::{Pop3Client, has_capability, is_login_delay_refusal, login_delay};
 use crate::protocol::verifier::Verifier;
 
@@ -163,12 +163,10 @@ impl Mailbox for Pop3Mailbox {
     const SNAPSHOT: bool = true;
 
     async fn open(ctx: &Context) -> Result<(Self, Phases, Option<TlsInfo>), (ProbeError, Phases)> {
-        let mut clock = PhaseClock::within(Protocol::Pop3, ctx.deadline());
-        let mut tls = None;
-        match Self::connect(ctx, &mut clock, &mut tls).await {
-            Ok(m) => Ok((m, clock.into_timings(), tls)),
-            Err(e) => Err((e.at(Protocol::Pop3, Phase::Connect), clock.into_timings())),
-        }
+        open_timed(Protocol::Pop3, ctx.deadline(), async |clock, tls| {
+            Self::connect(ctx, clock, tls).await
+        })
+        .await
     }
 
     fn deferred(err: &ProbeError) -> bool {

@@ -13,6 +13,8 @@ use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
 use crate::core::phase::{Phase, Phases, Protocol, millis};
 use crate::core::tls_info::TlsInfo;
 use crate::core::units::format_duration;
+use crate::io::clock::PhaseClock;
+use crate::io::deadline::Deadline;
 use crate::model::result::{ProtocolResult, Verification};
 use crate::probe::context::{Context, not_attempted};
 use crate::probe::wait::{Handover, Situation, When, next_login};
@@ -99,6 +101,22 @@ pub(crate) trait Mailbox: Sized {
             tokio::time::sleep(pause).await;
             Ok(())
         }
+    }
+}
+
+/// Open a mailbox session with `connect` under a fresh clock that ends at the
+/// check's `deadline`: the session, its phase timings and TLS details, or the error (at `connect` when it names no
+/// phase) with the timings so far.
+pub(crate) async fn open_timed<M>(
+    protocol: Protocol,
+    deadline: &Deadline,
+    connect: impl AsyncFnOnce(&mut PhaseClock, &mut Option<TlsInfo>) -> ProbeResult<M>,
+) -> Result<(M, Phases, Option<TlsInfo>), (ProbeError, Phases)> {
+    let mut clock = PhaseClock::within(protocol, deadline);
+    let mut tls = None;
+    match connect(&mut clock, &mut tls).await {
+        Ok(m) => Ok((m, clock.into_timings(), tls)),
+        Err(e) => Err((e.at(protocol, Phase::Connect), clock.into_timings())),
     }
 }
 
