@@ -324,17 +324,21 @@ fn pop3_stalled_tls_handshake() {
 }
 
 /// A time limit too short for the ladder: a clear diagnosis and a report, no crash.
+/// Three 40 MiB rungs (POP3 streams them) cannot be sent and read back in 2 s.
 #[test]
 fn too_short_timeout_is_diagnosed() {
     let _shared = common::shared_server();
     let server = TestServer::get();
+    server.clear_maildir("test26");
     let mut args = server.cli("test26");
     args.extend(
         [
             "--smtp",
             &server.submission_url(),
-            "--imap",
-            &server.imaps_url(),
+            "--pop3",
+            &server.pop3s_url(),
+            "--sizes",
+            "0,40MiB,40MiB,40MiB",
             "--timeout",
             "2s",
         ]
