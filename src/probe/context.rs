@@ -12,6 +12,7 @@ use crate::io::deadline::Deadline;
 use crate::io::tls::TlsClient;
 use crate::io::transcript::Transcript;
 use crate::model::report::SessionCounts;
+use crate::probe::bounces::Board;
 use crate::probe::settings::Settings;
 use crate::probe::wait::LoginPacing;
 
@@ -27,6 +28,8 @@ pub(crate) struct Context {
     counts: Mutex<BTreeMap<Protocol, SessionCounts>>,
     /// When POP3 last logged in and the server's LOGIN-DELAY.
     pub(crate) pop3_pacing: Mutex<LoginPacing>,
+    /// Bounces and Junk placements every watcher of the run sees.
+    pub(crate) board: Board,
 }
 
 impl Context {
@@ -49,6 +52,7 @@ impl Context {
             down: Default::default(),
             counts: Default::default(),
             pop3_pacing: Default::default(),
+            board: Board::default(),
         })
     }
 

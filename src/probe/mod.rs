@@ -4,6 +4,7 @@
 //! domain checks.
 
 pub(crate) mod bisect;
+pub(crate) mod bounces;
 pub mod check;
 pub(crate) mod context;
 pub(crate) mod domain;

@@ -17,7 +17,10 @@ use crate::model::result::Verification;
 use crate::probe::context::Context;
 use crate::probe::wait::UNANNOUNCED_LOGIN_DELAY;
 use crate::probe::watch::{Accepted, Locator, Mailbox, Wanted, open_timed};
-use crate::protocol::pop3::{Pop3Client, has_capability, is_login_delay_refusal, login_delay};
+use crate::protocol::pop3::{
+    Pop3Client, has_capability, is_login_delay_refusal, login_delay, sasl_mechanisms,
+};
+use crate::protocol::sasl::{Exchange, check_not_expired, pick};
 use crate::protocol::verifier::Verifier;
 
 /// Why a session ended before its login: the server's LOGIN-DELAY was learned
@@ -51,6 +54,7 @@ impl Pop3Mailbox {
             .pop3_login
             .as_ref()
             .ok_or_else(|| ProbeError::config("no POP3 login"))?;
+        check_not_expired(login).map_err(|e| e.at(Protocol::Pop3, Phase::Login))?;
         ctx.count_session(Protocol::Pop3);
         let stream = open_stream(&ctx.conn, endpoint, clock, tls_info).await?;
         let (mut client, _banner) = clock
@@ -85,6 +89,8 @@ impl Pop3Mailbox {
             s.target.allow_plaintext_login,
             Phase::Login,
         )?;
+        let mechanism =
+            pick(login, &sasl_mechanisms(&caps)).map_err(|e| e.at(Protocol::Pop3, Phase::Login))?;
         if let Some(delay) = login_delay(&caps)
             && learn_announced_delay(ctx, Duration::from_secs(delay))
         {
@@ -100,11 +106,19 @@ impl Pop3Mailbox {
         ctx.count_login(Protocol::Pop3);
         let attempted = Instant::now();
         let logged_in = clock
-            .run(
-                Phase::Login,
-                t.command,
-                client.login(&login.user, login.password.expose(), &caps),
-            )
+            .run(Phase::Login, t.command, async {
+                match mechanism {
+                    Some(m) => {
+                        let mut exchange = Exchange::new(m, login, &endpoint.host, endpoint.port);
+                        client.authenticate_sasl(&mut exchange, login).await
+                    }
+                    None => {
+                        client
+                            .login(&login.user, login.password.expose(), &caps)
+                            .await
+                    }
+                }
+            })
             .await;
         let too_soon = logged_in.as_ref().err().is_some_and(|e| {
             e.reply
@@ -211,9 +225,10 @@ impl Mailbox for Pop3Mailbox {
             Ok(found)
         };
         // Scanning a large mailbox the first time takes a TOP per message.
-        ctx.deadline()
-            .run(Protocol::Pop3, Phase::Search, limit * 4, step)
+        tokio::time::timeout(limit * 4, step)
             .await
+            .unwrap_or_else(|_| Err(ProbeError::timeout(limit * 4)))
+            .map_err(|e| e.at(Protocol::Pop3, Phase::Search))
     }
 
     async fn fetch(
@@ -232,11 +247,11 @@ impl Mailbox for Pop3Mailbox {
         let mut verifier = Verifier::new(&message.expected);
         let mut sink = |line: &[u8]| verifier.line(line);
         let step = client.retr(*number, max_bytes, &mut sink);
-        ctx.deadline()
-            .run(Protocol::Pop3, Phase::Fetch, limit, async {
-                step.await.map(|_| ())
-            })
-            .await?;
+        match tokio::time::timeout(limit, step).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e.at(Protocol::Pop3, Phase::Fetch)),
+            Err(_) => return Err(ProbeError::timeout(limit).at(Protocol::Pop3, Phase::Fetch)),
+        }
         Ok(verifier.finish())
     }
 
@@ -264,9 +279,10 @@ impl Mailbox for Pop3Mailbox {
             client.quit().await?;
             Ok(deleted)
         };
-        ctx.deadline()
-            .run(Protocol::Pop3, Phase::Delete, limit, step)
+        tokio::time::timeout(limit, step)
             .await
+            .unwrap_or_else(|_| Err(ProbeError::timeout(limit)))
+            .map_err(|e| e.at(Protocol::Pop3, Phase::Delete))
     }
 
     async fn close(mut self, ctx: &Context) {

@@ -43,6 +43,7 @@ pub(super) fn time_limit_diagnosis(report: &Report) -> Option<Diagnosis> {
         severity: Severity::Failing,
         summary: format!("The check's time limit ({timeout}) ran out during {during}"),
         cause: None,
+        reason: None,
         protocol: limit.protocol,
         evidence,
         hints: vec![

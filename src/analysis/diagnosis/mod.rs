@@ -12,7 +12,9 @@ use crate::model::diagnosis::{Code, Diagnosis, Severity, Thresholds};
 use crate::model::report::{MessageReport, Report, Verdict};
 use crate::model::result::ProtocolResult;
 
+mod auth;
 mod deadline;
+mod elsewhere;
 mod endpoints;
 mod messages;
 mod mx;
@@ -44,6 +46,7 @@ pub(crate) fn apply_sweep(report: &mut Report) {
             severity: Severity::Failing,
             summary: format!("the cleanup could not sweep every mailbox: {first}"),
             cause: None,
+            reason: None,
             protocol: first.protocol,
             evidence: report.cleanup.errors.iter().map(ToString::to_string).collect(),
             hints: vec![
@@ -137,13 +140,11 @@ fn diagnose(report: &Report, t: &Thresholds) -> Vec<Diagnosis> {
                 code: Code::AuthFailed,
                 severity: Severity::Failing,
                 summary: format!("{} refuses the login: {}", protocol.label(), err.message),
-                cause: None,
+                cause: err.auth_reason.map(auth::cause),
+                reason: None,
                 protocol: Some(protocol),
                 evidence: vec![err.to_string()],
-                hints: vec![
-                    "check the user name and the password source (variable or file)".into(),
-                    "check the account is not locked and the auth backend (SASL, LDAP, passdb) answers".into(),
-                ],
+                hints: auth::hints(&err),
             });
         }
     }
@@ -166,6 +167,7 @@ fn diagnose(report: &Report, t: &Thresholds) -> Vec<Diagnosis> {
                 configured.iter().map(|p| p.label()).collect::<Vec<_>>().join(", ")
             ),
             cause: None,
+            reason: None,
             protocol: None,
             evidence: down.iter().map(|(_, e)| e.to_string()).collect(),
             hints: vec![
@@ -185,6 +187,7 @@ fn diagnose(report: &Report, t: &Thresholds) -> Vec<Diagnosis> {
                     err.phase.map_or("connect", Phase::as_str)
                 ),
                 cause: None,
+                reason: None,
                 protocol: Some(*protocol),
                 evidence: vec![err.to_string()],
                 hints: endpoint_hints(err),
@@ -194,6 +197,7 @@ fn diagnose(report: &Report, t: &Thresholds) -> Vec<Diagnosis> {
 
     message_diagnoses(report, &mut out);
     out.extend(time_limit_diagnosis(report));
+    elsewhere::junk_diagnoses(report, t, &mut out);
     out.extend(mx_diagnoses(report));
     slow_diagnoses(report, t, &mut out);
 
@@ -202,7 +206,14 @@ fn diagnose(report: &Report, t: &Thresholds) -> Vec<Diagnosis> {
             .cleanup
             .leftovers
             .iter()
-            .map(|id| format!("left in the mailbox: {id}"))
+            .map(|id| {
+                let place = report.cleanup.places.iter().find(|p| &p.probe_id == id);
+                match place.map(|p| p.place.as_str()) {
+                    Some("not_arrived") => format!("not arrived yet (may still arrive): {id}"),
+                    Some(folder) => format!("left in {folder}: {id}"),
+                    None => format!("left in the mailbox: {id}"),
+                }
+            })
             .collect();
         evidence.extend(report.cleanup.errors.iter().map(ToString::to_string));
         out.push(Diagnosis {
@@ -213,6 +224,7 @@ fn diagnose(report: &Report, t: &Thresholds) -> Vec<Diagnosis> {
                 report.cleanup.leftovers.len()
             ),
             cause: None,
+            reason: None,
             protocol: None,
             evidence,
             hints: vec!["run `mailprobe cleanup` later; it deletes only probe messages".into()],
