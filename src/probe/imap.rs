@@ -29,7 +29,7 @@ use crate::io::connect::{
 use crate::io::net::{BoxStream, read_line_bounded};
 use crate::model::result::Verification;
 use crate::probe::bounces::Notice;
-use crate::probe::context::Context;
+use crate::probe::context::{Context, not_attempted};
 use crate::probe::wait::{ImapPacing, StatusSays};
 use crate::probe::watch::{Accepted, Locator, Mailbox, Wanted, open_timed};
 use crate::protocol::dsn::{MAX_NOTIFICATION_BYTES, Notification};
@@ -229,11 +229,19 @@ impl ImapMailbox {
     }
 
     /// Log in as `login` (the `--bounce-mailbox`) instead of the IMAP login.
+    /// An endpoint found down is not waited on again.
     pub(crate) async fn open_as(ctx: &Context, login: &Login) -> ProbeResult<Self> {
-        let mut clock = PhaseClock::new(Protocol::Imap);
-        Self::connect(ctx, login, &mut clock, &mut None)
+        if let Some(down) = ctx.down(Protocol::Imap) {
+            return Err(not_attempted(Protocol::Imap, &down));
+        }
+        let mut clock = PhaseClock::within(Protocol::Imap, ctx.deadline());
+        let opened = Self::connect(ctx, login, &mut clock, &mut None)
             .await
-            .map_err(|e| e.at(Protocol::Imap, Phase::Connect))
+            .map_err(|e| e.at(Protocol::Imap, Phase::Connect));
+        if let Err(e) = &opened {
+            ctx.note_failure(Protocol::Imap, e);
+        }
+        opened
     }
 
     /// Select `folder` unless it is selected already.
