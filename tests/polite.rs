@@ -158,11 +158,9 @@ fn dovecot_default_ladder_logs_in_at_most_three_times() {
     let pop3 = counts(&report, Protocol::Pop3);
     assert!(imap.logins <= 3 && imap.sessions <= 3, "IMAP: {imap:?}");
     assert!(pop3.logins <= 3 && pop3.sessions <= 3, "POP3: {pop3:?}");
-    // IMAP is watched with IDLE kept open (before: about 10 IDLEs a second).
-    assert!(
-        (1..=4).contains(&imap.idle_commands),
-        "IDLE re-issued: {imap:?}"
-    );
+    // IMAP is watched with IDLE kept open (before: about 10 IDLEs a second); none
+    // at all when every rung was already there at the first search.
+    assert!(imap.idle_commands <= 4, "IDLE re-issued: {imap:?}");
     // Dovecot announces new mail during IDLE: no fallback to STATUS.
     assert_eq!(imap.status_polls, 0, "{imap:?}");
     // POP3 logged in once IMAP had seen the messages: one session fetched them all.
