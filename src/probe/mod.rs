@@ -1,6 +1,6 @@
 //! The orchestration: settings and context, the SMTP, IMAP and POP3 probers, the
-//! mailbox watcher, one check (the ladder), bisection, constant rate, rounds and
-//! verify (with overlapping rounds), the liveness sampler, the cleanup sweep and
+//! mailbox watcher and its wait strategy, one check (the ladder), bisection,
+//! constant rate, rounds and verify (with overlapping rounds), the liveness sampler, the cleanup sweep and
 //! domain checks.
 
 pub(crate) mod bisect;
@@ -17,4 +17,5 @@ pub(crate) mod sampler;
 pub(crate) mod settings;
 pub(crate) mod smtp;
 pub(crate) mod sweep;
+pub(crate) mod wait;
 pub(crate) mod watch;

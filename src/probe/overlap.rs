@@ -39,11 +39,12 @@ pub(crate) async fn run(
 ) -> Result<Vec<Round>, ProbeError> {
     let ladder = settings.plan.sizes.len().max(1);
     let per_window = (WINDOW / ladder).max(1) as u32;
-    let ctx = Context::new(settings.clone(), transcript.cloned())?;
     let mut rounds = Vec::with_capacity(n as usize);
     let mut first = 1;
     while first <= n {
         let last = (first + per_window - 1).min(n);
+        // A context per window: its session counts and time limit go with the window.
+        let ctx = Context::new(settings.clone(), transcript.cloned())?;
         rounds.extend(window(&ctx, first, last, sampler).await?);
         first = last + 1;
     }
@@ -72,8 +73,9 @@ async fn window(
         .zip(&reports)
         .map(|(d, r)| finished(d, r))
         .collect();
+    let watched_away = dispatched.deleted_while_watching();
     let sent: Vec<smtp::Sent> = dispatched.sent.into_iter().map(|d| d.sent).collect();
-    let mut cleanup = check::clean_up(ctx, &mut reports, &sent, &[]).await;
+    let mut cleanup = check::clean_up(ctx, &mut reports, &sent, &[], &watched_away).await;
 
     let mut rounds = Vec::with_capacity(count);
     let mut reports = reports.into_iter();
@@ -100,6 +102,10 @@ async fn window(
             .take(ladder)
             .rev()
             .find_map(|x| x.server.clone());
+        if k == 0 {
+            // The window's sessions and time limit, counted once (rounds sum them).
+            check::record_pacing(ctx, &mut report);
+        }
         diagnosis::apply(&mut report, &s.thresholds);
         rounds.push(Round::judged(report, number, duration_ms, down));
     }
