@@ -103,6 +103,11 @@ pub struct CheckArgs {
     /// Accept any TLS certificate. The report says so.
     #[arg(long)]
     pub insecure: bool,
+    /// Also require the server key to be this one: `sha256//BASE64` of its
+    /// SubjectPublicKeyInfo, as curl --pinnedpubkey takes it; several separated
+    /// by `;` (default: no pin).
+    #[arg(long, value_name = "sha256//HASH")]
+    pub pin_sha256: Option<String>,
     /// Warn (degraded) when a certificate expires within this many days (default 14).
     #[arg(long, value_name = "DAYS")]
     pub cert_warn_days: Option<i64>,

@@ -60,6 +60,7 @@ pub struct Profile {
     pub sizes: Option<Vec<String>>,
     pub ca_file: Option<PathBuf>,
     pub insecure: Option<bool>,
+    pub pin_sha256: Option<String>,
     pub helo: Option<String>,
     pub allow_plaintext_login: Option<bool>,
     pub poll_interval: Option<String>,
@@ -324,7 +325,11 @@ fn resolve_for(args: &CheckArgs, need_smtp: bool) -> Result<Settings, String> {
                 || profile.allow_plaintext_login.unwrap_or(false),
         },
         timeouts,
-        tls: TlsSettings { ca_file, insecure },
+        tls: TlsSettings {
+            ca_file,
+            insecure,
+            pin_sha256: args.pin_sha256.clone().or(profile.pin_sha256.clone()),
+        },
         plan: Plan {
             sizes,
             smtp_only,

@@ -9,6 +9,7 @@ use std::io;
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::classify::{Evidence, ReplyClass, classify};
 use crate::core::phase::{Phase, Protocol};
 use crate::core::reply::Reply;
 use crate::core::tls_info::TlsInfo;
@@ -79,6 +80,10 @@ pub struct ProbeError {
     /// A failed TLS handshake: the certificate the server presented anyway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<Box<TlsInfo>>,
+    /// What the refusal means, from its codes, text and what the probe knew
+    /// (`crate::core::classify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<ReplyClass>,
 }
 
 impl ProbeError {
@@ -90,6 +95,7 @@ impl ProbeError {
             reply: None,
             message: message.into(),
             tls: None,
+            class: None,
         }
     }
 
@@ -155,6 +161,32 @@ impl ProbeError {
         self.protocol.get_or_insert(protocol);
         self.phase.get_or_insert(phase);
         self
+    }
+
+    /// Classify the server's refusal (if this error carries one) from `evidence`
+    /// filled in by the caller; the protocol, phase and reply come from the error.
+    pub fn classified(mut self, evidence: impl FnOnce(&Reply) -> Evidence<'_>) -> Self {
+        if let Some(reply) = &self.reply {
+            let mut e = evidence(reply);
+            e.protocol = self.protocol.unwrap_or(e.protocol);
+            e.phase = self.phase.unwrap_or(e.phase);
+            self.class = Some(classify(&e));
+        }
+        self
+    }
+
+    /// Refused for the message's size: by its class, or for an unclassified
+    /// error (an older report) by its codes alone.
+    pub fn is_size_refusal(&self) -> bool {
+        match self.class {
+            Some(class) => class == ReplyClass::SizeLimit,
+            None => self.reply.as_ref().is_some_and(Reply::is_size_limit),
+        }
+    }
+
+    /// The refusal's class, when it was classified.
+    pub fn is_class(&self, class: ReplyClass) -> bool {
+        self.class == Some(class)
     }
 
     pub fn with_kind(mut self, kind: ErrorKind) -> Self {

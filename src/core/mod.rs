@@ -2,6 +2,7 @@
 //! typed replies, endpoints, TLS facts, secrets, probe ids and timestamps.
 //! Imports nothing else of the crate.
 
+pub mod classify;
 pub mod endpoint;
 pub mod error;
 pub mod phase;

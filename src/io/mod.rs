@@ -10,3 +10,4 @@ pub mod net;
 pub mod tls;
 pub mod tls_inspect;
 pub mod transcript;
+pub mod trust;

@@ -30,6 +30,20 @@ pub enum Code {
     NotStable,
     /// Slower than, or failing where it worked in, the `--baseline`.
     Regression,
+    /// SMTP wants AUTH before it takes mail.
+    AuthRequired,
+    /// SMTP wants TLS before it takes mail.
+    TlsRequired,
+    /// SMTP does not relay to the recipient's domain.
+    RelayDenied,
+    /// SMTP does not know the recipient.
+    UnknownRecipient,
+    /// The server refuses because of too many connections or messages (transient).
+    RateLimited,
+    /// Greylisting: a temporary refusal that a real sender retries (degraded).
+    Greylisted,
+    /// IMAP or POP3 refuses a password over an unencrypted session.
+    PlaintextDisabled,
 }
 
 impl Code {
@@ -53,6 +67,13 @@ impl Code {
             Code::Flapping => "flapping",
             Code::NotStable => "not_stable",
             Code::Regression => "regression",
+            Code::AuthRequired => "auth_required",
+            Code::TlsRequired => "tls_required",
+            Code::RelayDenied => "relay_denied",
+            Code::UnknownRecipient => "unknown_recipient",
+            Code::RateLimited => "rate_limited",
+            Code::Greylisted => "greylisted",
+            Code::PlaintextDisabled => "plaintext_disabled",
         }
     }
 }

@@ -11,6 +11,7 @@ use async_imap::Session;
 use futures::TryStreamExt;
 use tokio::io::BufReader;
 
+use crate::core::classify::{Evidence, ReplyClass};
 use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
 use crate::core::phase::{Phase, Phases, Protocol};
 use crate::core::probe_id::{PROBE_HEADER, PROBE_ID_PREFIX, header_probe_id, is_probe_id};
@@ -118,11 +119,13 @@ impl ImapMailbox {
         };
         if tls_info.is_none() {
             if has(&capabilities, "LOGINDISABLED") {
-                return Err(ProbeError::new(
+                let mut err = ProbeError::new(
                     ErrorKind::Unsupported,
-                    "the IMAP server disables LOGIN without TLS; use imaps:// or allow STARTTLS",
+                    "the IMAP server disables LOGIN without TLS (LOGINDISABLED); use imaps:// or allow STARTTLS",
                 )
-                .at(Protocol::Imap, Phase::Login));
+                .at(Protocol::Imap, Phase::Login);
+                err.class = Some(ReplyClass::PlaintextDisabled);
+                return Err(err);
             }
             check_plaintext_login(
                 endpoint,
@@ -132,6 +135,10 @@ impl ImapMailbox {
             )?;
         }
 
+        let encrypted = tls_info.is_some();
+        let tls_offered = ["STARTTLS", "LOGINDISABLED", "XTLSREQUIRED"]
+            .iter()
+            .any(|c| has(&capabilities, c));
         let (stream, allowance) = Budgeted::imap(stream, STEP_BUDGET);
         let client = async_imap::Client::new(Box::new(stream) as BoxStream);
         let mut session = clock
@@ -148,7 +155,23 @@ impl ImapMailbox {
                         }
                     })
             })
-            .await?;
+            .await
+            .map_err(|e| {
+                let e = e.classified(|reply| Evidence {
+                    protocol: Protocol::Imap,
+                    phase: Phase::Login,
+                    reply,
+                    declared_size: None,
+                    advertised_size: None,
+                    encrypted,
+                    tls_offered,
+                });
+                if e.is_class(ReplyClass::PlaintextDisabled) {
+                    e.with_kind(ErrorKind::Unsupported)
+                } else {
+                    e
+                }
+            })?;
         let caps = clock
             .run(Phase::Capability, t.command, async {
                 session.capabilities().await.map_err(from_imap)
@@ -171,6 +194,14 @@ impl ImapMailbox {
 }
 
 impl ImapMailbox {
+    /// Which of `ids` a fresh session still finds.
+    async fn still_there(ctx: &Context, ids: &[&str]) -> ProbeResult<HashSet<String>> {
+        let (mut fresh, _, _) = Self::open(ctx).await.map_err(|(e, _)| e)?;
+        let found = fresh.find(ctx, Wanted::Ids(ids)).await;
+        fresh.close(ctx).await;
+        Ok(found?.into_keys().collect())
+    }
+
     fn session(&mut self) -> ProbeResult<&mut Session<BoxStream>> {
         self.session
             .as_mut()
@@ -334,9 +365,33 @@ impl Mailbox for ImapMailbox {
             }
             Ok(ours.iter().map(|(id, _)| id.clone()).collect())
         };
-        timed(ctx.settings.timeouts.command, step)
+        let outcome = timed(ctx.settings.timeouts.command, step)
             .await
-            .map_err(|e| e.at(Protocol::Imap, Phase::Delete))
+            .map_err(|e| e.at(Protocol::Imap, Phase::Delete));
+        match outcome {
+            // An answer we could not parse (Mailutils answers EXPUNGE with
+            // `* n EXPUNGED`) or a lost session says nothing about what was
+            // deleted: look again in a fresh session.
+            Err(e)
+                if matches!(
+                    e.kind,
+                    ErrorKind::Protocol | ErrorKind::Closed | ErrorKind::Reset
+                ) =>
+            {
+                self.session = None;
+                let ids: Vec<&str> = ours.iter().map(|(id, _)| id.as_str()).collect();
+                Self::still_there(ctx, &ids)
+                    .await
+                    .map(|left| {
+                        ids.iter()
+                            .filter(|id| !left.contains(**id))
+                            .map(|id| id.to_string())
+                            .collect()
+                    })
+                    .map_err(|_| e)
+            }
+            other => other,
+        }
     }
 
     async fn wait_for_change(&mut self, ctx: &Context, limit: Duration) -> ProbeResult<()> {

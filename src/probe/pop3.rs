@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::core::classify::{Evidence, ReplyClass};
 use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
 use crate::core::phase::{Phase, Phases, Protocol};
 use crate::core::probe_id::{header_probe_id, is_probe_id};
@@ -78,13 +79,35 @@ impl Pop3Mailbox {
             s.target.allow_plaintext_login,
             Phase::Login,
         )?;
+        let encrypted = tls_info.is_some();
+        // Before TLS, a server that wants TLS offers STLS, says XTLSREQUIRED or
+        // leaves USER out of CAPA.
+        let tls_offered = has_capability(&caps, "STLS")
+            || has_capability(&caps, "XTLSREQUIRED")
+            || !has_capability(&caps, "USER");
         clock
             .run(
                 Phase::Login,
                 t.command,
                 client.login(&login.user, login.password.expose(), &caps),
             )
-            .await?;
+            .await
+            .map_err(|e| {
+                let e = e.classified(|reply| Evidence {
+                    protocol: Protocol::Pop3,
+                    phase: Phase::Login,
+                    reply,
+                    declared_size: None,
+                    advertised_size: None,
+                    encrypted,
+                    tls_offered,
+                });
+                if e.is_class(ReplyClass::PlaintextDisabled) {
+                    e.with_kind(ErrorKind::Unsupported)
+                } else {
+                    e
+                }
+            })?;
         clock.run(Phase::Stat, t.command, client.stat()).await?;
         Ok(Pop3Mailbox {
             client: Some(client),

@@ -13,6 +13,7 @@ use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, MailParameter};
 use tokio::io::BufReader;
 
+use crate::core::classify::{Evidence, ReplyClass};
 use crate::core::endpoint::Endpoint;
 use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
 use crate::core::phase::{Phase, Phases, Protocol, millis};
@@ -75,7 +76,9 @@ pub async fn send(ctx: &Context, message: &ProbeMessage) -> Sent {
     let mut server = None;
     let mut tls = None;
     let started = Instant::now();
-    let outcome = converse(ctx, message, &mut clock, &mut server, &mut tls).await;
+    let outcome = converse(ctx, message, &mut clock, &mut server, &mut tls)
+        .await
+        .map_err(|e| classify_refusal(e, message, server.as_ref(), tls.is_some()));
     let accepted_at = outcome.as_ref().ok().map(|_| Instant::now());
     let total_ms = millis(started.elapsed());
     let result = smtp_result(outcome, clock.into_timings(), total_ms, tls);
@@ -83,6 +86,32 @@ pub async fn send(ctx: &Context, message: &ProbeMessage) -> Sent {
         result,
         accepted_at,
         server,
+    }
+}
+
+/// What the refusal means, from its reply and what this session knew: the size
+/// declared against the size advertised, encryption, the STARTTLS offer.
+fn classify_refusal(
+    err: ProbeError,
+    message: &ProbeMessage,
+    server: Option<&SmtpServerInfo>,
+    encrypted: bool,
+) -> ProbeError {
+    let advertised_size = server.and_then(|i| i.advertised_size);
+    let err = err.classified(|reply| Evidence {
+        protocol: Protocol::Smtp,
+        phase: Phase::MailFrom,
+        reply,
+        // SIZE= is declared whenever the server advertises SIZE (see `converse`).
+        declared_size: advertised_size.map(|_| message.encoded_len()),
+        advertised_size,
+        encrypted,
+        tls_offered: server.is_some_and(|i| i.has("STARTTLS")),
+    });
+    if err.is_class(ReplyClass::AuthFailed) {
+        err.with_kind(ErrorKind::Auth)
+    } else {
+        err
     }
 }
 
@@ -186,6 +215,19 @@ async fn converse(
         Err(_) => return Err(ProbeError::timeout(t.command).at(Protocol::Smtp, Phase::Ehlo)),
     };
     let announces_size = server.as_ref().is_some_and(|i| i.advertised_size.is_some());
+    if s.target.smtp_login.is_some()
+        && !offers_password_auth(&conn)
+        && let Some(info) = server.as_mut()
+    {
+        let why = if encrypted {
+            ""
+        } else {
+            " before TLS (STARTTLS was not used)"
+        };
+        info.notes.push(format!(
+            "AUTH was not used: the server did not offer AUTH PLAIN or LOGIN{why}; the probe went on without AUTH"
+        ));
+    }
     let result = transaction(ctx, message, clock, &mut conn, announces_size, encrypted).await;
     match result {
         Ok(reply) => {
@@ -203,6 +245,11 @@ async fn converse(
             Err(e)
         }
     }
+}
+
+fn offers_password_auth(conn: &AsyncSmtpConnection) -> bool {
+    conn.server_info().supports_auth_mechanism(Mechanism::Plain)
+        || conn.server_info().supports_auth_mechanism(Mechanism::Login)
 }
 
 async fn transaction(
@@ -227,37 +274,24 @@ async fn transaction(
             .map_err(from_lettre)
         };
 
-    if let Some(login) = &s.target.smtp_login {
-        let offered = conn.server_info().supports_auth_mechanism(Mechanism::Plain)
-            || conn.server_info().supports_auth_mechanism(Mechanism::Login);
-        if offered {
-            check_plaintext_login(
-                &s.target.smtp,
-                encrypted,
-                s.target.allow_plaintext_login,
-                Phase::Auth,
-            )?;
-            let credentials =
-                Credentials::new(login.user.clone(), login.password.expose().to_string());
-            clock
-                .run(Phase::Auth, t.command, async {
-                    lift(
-                        conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials)
-                            .await,
-                    )
-                    .map_err(|e| {
-                        if e.reply
-                            .as_ref()
-                            .is_some_and(|r| matches!(r.code, Some(454 | 530 | 534 | 535)))
-                        {
-                            e.with_kind(ErrorKind::Auth)
-                        } else {
-                            e
-                        }
-                    })
-                })
-                .await?;
-        }
+    if let Some(login) = &s.target.smtp_login
+        && offers_password_auth(conn)
+    {
+        check_plaintext_login(
+            &s.target.smtp,
+            encrypted,
+            s.target.allow_plaintext_login,
+            Phase::Auth,
+        )?;
+        let credentials = Credentials::new(login.user.clone(), login.password.expose().to_string());
+        clock
+            .run(Phase::Auth, t.command, async {
+                lift(
+                    conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials)
+                        .await,
+                )
+            })
+            .await?;
     }
 
     let from: Address = s

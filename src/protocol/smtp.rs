@@ -32,6 +32,7 @@ impl SmtpServerInfo {
             banner,
             capabilities,
             advertised_size,
+            notes: Vec::new(),
         }
     }
 }

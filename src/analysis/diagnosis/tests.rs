@@ -119,6 +119,7 @@ fn report(messages: Vec<MessageReport>) -> Report {
             banner: "h ESMTP".into(),
             capabilities: vec!["SIZE 10240000".into()],
             advertised_size: Some(10_240_000),
+            ..Default::default()
         }),
         messages,
         size_limit: None,
@@ -435,6 +436,7 @@ fn tls_problems() {
         cipher: "TLS13_AES_256_GCM_SHA384".into(),
         verified: true,
         verify_error: None,
+        problem: None,
         name_matches: true,
         certificate: Some(crate::core::tls_info::CertificateInfo {
             subject: "CN=h".into(),
