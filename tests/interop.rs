@@ -18,7 +18,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use std::net::SocketAddr;
+
 use common::run_binary;
+use common::tls::{TlsProxy, leaf, self_signed_ca_true};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
 
 /// Where the interop servers are, from `scripts/interop.sh env`.
@@ -672,4 +676,128 @@ fn pin_sha256_is_checked() {
     );
     assert_eq!(run.code, 2);
     i.clear("probe");
+}
+
+/// What a check over `smtps://` through a proxy presenting `cert` (in front of
+/// Exim's plain port) makes of it, trusting `ca_pem`.
+fn smtps_through_proxy(cert: Served, ca_pem: &str) -> Run {
+    let i = Interop::get();
+    let upstream: SocketAddr = format!(
+        "{}:{}",
+        i.var("MAILPROBE_INTEROP_HOST"),
+        i.var("MAILPROBE_INTEROP_SMTP_PORT")
+    )
+    .parse()
+    .unwrap();
+    let proxy = TlsProxy::start(cert.0, cert.1, upstream);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let url = format!("smtps://127.0.0.1:{}", proxy.port);
+    let run = i.check(
+        "probe",
+        ca.to_str().unwrap(),
+        &["--smtp", &url, "--smtp-only", "--sizes", "0"],
+    );
+    drop(proxy);
+    run
+}
+
+const NAMES: [&str; 2] = ["localhost", "127.0.0.1"];
+
+/// A certificate chain and its key, as a server presents them.
+type Served = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+/// Every certificate failure has its own words, problem and hint; none shows a
+/// raw rustls error. The exact-match rule also holds for a CA:TRUE certificate
+/// rcgen makes, and a chain the server completes verifies.
+#[test]
+fn tls_failures_are_told_apart_in_words() {
+    let root = common::tls::test_ca();
+    let intermediate = common::tls::ca_named("mailprobe test intermediate", Some(&root));
+    let with_chain = || {
+        let (mut chain, key) = leaf(&intermediate, &NAMES, -1, 200);
+        chain.push(intermediate.der.clone());
+        (chain, key)
+    };
+    let other_root = common::tls::ca_named("some other CA", None);
+    let (own, own_key, own_pem) = self_signed_ca_true(&NAMES);
+    let cases: Vec<(&str, Served, &str, &str, &str)> = vec![
+        (
+            "expired",
+            leaf(&root, &NAMES, -30, -2),
+            &root.pem,
+            "expired",
+            "expired on",
+        ),
+        (
+            "not yet valid",
+            leaf(&root, &NAMES, 2, 30),
+            &root.pem,
+            "not_yet_valid",
+            "not valid before",
+        ),
+        (
+            "name mismatch",
+            leaf(&root, &["mail.elsewhere.test"], -1, 200),
+            &root.pem,
+            "name_mismatch",
+            "is for mail.elsewhere.test, not for 127.0.0.1",
+        ),
+        (
+            "unknown issuer",
+            with_chain(),
+            &other_root.pem,
+            "unknown_issuer",
+            "issued by CN=mailprobe test intermediate, which is not a trusted CA",
+        ),
+        (
+            "incomplete chain",
+            leaf(&intermediate, &NAMES, -1, 200),
+            &root.pem,
+            "incomplete_chain",
+            "the server sent no intermediate certificate",
+        ),
+        (
+            "self-signed",
+            (own.clone(), own_key.clone_key()),
+            &root.pem,
+            "self_signed",
+            "self-signed",
+        ),
+    ];
+    for (what, cert, ca, problem, words) in cases {
+        let run = smtps_through_proxy(cert, ca);
+        let tls = &run.json["messages"][0]["smtp"]["tls"];
+        assert_eq!(tls["problem"], problem, "{what}: {:#}", run.json);
+        let d = run.diagnosis("tls_invalid");
+        assert!(
+            d["summary"].as_str().unwrap().contains(words),
+            "{what}: {d:#}"
+        );
+        assert!(
+            !run.text().contains("OtherError") && !run.text().contains("InvalidCertificate"),
+            "{what}: {:#}",
+            run.json
+        );
+        assert_eq!(run.code, 2, "{what}");
+    }
+    // The same certificates verify when the trust is right.
+    for (what, cert, ca) in [
+        ("complete chain", with_chain(), root.pem.clone()),
+        ("self-signed CA:TRUE in --ca-file", (own, own_key), own_pem),
+    ] {
+        let run = smtps_through_proxy(cert, &ca);
+        assert_eq!(
+            run.json["messages"][0]["smtp"]["tls"]["verified"], true,
+            "{what}: {:#}",
+            run.json
+        );
+        assert_eq!(
+            run.json["messages"][0]["smtp"]["ok"], true,
+            "{what}: {:#}",
+            run.json
+        );
+    }
+    Interop::get().clear("probe");
 }
