@@ -57,8 +57,7 @@ fn cleanup_deletes_only_old_probe_messages() {
     server.drop_foreign(local, &old);
     server.drop_foreign(local, &fresh);
 
-    let mut args: Vec<String> = server.cli(local);
-    args[0] = "cleanup".into();
+    let mut args: Vec<String> = server.cleanup_cli(local);
     args.extend([
         "--imap".into(),
         server.imaps_url(),
@@ -95,4 +94,70 @@ fn cleanup_deletes_only_old_probe_messages() {
         );
     }
     assert_eq!(files.len(), 4);
+}
+
+/// `cleanup` honours the output flags like every command (`--format json` is the
+/// JSON report, `--transcript` is written) and refuses the flags of `check`.
+#[test]
+fn cleanup_reports_through_the_common_outputs_and_takes_only_its_flags() {
+    let _turn = common::shared_server();
+    let server = TestServer::get();
+    let local = "test26";
+    server.clear_maildir(local);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let old_probe = format!("mailprobe-{}-00000000000000cc", now_ms - 3 * 3600 * 1000);
+    server.drop_foreign(
+        local,
+        &message(
+            "old26@example.test",
+            &format!("X-Mailprobe-Id: {old_probe}\r\n"),
+            "old probe",
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let transcript = dir.path().join("cleanup.txt");
+    let mut args: Vec<String> = server.cleanup_cli(local);
+    args.extend([
+        "--imap".into(),
+        server.imaps_url(),
+        "--older-than".into(),
+        "1h".into(),
+        "--format".into(),
+        "json".into(),
+        "--transcript".into(),
+        transcript.to_string_lossy().into_owned(),
+    ]);
+    let out = run_binary(&args, &[]);
+    assert_eq!(
+        out.code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        out.stdout, out.stderr
+    );
+    let json: serde_json::Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("cleanup --format json is not JSON ({e}):\n{}", out.stdout));
+    assert_eq!(json["verdict"], "healthy", "{json}");
+    assert_eq!(json["cleanup"]["deleted"], 1, "{json}");
+    assert!(
+        json["cleanup"]["errors"].as_array().unwrap().is_empty(),
+        "{json}"
+    );
+    let text = std::fs::read_to_string(&transcript).expect("--transcript is written");
+    assert!(text.contains("IMAP session 1"), "{text}");
+    assert!(
+        !text.contains(&server.password()),
+        "the transcript shows the password"
+    );
+    assert_eq!(server.count_probe_messages(local), 0);
+
+    for extra in [["--sizes", "0"], ["--smtp", "smtp://127.0.0.1:25"]] {
+        let mut refused = server.cleanup_cli(local);
+        refused.extend(["--imap".into(), server.imaps_url()]);
+        refused.extend(extra.iter().map(|s| s.to_string()));
+        let out = run_binary(&refused, &[]);
+        assert_ne!(out.code, 0, "cleanup accepted {extra:?}:\n{}", out.stdout);
+        assert!(out.stderr.contains(extra[0]), "{extra:?}: {}", out.stderr);
+    }
 }

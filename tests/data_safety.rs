@@ -432,8 +432,7 @@ fn run_check(args: mailprobe::app::cli::CheckArgs) -> Report {
 }
 
 fn cleanup(server: &TestServer, older_than: &str) -> common::BinOutput {
-    let mut args = server.cli(LOCAL);
-    args[0] = "cleanup".into();
+    let mut args = server.cleanup_cli(LOCAL);
     args.extend([
         "--imap".into(),
         server.imaps_url(),
@@ -482,11 +481,11 @@ fn foreign_mail_survives_faults_and_cleanup_removes_only_probe_messages() {
         let mut args = server.args(LOCAL);
         args.smtp = Some(server.smtp_url());
         args.no_smtp_auth = true;
-        args.imap = Some(imap.url("imap"));
-        args.pop3 = Some(pop3.url("pop3"));
-        args.starttls = Some(StarttlsPolicy::Never);
+        args.mailbox.imap = Some(imap.url("imap"));
+        args.mailbox.pop3 = Some(pop3.url("pop3"));
+        args.mailbox.starttls = Some(StarttlsPolicy::Never);
         args.sizes = Some(sizes.into());
-        args.command_timeout = Some("10s".into());
+        args.mailbox.command_timeout = Some("10s".into());
         args.delivery_timeout = Some("20s".into());
         let report = run_check(args);
         let (imap_cuts, pop3_cuts) = (imap.fired() - imap_before, pop3.fired() - pop3_before);

@@ -223,9 +223,9 @@ fn healthy_submission_starttls_imap_starttls_pop3s() {
     };
     healthy_run("test01", expect, |s, a| {
         a.smtp = Some(s.submission_url());
-        a.imap = Some(s.imap_url());
-        a.pop3 = Some(s.pop3s_url());
-        a.starttls = Some(StarttlsPolicy::Require);
+        a.mailbox.imap = Some(s.imap_url());
+        a.mailbox.pop3 = Some(s.pop3s_url());
+        a.mailbox.starttls = Some(StarttlsPolicy::Require);
     });
 }
 
@@ -240,9 +240,9 @@ fn healthy_smtps_imaps_pop3_stls() {
     };
     healthy_run("test02", expect, |s, a| {
         a.smtp = Some(s.smtps_url());
-        a.imap = Some(s.imaps_url());
-        a.pop3 = Some(s.pop3_url());
-        a.starttls = Some(StarttlsPolicy::Require);
+        a.mailbox.imap = Some(s.imaps_url());
+        a.mailbox.pop3 = Some(s.pop3_url());
+        a.mailbox.starttls = Some(StarttlsPolicy::Require);
     });
 }
 
@@ -258,9 +258,9 @@ fn healthy_plain_smtp_imap_pop3() {
     healthy_run("test03", expect, |s, a| {
         a.smtp = Some(s.smtp_url());
         a.no_smtp_auth = true;
-        a.imap = Some(s.imap_url());
-        a.pop3 = Some(s.pop3_url());
-        a.starttls = Some(StarttlsPolicy::Never);
+        a.mailbox.imap = Some(s.imap_url());
+        a.mailbox.pop3 = Some(s.pop3_url());
+        a.mailbox.starttls = Some(StarttlsPolicy::Never);
     });
 }
 
@@ -314,8 +314,8 @@ fn cleanup_deletes_only_this_runs_messages() {
 
     let mut args = server.args(local);
     args.smtp = Some(server.submission_url());
-    args.imap = Some(server.imap_url());
-    args.pop3 = Some(server.pop3s_url());
+    args.mailbox.imap = Some(server.imap_url());
+    args.mailbox.pop3 = Some(server.pop3s_url());
     args.sizes = Some(LADDER.into());
     let report = run_in_process(args);
     let text = human(&report);
@@ -726,11 +726,11 @@ fn fifty_mib_attachment_round_trips() {
     server.clear_maildir(local);
     let mut args = server.args(local);
     args.smtp = Some(server.submission_url());
-    args.imap = Some(server.imap_url());
-    args.pop3 = Some(server.pop3s_url());
+    args.mailbox.imap = Some(server.imap_url());
+    args.mailbox.pop3 = Some(server.pop3s_url());
     args.sizes = Some("50MiB".into());
-    args.command_timeout = Some("60s".into());
-    args.data_timeout = Some("600s".into());
+    args.mailbox.command_timeout = Some("60s".into());
+    args.mailbox.data_timeout = Some("600s".into());
     args.delivery_timeout = Some("300s".into());
     let report = run_in_process(args);
     let text = human(&report);

@@ -140,9 +140,9 @@ impl Drop for ServerFault {
 fn check_args(server: &TestServer, local: &str, starttls: StarttlsPolicy) -> CheckArgs {
     let mut args = server.args(local);
     args.smtp = Some(server.smtp_url());
-    args.imap = Some(server.imap_url());
-    args.pop3 = Some(server.pop3_url());
-    args.starttls = Some(starttls);
+    args.mailbox.imap = Some(server.imap_url());
+    args.mailbox.pop3 = Some(server.pop3_url());
+    args.mailbox.starttls = Some(starttls);
     args.no_smtp_auth = true;
     args.sizes = Some(LADDER.into());
     args.delivery_timeout = Some("8s".into());
@@ -165,7 +165,12 @@ fn closed_port() -> u16 {
 /// Dovecot delay logins from 127.0.0.1 (auth penalty), which a run would rightly
 /// call `slow`: one good login first resets it.
 fn run(server: &TestServer, args: CheckArgs) -> Report {
-    if let Some(local) = args.user.as_deref().and_then(|u| u.split('@').next()) {
+    if let Some(local) = args
+        .mailbox
+        .user
+        .as_deref()
+        .and_then(|u| u.split('@').next())
+    {
         server.reset_auth_penalty(local);
     }
     let started = Instant::now();
@@ -615,13 +620,13 @@ fn pop3_closed_port_is_endpoint_down_pop3() {
     server.clear_maildir(local);
     let mut args = check_args(server, local, StarttlsPolicy::Auto);
     args.delivery_timeout = Some("4s".into());
-    args.pop3 = Some(format!("pop3://127.0.0.1:{}", closed_port()));
+    args.mailbox.pop3 = Some(format!("pop3://127.0.0.1:{}", closed_port()));
     let report = run(server, args.clone());
     let d = assert_leading(&report, Code::EndpointDown, None);
     assert_eq!(d.protocol, Some(Protocol::Pop3), "{}", explain(&report));
     assert_eq!(report.diagnoses.len(), 1, "{}", explain(&report));
 
-    args.pop3 = Some(server.pop3_url());
+    args.mailbox.pop3 = Some(server.pop3_url());
     assert_healthy(&run(server, args));
 }
 
@@ -633,10 +638,10 @@ fn everything_down_is_shared_outage() {
     let local = "test12";
     let mut args = check_args(server, local, StarttlsPolicy::Auto);
     args.delivery_timeout = Some("4s".into());
-    args.connect_timeout = Some("2s".into());
+    args.mailbox.connect_timeout = Some("2s".into());
     args.smtp = Some(format!("smtp://127.0.0.1:{}", closed_port()));
-    args.imap = Some(format!("imap://127.0.0.1:{}", closed_port()));
-    args.pop3 = Some(format!("pop3://127.0.0.1:{}", closed_port()));
+    args.mailbox.imap = Some(format!("imap://127.0.0.1:{}", closed_port()));
+    args.mailbox.pop3 = Some(format!("pop3://127.0.0.1:{}", closed_port()));
     let report = run(server, args);
     let d = assert_leading(&report, Code::SharedOutage, None);
     assert_eq!(d.severity.verdict(), Verdict::Failing);
@@ -660,8 +665,8 @@ fn slow_imap_greeting_is_reported_in_the_greeting_phase() {
         Fault::DelayGreeting(Duration::from_secs(3)),
     );
     let mut args = check_args(server, local, StarttlsPolicy::Never);
-    args.imap = Some(proxy.url("imap"));
-    args.greeting_timeout = Some("1s".into());
+    args.mailbox.imap = Some(proxy.url("imap"));
+    args.mailbox.greeting_timeout = Some("1s".into());
     args.delivery_timeout = Some("4s".into());
 
     let report = run(server, args.clone());

@@ -124,8 +124,8 @@ fn real_report() -> Report {
     let _turn = shared_server();
     let mut args = server.args("test20");
     args.smtp = Some(server.submission_url());
-    args.imap = Some(server.imap_url());
-    args.pop3 = Some(server.pop3s_url());
+    args.mailbox.imap = Some(server.imap_url());
+    args.mailbox.pop3 = Some(server.pop3s_url());
     args.sizes = Some("0,10KiB,200KiB,1MiB".into());
     run_in_process(args)
 }

@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{TestServer, run_binary};
-use mailprobe::app::cli::CheckArgs;
 use mailprobe::app::cli::RoundArgs;
+use mailprobe::app::cli::{CheckArgs, MailboxArgs};
 use mailprobe::app::rounds;
 use mailprobe::core::phase::Protocol;
 use mailprobe::model::diagnosis::Code;
@@ -56,8 +56,8 @@ fn twenty_rounds_statistics_are_consistent() {
     let server = TestServer::get();
     let mut args = server.args(LOCAL);
     args.smtp = Some(server.submission_url());
-    args.imap = Some(server.imap_url());
-    args.pop3 = Some(server.pop3s_url());
+    args.mailbox.imap = Some(server.imap_url());
+    args.mailbox.pop3 = Some(server.pop3s_url());
     args.sizes = Some("0,10KiB".into());
     args.rounds = RoundArgs {
         rounds: Some(20),
@@ -324,15 +324,18 @@ impl FlapServer {
     fn args(&self) -> CheckArgs {
         CheckArgs {
             smtp: Some("smtp://127.0.0.1:3587".into()),
-            imap: Some("imap://127.0.0.1:3143".into()),
-            user: Some("test01@mailprobe.test".into()),
-            password_file: Some(PathBuf::from(FLAP_DIR).join("password")),
-            ca_file: Some(PathBuf::from(FLAP_DIR).join("tls/ca.pem")),
+            mailbox: MailboxArgs {
+                imap: Some("imap://127.0.0.1:3143".into()),
+                user: Some("test01@mailprobe.test".into()),
+                password_file: Some(PathBuf::from(FLAP_DIR).join("password")),
+                ca_file: Some(PathBuf::from(FLAP_DIR).join("tls/ca.pem")),
+                connect_timeout: Some("1s".into()),
+                greeting_timeout: Some("2s".into()),
+                command_timeout: Some("3s".into()),
+                data_timeout: Some("5s".into()),
+                ..Default::default()
+            },
             sizes: Some("0".into()),
-            connect_timeout: Some("1s".into()),
-            greeting_timeout: Some("2s".into()),
-            command_timeout: Some("3s".into()),
-            data_timeout: Some("5s".into()),
             delivery_timeout: Some("3s".into()),
             ..Default::default()
         }
@@ -441,8 +444,8 @@ fn verify_reports_flapping_during_a_restart_loop_and_stable_after() {
     let a = flap.args();
     for (flag, value) in [
         ("--smtp", a.smtp.clone().unwrap()),
-        ("--imap", a.imap.clone().unwrap()),
-        ("--user", a.user.clone().unwrap()),
+        ("--imap", a.mailbox.imap.clone().unwrap()),
+        ("--user", a.mailbox.user.clone().unwrap()),
         ("--password-file", format!("{FLAP_DIR}/password")),
         ("--ca-file", format!("{FLAP_DIR}/tls/ca.pem")),
         ("--sizes", "0".into()),
@@ -467,4 +470,51 @@ fn verify_reports_flapping_during_a_restart_loop_and_stable_after() {
     assert_eq!(lines[2]["event"], "report");
     assert_eq!(lines[2]["verdict"], "healthy");
     drop(flap);
+}
+
+/// `verify --transcript FILE` records every round's sessions, without the password.
+#[test]
+fn verify_writes_its_transcript() {
+    let _shared = common::shared_server();
+    let server = TestServer::get();
+    let local = "test27";
+    server.clear_maildir(local);
+    let dir = tempfile::tempdir().unwrap();
+    let transcript = dir.path().join("verify.txt");
+    let mut args = server.cli(local);
+    args[0] = "verify".into();
+    args.extend(
+        [
+            "--smtp",
+            &server.smtps_url(),
+            "--imap",
+            &server.imaps_url(),
+            "--sizes",
+            "0",
+            "--stable",
+            "1",
+            "--deadline",
+            "60s",
+            "--quiet",
+            "--transcript",
+            &transcript.to_string_lossy(),
+        ]
+        .map(String::from),
+    );
+    let out = run_binary(&args, &[]);
+    assert_eq!(
+        out.code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        out.stdout, out.stderr
+    );
+    let text = std::fs::read_to_string(&transcript).expect("verify wrote its transcript");
+    assert!(
+        text.contains("SMTP session 1") && text.contains("IMAP session"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&server.password()),
+        "the transcript shows the password"
+    );
+    assert_eq!(server.count_probe_messages(local), 0);
 }

@@ -12,12 +12,12 @@ use crate::model::stats::{Comparison, Regression, StatPhase, Stats};
 
 /// When a slower percentile counts as a regression: both relatively and absolutely.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Threshold {
+pub(crate) struct Threshold {
     /// 0.5 = 50 % slower.
-    pub ratio: f64,
-    pub min_ms: f64,
+    pub(crate) ratio: f64,
+    pub(crate) min_ms: f64,
     /// Delivery is seen by polling: differences within this are noise.
-    pub delivery_min_ms: f64,
+    pub(crate) delivery_min_ms: f64,
 }
 
 impl Default for Threshold {
@@ -31,7 +31,7 @@ impl Default for Threshold {
 }
 
 /// Parse `--regression-threshold`: `50%`, `50` (percent) or `0.5`... as percent always.
-pub fn parse_threshold(text: &str) -> Result<Threshold, String> {
+pub(crate) fn parse_threshold(text: &str) -> Result<Threshold, String> {
     let t = text.trim().trim_end_matches('%').trim();
     let percent: f64 = t
         .parse()
@@ -49,16 +49,16 @@ pub fn parse_threshold(text: &str) -> Result<Threshold, String> {
 
 /// The earlier run, as far as the comparison needs it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Baseline {
-    pub started_at: String,
-    pub stats: Stats,
+pub(crate) struct Baseline {
+    pub(crate) started_at: String,
+    pub(crate) stats: Stats,
     /// Sizes with at least one message verified end to end.
-    pub working_sizes: BTreeSet<u64>,
+    pub(crate) working_sizes: BTreeSet<u64>,
 }
 
 impl Baseline {
     /// From a JSON report of any mailprobe version with `messages[]` (and maybe `stats`).
-    pub fn from_json(text: &str) -> Result<Baseline, String> {
+    pub(crate) fn from_json(text: &str) -> Result<Baseline, String> {
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| format!("not a JSON report: {e}"))?;
         let messages: Vec<MessageReport> = match value.get("messages") {
@@ -83,7 +83,7 @@ impl Baseline {
     }
 }
 
-pub fn working_sizes(messages: &[MessageReport]) -> BTreeSet<u64> {
+pub(crate) fn working_sizes(messages: &[MessageReport]) -> BTreeSet<u64> {
     messages
         .iter()
         .filter(|m| m.fully_ok())
@@ -92,7 +92,7 @@ pub fn working_sizes(messages: &[MessageReport]) -> BTreeSet<u64> {
 }
 
 /// Compare. Phases missing on either side are not compared.
-pub fn compare(
+pub(crate) fn compare(
     baseline: &Baseline,
     current: &Stats,
     current_messages: &[MessageReport],
@@ -143,7 +143,7 @@ pub fn compare(
 
 /// `regression` diagnoses: one for slower phases (degraded), one for sizes that
 /// stopped working (failing).
-pub fn diagnoses(c: &Comparison) -> Vec<Diagnosis> {
+pub(crate) fn diagnoses(c: &Comparison) -> Vec<Diagnosis> {
     let mut out = Vec::new();
     if !c.newly_failing_sizes.is_empty() {
         let sizes: Vec<String> = c

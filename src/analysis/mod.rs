@@ -2,7 +2,7 @@
 //! rounds and the comparison with a baseline. Pure: no tokio, no network, no
 //! protocol code; only `core` and `model` data in and out.
 
-pub mod baseline;
-pub mod diagnosis;
-pub mod stability;
-pub mod stats;
+pub(crate) mod baseline;
+pub(crate) mod diagnosis;
+pub(crate) mod stability;
+pub(crate) mod stats;

@@ -13,7 +13,7 @@ use crate::model::report::{Report, Verdict};
 use crate::model::stats::{RoundState, Stability};
 
 /// A failure that means the service itself is not there (or is going away).
-pub fn is_connection_failure(err: &ProbeError) -> bool {
+pub(crate) fn is_connection_failure(err: &ProbeError) -> bool {
     let before_session = matches!(
         err.phase,
         Some(Phase::Connect | Phase::Greeting | Phase::Tls)
@@ -28,7 +28,7 @@ pub fn is_connection_failure(err: &ProbeError) -> bool {
 }
 
 /// How one round went, and which protocols were down in it.
-pub fn classify(report: &Report) -> (RoundState, Vec<Protocol>) {
+pub(crate) fn classify(report: &Report) -> (RoundState, Vec<Protocol>) {
     let mut down: Vec<Protocol> = Vec::new();
     for m in &report.messages {
         let results = [
@@ -60,16 +60,16 @@ pub fn classify(report: &Report) -> (RoundState, Vec<Protocol>) {
 
 /// One round as the analysis needs it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RoundOutcome {
-    pub state: RoundState,
-    pub down: Vec<Protocol>,
+pub(crate) struct RoundOutcome {
+    pub(crate) state: RoundState,
+    pub(crate) down: Vec<Protocol>,
 }
 
 /// Analyse the rounds so far. `stable_target` is the number of consecutive up
 /// rounds asked for (`--stable`). Once the server has flapped, an up stretch only
 /// counts as stable when it also outlasts every earlier up stretch: a server that
 /// ran for K rounds and crashed has not proven anything by running K rounds again.
-pub fn analyze(rounds: &[RoundOutcome], stable_target: u32) -> Stability {
+pub(crate) fn analyze(rounds: &[RoundOutcome], stable_target: u32) -> Stability {
     let is_up = |r: &RoundOutcome| r.state == RoundState::Up;
     let mut stretches: Vec<(bool, u32)> = Vec::new();
     for r in rounds {
@@ -146,7 +146,7 @@ pub fn analyze(rounds: &[RoundOutcome], stable_target: u32) -> Stability {
 }
 
 /// The diagnosis for a verification that ended without stability (None when stable).
-pub fn diagnosis(s: &Stability, deadline_passed: bool) -> Option<Diagnosis> {
+pub(crate) fn diagnosis(s: &Stability, deadline_passed: bool) -> Option<Diagnosis> {
     if s.stable {
         return None;
     }

@@ -15,7 +15,7 @@ use crate::model::result::ProtocolResult;
 use crate::model::stats::{FailureCount, LatencyStats, StatPhase, Stats};
 
 #[derive(Default)]
-pub struct Collector {
+pub(crate) struct Collector {
     samples: BTreeMap<(Protocol, StatPhase, u64), Samples>,
     failures: BTreeMap<(Protocol, u64, ErrorKind), u64>,
     messages: u64,
@@ -43,7 +43,7 @@ fn to_us(ms: f64) -> u64 {
 }
 
 impl Collector {
-    pub fn record(&mut self, protocol: Protocol, phase: StatPhase, size: u64, ms: f64) {
+    pub(crate) fn record(&mut self, protocol: Protocol, phase: StatPhase, size: u64, ms: f64) {
         if !ms.is_finite() {
             return;
         }
@@ -57,12 +57,12 @@ impl Collector {
         s.max = s.max.max(ms);
     }
 
-    pub fn failure(&mut self, protocol: Protocol, size: u64, kind: ErrorKind) {
+    pub(crate) fn failure(&mut self, protocol: Protocol, size: u64, kind: ErrorKind) {
         *self.failures.entry((protocol, size, kind)).or_insert(0) += 1;
     }
 
     /// One protocol's result for one message.
-    pub fn result(&mut self, protocol: Protocol, size: u64, r: &ProtocolResult) {
+    pub(crate) fn result(&mut self, protocol: Protocol, size: u64, r: &ProtocolResult) {
         if r.skipped.is_some() {
             return;
         }
@@ -84,7 +84,7 @@ impl Collector {
         }
     }
 
-    pub fn message(&mut self, m: &MessageReport) {
+    pub(crate) fn message(&mut self, m: &MessageReport) {
         self.messages += 1;
         self.result(Protocol::Smtp, m.size_bytes, &m.smtp);
         for (protocol, r) in m.retrievals() {
@@ -92,7 +92,7 @@ impl Collector {
         }
     }
 
-    pub fn finish(self, rounds: u32) -> Stats {
+    pub(crate) fn finish(self, rounds: u32) -> Stats {
         let mut latency: Vec<LatencyStats> = self
             .samples
             .into_iter()
@@ -151,7 +151,7 @@ impl Collector {
 }
 
 /// Statistics over these messages (of `rounds` rounds).
-pub fn build(messages: &[MessageReport], rounds: u32) -> Stats {
+pub(crate) fn build(messages: &[MessageReport], rounds: u32) -> Stats {
     let mut c = Collector::default();
     for m in messages {
         c.message(m);

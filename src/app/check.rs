@@ -1,81 +1,41 @@
 //! `mailprobe check`: resolve the settings, run the check (with rounds, rate,
-//! baseline, or through a domain's exchangers), write the outputs and the
-//! transcript, and turn the verdict into the exit code.
-
-use std::sync::Arc;
+//! baseline, or through a domain's exchangers) and hand the report to the
+//! outputs; the verdict is the exit code.
 
 use crate::app::cli::CheckArgs;
-use crate::app::output::{self, Destination};
+use crate::app::output::Outputs;
 use crate::app::rounds::{check_recorded, extra_outputs};
-use crate::app::{EXIT_UNKNOWN, profile, progress, usage_error};
-use crate::core::secret::{scrub, scrub_value};
-use crate::io::transcript::Transcript;
+use crate::app::{profile, progress, usage_error};
+use crate::model::report::Report;
 use crate::probe::domain::{self, DEFAULT_MX_PORT, Domain};
 use crate::protocol::dns::parse_resolver;
-use crate::report::Format;
 
 /// Run `mailprobe check`; returns the exit code.
-pub async fn run(args: CheckArgs) -> i32 {
-    let mut outputs: Vec<(Format, Destination)> = Vec::new();
-    if !args.quiet {
-        outputs.push((args.format, Destination::Stdout));
-    }
-    for spec in &args.output {
-        match output::parse_output(spec) {
-            Ok(o) => outputs.push(o),
-            Err(e) => return usage_error(&e),
-        }
-    }
-    outputs.extend(extra_outputs(&args.rounds));
+pub(crate) async fn run(args: CheckArgs) -> i32 {
+    let mut outputs = match Outputs::new(&args.output, extra_outputs(&args.rounds)) {
+        Ok(o) => o,
+        Err(e) => return usage_error(&e),
+    };
     if args.domain.is_some() {
-        return match run_domain(&args).await {
-            Ok(report) => match output::write_outputs(&report, &outputs) {
-                Ok(()) => report.verdict.exit_code(),
-                Err(e) => usage_error(&e),
-            },
-            Err(e) => usage_error(&e),
-        };
+        let outcome = run_domain(&args, &mut outputs).await;
+        return outputs.finish(outcome, |_| {});
     }
     let settings = match profile::resolve(&args) {
         Ok(s) => s,
         Err(e) => return usage_error(&e),
     };
     // A server may echo a password: no report or transcript ever shows one.
-    let secrets = settings.target.secrets();
-    let transcript = args
-        .transcript
-        .clone()
-        .map(|path| (path, Transcript::new(secrets.clone())));
-    let show_progress = progress::wanted(args.quiet);
+    outputs.protect(settings.target.secrets());
+    let show_progress = progress::wanted(args.output.quiet);
     let expected_bytes = progress::expected_bytes(&settings);
-    let check = check_recorded(
-        settings,
-        &args.rounds,
-        transcript.as_ref().map(|(_, t)| Arc::clone(t)),
-    );
+    let check = check_recorded(settings, &args.rounds, outputs.transcript());
     let outcome = progress::track(show_progress, expected_bytes, check).await;
-    if let Some((path, t)) = &transcript
-        && let Err(e) = output::write_transcript(t, path)
-    {
-        eprintln!("mailprobe: {e}");
-        return EXIT_UNKNOWN;
-    }
-    match outcome {
-        Ok(mut report) => {
-            scrub_value(&mut report, &secrets);
-            if let Err(e) = output::write_outputs(&report, &outputs) {
-                eprintln!("mailprobe: {e}");
-                return EXIT_UNKNOWN;
-            }
-            report.verdict.exit_code()
-        }
-        Err(e) => usage_error(&scrub(&e.to_string(), &secrets)),
-    }
+    outputs.finish(outcome.map_err(|e| e.to_string()), |_| {})
 }
 
 /// `check --domain`: validate the domain and the flags before asking DNS, then
 /// probe the domain's exchangers. `Err` is a could-not-run error (exit 3).
-async fn run_domain(args: &CheckArgs) -> Result<crate::model::report::Report, String> {
+async fn run_domain(args: &CheckArgs, outputs: &mut Outputs) -> Result<Report, String> {
     let name = args
         .domain
         .as_deref()
@@ -103,12 +63,13 @@ async fn run_domain(args: &CheckArgs) -> Result<crate::model::report::Report, St
         base_args.smtp_only = true;
     }
     let base = profile::resolve(&base_args)?;
+    outputs.protect(base.target.secrets());
     let target = Domain {
         name,
         port,
         resolver,
     };
-    domain::run(&target, base, None).await
+    domain::run(&target, base, outputs.transcript()).await
 }
 
 /// Whether IMAP or POP3 is configured (flags or profile) and not turned off.
@@ -116,10 +77,10 @@ fn retrieval_configured(args: &CheckArgs) -> Result<bool, String> {
     if args.smtp_only {
         return Ok(false);
     }
-    if args.imap.is_some() || args.pop3.is_some() {
+    if args.mailbox.imap.is_some() || args.mailbox.pop3.is_some() {
         return Ok(true);
     }
-    Ok(match &args.profile {
+    Ok(match &args.mailbox.profile {
         Some(path) => {
             let p = profile::Profile::load(path)?;
             p.imap.is_some() || p.pop3.is_some()

@@ -19,11 +19,11 @@ use crate::report::Format;
 )]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Send the size ladder, read it back, verify, clean up, and report.
     Check(CheckArgs),
     /// Delete leftover probe messages (found by probe id, older than a given age)
@@ -42,15 +42,12 @@ pub enum Command {
     Verify(VerifyArgs),
 }
 
+/// Where the mailboxes are, how to log in and how long to wait (check, verify, cleanup).
 #[derive(Debug, Clone, Default, Args)]
-pub struct CheckArgs {
+pub struct MailboxArgs {
     /// Profile file (TOML) with the same settings; flags override it.
     #[arg(long, value_name = "FILE")]
     pub profile: Option<PathBuf>,
-
-    /// SMTP endpoint: smtp://host:port (STARTTLS when offered) or smtps://host:port.
-    #[arg(long, value_name = "URL")]
-    pub smtp: Option<String>,
     /// IMAP endpoint: imap://host:port or imaps://host:port.
     #[arg(long, value_name = "URL")]
     pub imap: Option<String>,
@@ -60,7 +57,6 @@ pub struct CheckArgs {
     /// STARTTLS on plain URLs: upgrade when offered, require it, or never use it.
     #[arg(long, value_enum, value_name = "POLICY")]
     pub starttls: Option<StarttlsPolicy>,
-
     /// Login name for SMTP AUTH, IMAP and POP3 (per protocol in a profile's [login.*]).
     #[arg(long)]
     pub user: Option<String>,
@@ -70,13 +66,60 @@ pub struct CheckArgs {
     /// File whose first line is the password.
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
-    /// Do not authenticate to SMTP (e.g. port 25 of an MX).
-    #[arg(long)]
-    pub no_smtp_auth: bool,
     /// Allow a password over an unencrypted connection to a host other than loopback.
     #[arg(long)]
     pub allow_plaintext_login: bool,
+    /// Trust this CA (PEM) in addition to the system roots.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Accept any TLS certificate. The report says so.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Also require the server key to be this one: `sha256//BASE64` of its
+    /// SubjectPublicKeyInfo, as curl --pinnedpubkey takes it; several separated
+    /// by `;` (default: no pin).
+    #[arg(long, value_name = "sha256//HASH")]
+    pub pin_sha256: Option<String>,
+    #[arg(long, value_name = "DURATION")]
+    pub connect_timeout: Option<String>,
+    #[arg(long, value_name = "DURATION")]
+    pub greeting_timeout: Option<String>,
+    /// Timeout for each command and its reply.
+    #[arg(long, value_name = "DURATION")]
+    pub command_timeout: Option<String>,
+    /// Timeout for transferring one message (DATA, FETCH, RETR).
+    #[arg(long, value_name = "DURATION")]
+    pub data_timeout: Option<String>,
+}
 
+/// Where the report goes (every command that reports).
+#[derive(Debug, Clone, Default, Args)]
+pub struct OutputArgs {
+    /// Report format on standard output.
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: Format,
+    /// Also write a report to a file: FORMAT=PATH (repeatable), e.g. json=report.json.
+    #[arg(long, value_name = "FORMAT=PATH")]
+    pub output: Vec<String>,
+    /// Print nothing on standard output (exit code and --output files only).
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Write a protocol transcript of every session (C:/S: lines, timestamps) to
+    /// FILE; passwords and SASL exchanges are redacted, message bodies summarized.
+    #[arg(long, value_name = "FILE")]
+    pub transcript: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub mailbox: MailboxArgs,
+    /// SMTP endpoint: smtp://host:port (STARTTLS when offered) or smtps://host:port.
+    #[arg(long, value_name = "URL")]
+    pub smtp: Option<String>,
+    /// Do not authenticate to SMTP (e.g. port 25 of an MX).
+    #[arg(long)]
+    pub no_smtp_auth: bool,
     /// Envelope and header sender (default: the login).
     #[arg(long, value_name = "ADDRESS")]
     pub from: Option<String>,
@@ -96,18 +139,6 @@ pub struct CheckArgs {
     /// EHLO name (default: this host's name).
     #[arg(long, value_name = "NAME")]
     pub helo: Option<String>,
-
-    /// Trust this CA (PEM) in addition to the system roots.
-    #[arg(long, value_name = "FILE")]
-    pub ca_file: Option<PathBuf>,
-    /// Accept any TLS certificate. The report says so.
-    #[arg(long)]
-    pub insecure: bool,
-    /// Also require the server key to be this one: `sha256//BASE64` of its
-    /// SubjectPublicKeyInfo, as curl --pinnedpubkey takes it; several separated
-    /// by `;` (default: no pin).
-    #[arg(long, value_name = "sha256//HASH")]
-    pub pin_sha256: Option<String>,
     /// Warn (degraded) when a certificate expires within this many days (default 14).
     #[arg(long, value_name = "DAYS")]
     pub cert_warn_days: Option<i64>,
@@ -118,7 +149,6 @@ pub struct CheckArgs {
     /// Delivery into the mailbox slower than this is reported as `slow` (default 15s).
     #[arg(long, value_name = "DURATION")]
     pub slow_delivery: Option<String>,
-
     /// Probe a mail domain instead of --smtp: find its MX hosts in DNS, check SMTP
     /// on each (no SMTP AUTH) and run the ladder through the first reachable one.
     #[arg(long, value_name = "DOMAIN", conflicts_with = "smtp")]
@@ -129,47 +159,26 @@ pub struct CheckArgs {
     /// SMTP port on each MX (default 25).
     #[arg(long, value_name = "PORT", requires = "domain")]
     pub mx_port: Option<u16>,
-
-    #[arg(long, value_name = "DURATION")]
-    pub connect_timeout: Option<String>,
-    #[arg(long, value_name = "DURATION")]
-    pub greeting_timeout: Option<String>,
-    /// Timeout for each command and its reply.
-    #[arg(long, value_name = "DURATION")]
-    pub command_timeout: Option<String>,
-    /// Timeout for transferring one message (DATA, FETCH, RETR).
-    #[arg(long, value_name = "DURATION")]
-    pub data_timeout: Option<String>,
     /// How long a message may take to arrive in the mailbox.
     #[arg(long, value_name = "DURATION")]
     pub delivery_timeout: Option<String>,
-
-    /// Report format on standard output.
-    #[arg(long, value_enum, default_value = "human")]
-    pub format: Format,
-    /// Also write a report to a file: FORMAT=PATH (repeatable), e.g. json=report.json.
-    #[arg(long, value_name = "FORMAT=PATH")]
-    pub output: Vec<String>,
-    /// Print nothing on standard output (exit code and --output files only).
-    #[arg(long, short)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
     #[command(flatten)]
     pub rounds: RoundArgs,
-    /// Write a protocol transcript of every session (C:/S: lines, timestamps) to
-    /// FILE; passwords and SASL exchanges are redacted, message bodies summarized.
-    #[arg(long, value_name = "FILE")]
-    pub transcript: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct CleanupArgs {
-    /// Mailbox settings as for `check` (no SMTP endpoint is needed).
+pub(crate) struct CleanupArgs {
+    /// The mailboxes to clean (no SMTP endpoint is needed).
     #[command(flatten)]
-    pub mailbox: CheckArgs,
+    pub(crate) mailbox: MailboxArgs,
     /// Only delete probe messages sent at least this long ago (a probe still
     /// running elsewhere keeps its fresh messages).
     #[arg(long, value_name = "DURATION", default_value = "1h")]
-    pub older_than: String,
+    pub(crate) older_than: String,
+    #[command(flatten)]
+    pub(crate) output: OutputArgs,
 }
 
 /// Flags shared by `check` and `verify` (flattened into [`CheckArgs`]).
@@ -211,41 +220,41 @@ pub struct RoundArgs {
 
 /// `mailprobe verify`: repeat rounds until the server is stable or the deadline passes.
 #[derive(Debug, Clone, Args)]
-pub struct VerifyArgs {
+pub(crate) struct VerifyArgs {
     #[command(flatten)]
-    pub check: CheckArgs,
+    pub(crate) check: CheckArgs,
     /// Consecutive healthy rounds that prove the server stable (after flapping, the
     /// streak must also outlast every earlier up stretch).
     #[arg(long, value_name = "N", default_value_t = 3)]
-    pub stable: u32,
+    pub(crate) stable: u32,
     /// Give up after this long (a round running at the deadline finishes first).
     #[arg(long, value_name = "DURATION", default_value = "10m")]
-    pub deadline: String,
+    pub(crate) deadline: String,
 }
 
 /// `mailprobe serve` flags.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the address is printed on stderr).
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9465")]
-    pub listen: String,
+    pub(crate) listen: String,
     /// Directory of the profiles that `/probe?profile=NAME` may run (NAME.toml).
     #[arg(long, value_name = "DIR", default_value = "probes")]
-    pub profiles: PathBuf,
+    pub(crate) profiles: PathBuf,
     /// Most checks running at once; more probe requests are answered 503.
     #[arg(long, value_name = "N", default_value_t = 4)]
-    pub max_concurrent: usize,
+    pub(crate) max_concurrent: usize,
     /// Time limit of a probe when the request has no X-Prometheus-Scrape-Timeout-Seconds header.
     #[arg(long, value_name = "DURATION", default_value = "120s")]
-    pub timeout: String,
+    pub(crate) timeout: String,
 }
 
 /// `mailprobe completions SHELL` flags.
 #[derive(Debug, Clone, clap::Args)]
-pub struct CompletionsArgs {
+pub(crate) struct CompletionsArgs {
     /// The shell to complete for.
     #[arg(value_enum)]
-    pub shell: Shell,
+    pub(crate) shell: Shell,
 }
 
 // The core type stays free of clap; its values and help are given here.
@@ -304,6 +313,6 @@ mod tests {
         let Command::Verify(v) = args.command else {
             panic!("verify parses as verify")
         };
-        assert_eq!(v.check.format, Format::Jsonl);
+        assert_eq!(v.check.output.format, Format::Jsonl);
     }
 }

@@ -9,7 +9,7 @@ use clap_complete::Shell;
 use crate::app::cli::{Cli, CompletionsArgs};
 
 /// The completion script for `shell`.
-pub fn completion_script(shell: Shell) -> Vec<u8> {
+pub(crate) fn completion_script(shell: Shell) -> Vec<u8> {
     let mut command = Cli::command();
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut command, "mailprobe", &mut out);
@@ -17,7 +17,7 @@ pub fn completion_script(shell: Shell) -> Vec<u8> {
 }
 
 /// The man page (roff) of `mailprobe` with a section per subcommand.
-pub fn man_page() -> std::io::Result<Vec<u8>> {
+pub(crate) fn man_page() -> std::io::Result<Vec<u8>> {
     let command = Cli::command();
     let mut out = Vec::new();
     clap_mangen::Man::new(command.clone()).render(&mut out)?;
@@ -46,12 +46,12 @@ fn print(bytes: &[u8]) -> i32 {
 }
 
 /// `mailprobe completions SHELL`.
-pub fn run_completions(args: &CompletionsArgs) -> i32 {
+pub(crate) fn run_completions(args: &CompletionsArgs) -> i32 {
     print(&completion_script(args.shell))
 }
 
 /// `mailprobe man`.
-pub fn run_man() -> i32 {
+pub(crate) fn run_man() -> i32 {
     match man_page() {
         Ok(page) => print(&page),
         Err(e) => {

@@ -2,16 +2,16 @@
 //! serve's HTTP side, progress, completions, writing outputs and exit codes. The
 //! only layer that touches clap, the environment, stdout/stderr and exit codes.
 
-pub mod check;
-pub mod cleanup;
+pub(crate) mod check;
+pub(crate) mod cleanup;
 pub mod cli;
-pub mod completions;
-pub mod output;
+pub(crate) mod completions;
+pub(crate) mod output;
 pub mod profile;
-pub mod progress;
+pub(crate) mod progress;
 pub mod rounds;
-pub mod serve;
-pub mod verify;
+pub(crate) mod serve;
+pub(crate) mod verify;
 
 use cli::{Cli, Command};
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::app::cli::CheckArgs;
+use crate::app::cli::{CheckArgs, MailboxArgs};
 use crate::core::endpoint::{Endpoint, StarttlsPolicy};
 use crate::core::phase::Protocol;
 use crate::core::secret::{Login, Secret};
@@ -18,62 +18,62 @@ use crate::model::diagnosis::Thresholds;
 use crate::probe::settings::{Plan, Settings, Target};
 
 /// Environment variable read for the password when no other source is named.
-pub const DEFAULT_PASSWORD_ENV: &str = "MAILPROBE_PASSWORD";
-pub const DEFAULT_SIZES: &str = "0,10KiB,1MiB,5MiB";
+pub(crate) const DEFAULT_PASSWORD_ENV: &str = "MAILPROBE_PASSWORD";
+pub(crate) const DEFAULT_SIZES: &str = "0,10KiB,1MiB,5MiB";
 
 /// Per-protocol login in a profile (`[login.imap]`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LoginProfile {
-    pub user: Option<String>,
-    pub password_env: Option<String>,
-    pub password_file: Option<PathBuf>,
+pub(crate) struct LoginProfile {
+    pub(crate) user: Option<String>,
+    pub(crate) password_env: Option<String>,
+    pub(crate) password_file: Option<PathBuf>,
     /// `false` turns the login off (e.g. SMTP on port 25 without AUTH).
-    pub enabled: Option<bool>,
+    pub(crate) enabled: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TimeoutProfile {
-    pub connect: Option<String>,
-    pub greeting: Option<String>,
-    pub command: Option<String>,
-    pub data: Option<String>,
-    pub delivery: Option<String>,
+pub(crate) struct TimeoutProfile {
+    pub(crate) connect: Option<String>,
+    pub(crate) greeting: Option<String>,
+    pub(crate) command: Option<String>,
+    pub(crate) data: Option<String>,
+    pub(crate) delivery: Option<String>,
 }
 
 /// The TOML profile format. See `probes/example.toml`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Profile {
-    pub smtp: Option<String>,
-    pub imap: Option<String>,
-    pub pop3: Option<String>,
-    pub starttls: Option<StarttlsPolicy>,
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub user: Option<String>,
-    pub password_env: Option<String>,
-    pub password_file: Option<PathBuf>,
+pub(crate) struct Profile {
+    pub(crate) smtp: Option<String>,
+    pub(crate) imap: Option<String>,
+    pub(crate) pop3: Option<String>,
+    pub(crate) starttls: Option<StarttlsPolicy>,
+    pub(crate) from: Option<String>,
+    pub(crate) to: Option<String>,
+    pub(crate) user: Option<String>,
+    pub(crate) password_env: Option<String>,
+    pub(crate) password_file: Option<PathBuf>,
     #[serde(default)]
-    pub login: BTreeMap<String, LoginProfile>,
-    pub sizes: Option<Vec<String>>,
-    pub ca_file: Option<PathBuf>,
-    pub insecure: Option<bool>,
-    pub pin_sha256: Option<String>,
-    pub helo: Option<String>,
-    pub allow_plaintext_login: Option<bool>,
-    pub poll_interval: Option<String>,
-    pub bisect: Option<bool>,
-    pub cert_warn_days: Option<i64>,
-    pub slow_phase: Option<String>,
-    pub slow_delivery: Option<String>,
+    pub(crate) login: BTreeMap<String, LoginProfile>,
+    pub(crate) sizes: Option<Vec<String>>,
+    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) insecure: Option<bool>,
+    pub(crate) pin_sha256: Option<String>,
+    pub(crate) helo: Option<String>,
+    pub(crate) allow_plaintext_login: Option<bool>,
+    pub(crate) poll_interval: Option<String>,
+    pub(crate) bisect: Option<bool>,
+    pub(crate) cert_warn_days: Option<i64>,
+    pub(crate) slow_phase: Option<String>,
+    pub(crate) slow_delivery: Option<String>,
     #[serde(default)]
-    pub timeouts: TimeoutProfile,
+    pub(crate) timeouts: TimeoutProfile,
 }
 
 impl Profile {
-    pub fn load(path: &Path) -> Result<Profile, String> {
+    pub(crate) fn load(path: &Path) -> Result<Profile, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read profile {}: {e}", path.display()))?;
         let mut profile: Profile = toml::from_str(&text)
@@ -144,16 +144,24 @@ pub fn resolve(args: &CheckArgs) -> Result<Settings, String> {
 }
 
 /// Settings for the mailbox side only (`cleanup`): no SMTP endpoint needed.
-pub fn resolve_mailbox(args: &CheckArgs) -> Result<Settings, String> {
-    resolve_for(args, false)
+pub(crate) fn resolve_mailbox(args: &MailboxArgs) -> Result<Settings, String> {
+    let args = CheckArgs {
+        mailbox: args.clone(),
+        ..Default::default()
+    };
+    resolve_for(&args, false)
 }
 
 fn resolve_for(args: &CheckArgs, need_smtp: bool) -> Result<Settings, String> {
-    let profile = match &args.profile {
+    let profile = match &args.mailbox.profile {
         Some(path) => Profile::load(path)?,
         None => Profile::default(),
     };
-    let policy = args.starttls.or(profile.starttls).unwrap_or_default();
+    let policy = args
+        .mailbox
+        .starttls
+        .or(profile.starttls)
+        .unwrap_or_default();
     let endpoint = |flag: &Option<String>, prof: &Option<String>, want: Protocol| {
         flag.as_ref()
             .or(prof.as_ref())
@@ -185,12 +193,12 @@ fn resolve_for(args: &CheckArgs, need_smtp: bool) -> Result<Settings, String> {
     let imap = if smtp_only {
         None
     } else {
-        endpoint(&args.imap, &profile.imap, Protocol::Imap)?
+        endpoint(&args.mailbox.imap, &profile.imap, Protocol::Imap)?
     };
     let pop3 = if smtp_only {
         None
     } else {
-        endpoint(&args.pop3, &profile.pop3, Protocol::Pop3)?
+        endpoint(&args.mailbox.pop3, &profile.pop3, Protocol::Pop3)?
     };
     if !smtp_only && imap.is_none() && pop3.is_none() {
         return Err(
@@ -198,10 +206,14 @@ fn resolve_for(args: &CheckArgs, need_smtp: bool) -> Result<Settings, String> {
         );
     }
 
-    let user = args.user.clone().or(profile.user.clone());
+    let user = args.mailbox.user.clone().or(profile.user.clone());
     let common_source = pick_source(
-        args.password_env.as_ref().or(profile.password_env.as_ref()),
-        args.password_file
+        args.mailbox
+            .password_env
+            .as_ref()
+            .or(profile.password_env.as_ref()),
+        args.mailbox
+            .password_file
             .as_ref()
             .or(profile.password_file.as_ref()),
     );
@@ -279,10 +291,22 @@ fn resolve_for(args: &CheckArgs, need_smtp: bool) -> Result<Settings, String> {
     let mut timeouts = Timeouts::default();
     let t = &profile.timeouts;
     for (slot, flag, prof) in [
-        (&mut timeouts.connect, &args.connect_timeout, &t.connect),
-        (&mut timeouts.greeting, &args.greeting_timeout, &t.greeting),
-        (&mut timeouts.command, &args.command_timeout, &t.command),
-        (&mut timeouts.data, &args.data_timeout, &t.data),
+        (
+            &mut timeouts.connect,
+            &args.mailbox.connect_timeout,
+            &t.connect,
+        ),
+        (
+            &mut timeouts.greeting,
+            &args.mailbox.greeting_timeout,
+            &t.greeting,
+        ),
+        (
+            &mut timeouts.command,
+            &args.mailbox.command_timeout,
+            &t.command,
+        ),
+        (&mut timeouts.data, &args.mailbox.data_timeout, &t.data),
         (&mut timeouts.delivery, &args.delivery_timeout, &t.delivery),
     ] {
         if let Some(text) = flag.as_ref().or(prof.as_ref()) {
@@ -299,8 +323,8 @@ fn resolve_for(args: &CheckArgs, need_smtp: bool) -> Result<Settings, String> {
         .transpose()?
         .unwrap_or(Duration::from_millis(100));
 
-    let insecure = args.insecure || profile.insecure.unwrap_or(false);
-    let ca_file = args.ca_file.clone().or(profile.ca_file.clone());
+    let insecure = args.mailbox.insecure || profile.insecure.unwrap_or(false);
+    let ca_file = args.mailbox.ca_file.clone().or(profile.ca_file.clone());
     if let Some(path) = &ca_file
         && !path.is_file()
     {
@@ -321,18 +345,21 @@ fn resolve_for(args: &CheckArgs, need_smtp: bool) -> Result<Settings, String> {
                 .clone()
                 .or(profile.helo.clone())
                 .unwrap_or_else(default_helo),
-            allow_plaintext_login: args.allow_plaintext_login
+            allow_plaintext_login: args.mailbox.allow_plaintext_login
                 || profile.allow_plaintext_login.unwrap_or(false),
         },
         timeouts,
         tls: TlsSettings {
             ca_file,
             insecure,
-            pin_sha256: args.pin_sha256.clone().or(profile.pin_sha256.clone()),
+            pin_sha256: args
+                .mailbox
+                .pin_sha256
+                .clone()
+                .or(profile.pin_sha256.clone()),
         },
         plan: Plan {
             sizes,
-            smtp_only,
             bisect: args.bisect || profile.bisect.unwrap_or(false),
             concurrency: args.rounds.concurrency()?,
             poll_interval,

@@ -23,13 +23,13 @@ const TICK: Duration = Duration::from_millis(200);
 const IDLE_BYTES: u64 = 2048;
 
 /// Show progress: stderr is a terminal and the user did not ask for quiet.
-pub fn wanted(quiet: bool) -> bool {
+pub(crate) fn wanted(quiet: bool) -> bool {
     !quiet && std::io::stderr().is_terminal()
 }
 
 /// About how many bytes a check moves: every rung sent once (base64 grows it by a
 /// third, plus headers) and fetched once per retrieval protocol.
-pub fn expected_bytes(settings: &Settings) -> u64 {
+pub(crate) fn expected_bytes(settings: &Settings) -> u64 {
     let one_way: u64 = settings
         .plan
         .sizes
@@ -41,7 +41,7 @@ pub fn expected_bytes(settings: &Settings) -> u64 {
 }
 
 /// What the counters say the check is doing.
-pub fn phase_of(read_delta: u64, written_delta: u64) -> &'static str {
+pub(crate) fn phase_of(read_delta: u64, written_delta: u64) -> &'static str {
     if read_delta < IDLE_BYTES && written_delta < IDLE_BYTES {
         "waiting"
     } else if written_delta >= read_delta {
@@ -52,7 +52,7 @@ pub fn phase_of(read_delta: u64, written_delta: u64) -> &'static str {
 }
 
 /// Run `work`, showing a progress bar on stderr while it runs when `show`.
-pub async fn track<F: Future>(show: bool, expected: u64, work: F) -> F::Output {
+pub(crate) async fn track<F: Future>(show: bool, expected: u64, work: F) -> F::Output {
     if !show {
         return work.await;
     }

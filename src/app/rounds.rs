@@ -20,7 +20,7 @@ use crate::report::Format;
 
 impl RoundArgs {
     /// `--concurrency`, validated (the profile loader puts it into the settings).
-    pub fn concurrency(&self) -> Result<usize, String> {
+    pub(crate) fn concurrency(&self) -> Result<usize, String> {
         match self.concurrency {
             None => Ok(1),
             Some(0) => Err("--concurrency must be at least 1".into()),
@@ -61,14 +61,14 @@ impl RoundArgs {
 }
 
 /// Read an earlier JSON report as the baseline.
-pub fn load_baseline(path: &Path) -> Result<Baseline, String> {
+pub(crate) fn load_baseline(path: &Path) -> Result<Baseline, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read the baseline {}: {e}", path.display()))?;
     Baseline::from_json(&text).map_err(|e| format!("baseline {}: {e}", path.display()))
 }
 
 /// Outputs the round flags add: `--save-baseline FILE` is a JSON report.
-pub fn extra_outputs(args: &RoundArgs) -> Vec<(Format, Destination)> {
+pub(crate) fn extra_outputs(args: &RoundArgs) -> Vec<(Format, Destination)> {
     args.save_baseline
         .iter()
         .map(|p| (Format::Json, Destination::File(p.clone())))
@@ -77,7 +77,7 @@ pub fn extra_outputs(args: &RoundArgs) -> Vec<(Format, Destination)> {
 
 /// The plan the round flags describe (only what `check` repeats; one plain
 /// check when none is given).
-pub fn plan(args: &RoundArgs, settings: &Settings) -> Result<RoundPlan, ProbeError> {
+pub(crate) fn plan(args: &RoundArgs, settings: &Settings) -> Result<RoundPlan, ProbeError> {
     if !args.multi() {
         return Ok(RoundPlan::default());
     }
@@ -110,7 +110,7 @@ pub async fn check(settings: Settings, args: &RoundArgs) -> Result<Report, Probe
 }
 
 /// [`check`], recording every session into `transcript` when given.
-pub async fn check_recorded(
+pub(crate) async fn check_recorded(
     settings: Settings,
     args: &RoundArgs,
     transcript: Option<Arc<Transcript>>,

@@ -28,14 +28,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::app::cli::{CheckArgs, ServeArgs};
+use crate::app::cli::{CheckArgs, MailboxArgs, ServeArgs};
 use crate::app::profile;
+use crate::core::secret::{scrub, scrub_value};
 use crate::model::report::{Cleanup, Report, Target, Verdict};
 use crate::probe::sweep::{late_cleanup, unconfirmed_ids};
 use crate::report;
 
 /// Kept free of a scrape timeout so the answer reaches Prometheus in time.
-pub const TIMEOUT_MARGIN: Duration = Duration::from_millis(500);
+pub(crate) const TIMEOUT_MARGIN: Duration = Duration::from_millis(500);
 /// Longest request line plus headers.
 const MAX_HEAD: usize = 8 * 1024;
 /// How long a client may take to send its request head.
@@ -52,11 +53,11 @@ const BUCKETS: [f64; 10] = [0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 3
 
 /// Settings of the exporter.
 #[derive(Debug, Clone)]
-pub struct ServeConfig {
-    pub profiles: PathBuf,
-    pub max_concurrent: usize,
+pub(crate) struct ServeConfig {
+    pub(crate) profiles: PathBuf,
+    pub(crate) max_concurrent: usize,
     /// Probe time limit without a scrape timeout header.
-    pub default_timeout: Duration,
+    pub(crate) default_timeout: Duration,
 }
 
 /// The exporter's own counters.
@@ -90,7 +91,7 @@ impl State {
 }
 
 /// `mailprobe serve`: bind, say where, and answer until killed.
-pub async fn run(args: ServeArgs) -> i32 {
+pub(crate) async fn run(args: ServeArgs) -> i32 {
     let default_timeout = match crate::core::units::parse_duration(&args.timeout) {
         Ok(d) if !d.is_zero() => d,
         Ok(_) => return usage("--timeout must be more than zero"),
@@ -132,7 +133,7 @@ fn usage(message: &str) -> i32 {
 }
 
 /// Answer connections on `listener` forever.
-pub async fn serve(listener: TcpListener, config: ServeConfig) {
+pub(crate) async fn serve(listener: TcpListener, config: ServeConfig) {
     let state = Arc::new(State {
         slots: Arc::new(Semaphore::new(config.max_concurrent)),
         config,
@@ -337,7 +338,7 @@ async fn route(request: Request, state: &Arc<State>) -> Response {
 
 /// A profile name: letters, digits, `.`, `_`, `-`; not starting with a dot; no
 /// path separators. `NAME` or `NAME.toml` both name `NAME.toml`.
-pub fn profile_path(dir: &Path, name: &str) -> Result<PathBuf, String> {
+pub(crate) fn profile_path(dir: &Path, name: &str) -> Result<PathBuf, String> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && !name.starts_with('.')
@@ -379,7 +380,7 @@ fn target_host(target: &str) -> Result<String, String> {
 }
 
 /// The check's time budget from the scrape timeout header.
-pub fn budget(scrape_timeout: Option<f64>, default: Duration) -> Duration {
+pub(crate) fn budget(scrape_timeout: Option<f64>, default: Duration) -> Duration {
     match scrape_timeout {
         Some(secs) => {
             let total = Duration::from_secs_f64(secs.min(86_400.0));
@@ -429,7 +430,10 @@ async fn probe(request: &Request, state: &Arc<State>) -> Response {
         None => None,
     };
     let args = CheckArgs {
-        profile: Some(path),
+        mailbox: MailboxArgs {
+            profile: Some(path),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let mut settings = match profile::resolve(&args) {
@@ -454,6 +458,7 @@ async fn probe(request: &Request, state: &Arc<State>) -> Response {
     }
     let budget = budget(request.scrape_timeout, state.config.default_timeout);
     // Late cleanup runs with the profile's own timeouts, after the answer.
+    let secrets = settings.target.secrets();
     let cleanup_settings = settings.clone();
     let patience = settings.timeouts.delivery.min(BACKGROUND_GRACE);
     settings.fit_into(budget);
@@ -527,15 +532,15 @@ async fn probe(request: &Request, state: &Arc<State>) -> Response {
     let answer = tokio::time::timeout(budget, rx).await;
     let elapsed = started.elapsed();
     let response = match answer {
-        Ok(Ok(Ok(report))) => {
+        Ok(Ok(Ok(mut report))) => {
             if report.verdict != Verdict::Healthy {
                 *state.stats().failed.entry(name.clone()).or_insert(0) += 1;
             }
-            Response::metrics(report::prometheus::render(&report))
+            Response::metrics(scrubbed_metrics(&mut report, &secrets))
         }
         Ok(Ok(Err(e))) => {
             state.error("internal");
-            Response::text(500, format!("{e}\n"))
+            Response::text(500, format!("{}\n", scrub(&e, &secrets)))
         }
         Ok(Err(_)) => {
             state.error("internal");
@@ -550,6 +555,12 @@ async fn probe(request: &Request, state: &Arc<State>) -> Response {
     };
     state.stats().observe(elapsed.as_secs_f64());
     response
+}
+
+/// The check's metrics; a server may echo a password, the metrics never show one.
+fn scrubbed_metrics(report: &mut Report, secrets: &[String]) -> Vec<u8> {
+    scrub_value(report, secrets);
+    report::prometheus::render(report)
 }
 
 /// A running check: dropping it (done, or the task panicked) gives back its
@@ -697,5 +708,28 @@ mod tests {
             (&built.mailprobe_version, &built.started_at, &built.target)
         );
         assert!(r.messages.is_empty() && r.diagnoses.is_empty() && r.stats.is_none());
+    }
+
+    #[test]
+    fn metrics_never_show_a_password_the_server_echoed() {
+        let mut r = timed_out_report(
+            SystemTime::now(),
+            Instant::now(),
+            Duration::from_secs(1),
+            Target {
+                smtp: "smtp://h:25".into(),
+                imap: None,
+                pop3: None,
+                from: "a@h".into(),
+                to: "a@h".into(),
+                sizes: vec![0],
+                insecure: false,
+            },
+        );
+        r.summary = "535 5.7.8 bad password hunter22".into();
+        let secrets = crate::core::secret::secret_forms("a@h", "hunter22");
+        let text = String::from_utf8(scrubbed_metrics(&mut r, &secrets)).unwrap();
+        assert!(!text.contains("hunter22"), "{text}");
+        assert!(r.summary.contains("<redacted>"), "{}", r.summary);
     }
 }

@@ -6,10 +6,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::app::cli::VerifyArgs;
-use crate::app::output::{self, Destination};
+use crate::app::output::Outputs;
 use crate::app::rounds::extra_outputs;
-use crate::app::{EXIT_UNKNOWN, profile};
-use crate::core::secret::{scrub, scrub_value};
+use crate::app::{profile, usage_error};
 use crate::core::units::parse_duration;
 use crate::model::stats::{RoundSummary, Stability};
 use crate::probe::rounds::{self, MAX_ROUNDS, VerifyPlan};
@@ -62,7 +61,7 @@ fn progress_line(summary: &RoundSummary, s: &Stability, jsonl: bool) -> String {
 }
 
 /// Progress goes to standard output as it happens (the final report goes through
-/// [`output::write_outputs`]).
+/// [`Outputs::finish`]).
 fn emit(line: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
@@ -70,95 +69,87 @@ fn emit(line: &str) {
 }
 
 /// Run the verify command; returns the exit code.
-pub async fn run(args: VerifyArgs) -> i32 {
-    let usage = |m: &str| {
-        eprintln!("mailprobe: {m}");
-        EXIT_UNKNOWN
-    };
+pub(crate) async fn run(args: VerifyArgs) -> i32 {
     let c = &args.check;
-    let jsonl = c.format == Format::Jsonl;
-    let mut outputs: Vec<(Format, Destination)> = Vec::new();
-    if !c.quiet && !jsonl {
-        outputs.push((c.format, Destination::Stdout));
-    }
-    for spec in &c.output {
-        match output::parse_output(spec) {
-            Ok(o) => outputs.push(o),
-            Err(e) => return usage(&e),
-        }
-    }
-    outputs.extend(extra_outputs(&c.rounds));
+    let jsonl = c.output.format == Format::Jsonl;
+    let outputs = match Outputs::new(&c.output, extra_outputs(&c.rounds)) {
+        Ok(o) => o,
+        Err(e) => return usage_error(&e),
+    };
+    // JSON lines go out as the rounds end, the report as the last line.
+    let mut outputs = if jsonl {
+        outputs.without_stdout()
+    } else {
+        outputs
+    };
     let deadline = match parse_duration(&args.deadline) {
         Ok(d) => d,
-        Err(e) => return usage(&e),
+        Err(e) => return usage_error(&e),
     };
     let interval = match c.rounds.interval(Duration::from_secs(5)) {
         Ok(d) => d,
-        Err(e) => return usage(&e),
+        Err(e) => return usage_error(&e),
     };
     let baseline = match c.rounds.load_baseline() {
         Ok(b) => b,
-        Err(e) => return usage(&e),
+        Err(e) => return usage_error(&e),
     };
     if c.rounds.rate.is_some() {
-        return usage("verify runs rounds; --rate belongs to check");
+        return usage_error("verify runs rounds; --rate belongs to check");
+    }
+    if c.domain.is_some() {
+        return usage_error(
+            "verify repeats rounds against one server; --domain belongs to check (give the MX as --smtp)",
+        );
     }
     let settings = match profile::resolve(c) {
         Ok(s) => s,
-        Err(e) => return usage(&e),
+        Err(e) => return usage_error(&e),
     };
     let threshold = match c.rounds.threshold(Some(&settings)) {
         Ok(t) => t,
-        Err(e) => return usage(&e),
+        Err(e) => return usage_error(&e),
     };
-    // A server may echo a password: no progress line or report ever shows one.
-    let secrets = settings.target.secrets();
-    let human = c.format == Format::Human && !c.quiet;
-    let progress = (human || jsonl) && !c.quiet;
-    let report = match rounds::verify(
-        &settings,
-        VerifyPlan {
-            stable: args.stable,
-            deadline,
-            interval,
-            max_rounds: c.rounds.rounds.unwrap_or(MAX_ROUNDS).max(1),
-        },
-        |summary, s| {
-            if progress {
-                let line = progress_line(summary, s, jsonl);
-                emit(&scrub(&line, &secrets));
-            }
-        },
-    )
+    // A server may echo a password: no progress line, report or transcript shows one.
+    outputs.protect(settings.target.secrets());
+    let human = c.output.format == Format::Human && !c.output.quiet;
+    let progress = (human || jsonl) && !c.output.quiet;
+    let plan = VerifyPlan {
+        stable: args.stable,
+        deadline,
+        interval,
+        max_rounds: c.rounds.rounds.unwrap_or(MAX_ROUNDS).max(1),
+    };
+    let outcome = rounds::verify_recorded(&settings, plan, outputs.transcript(), |summary, s| {
+        if progress {
+            emit(&outputs.scrub(&progress_line(summary, s, jsonl)));
+        }
+    })
     .await
-    {
-        Ok(mut r) => {
-            if let Some(b) = &baseline {
-                rounds::apply_baseline(&mut r, b, threshold);
+    .map(|mut r| {
+        if let Some(b) = &baseline {
+            rounds::apply_baseline(&mut r, b, threshold);
+        }
+        r
+    })
+    .map_err(|e| e.to_string());
+    outputs.finish(outcome, |report| {
+        if jsonl && !c.output.quiet {
+            let mut value = serde_json::to_value(report).expect("a report serializes");
+            if let Some(o) = value.as_object_mut() {
+                o.insert("event".into(), "report".into());
             }
-            scrub_value(&mut r, &secrets);
-            r
+            emit(&(value.to_string() + "\n"));
+        } else if human {
+            emit("\n");
         }
-        Err(e) => return usage(&e.to_string()),
-    };
-    if jsonl && !c.quiet {
-        let mut value = serde_json::to_value(&report).expect("a report serializes");
-        if let Some(o) = value.as_object_mut() {
-            o.insert("event".into(), "report".into());
-        }
-        emit(&(value.to_string() + "\n"));
-    } else if human {
-        emit("\n");
-    }
-    if let Err(e) = output::write_outputs(&report, &outputs) {
-        eprintln!("mailprobe: {e}");
-        return EXIT_UNKNOWN;
-    }
-    report.verdict.exit_code()
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
     use crate::analysis::stability::{self, RoundOutcome};
     use crate::core::phase::Protocol;
@@ -203,5 +194,23 @@ mod tests {
         assert_eq!(v["state"], "down");
         assert_eq!(v["stability"]["flapping"], true);
         assert_eq!(json.matches('\n').count(), 1);
+    }
+
+    /// `verify` takes no `--domain` (it repeats rounds against one server).
+    #[tokio::test]
+    async fn verify_refuses_a_domain() {
+        let cli = crate::app::cli::Cli::try_parse_from([
+            "mailprobe",
+            "verify",
+            "--domain",
+            "example.com",
+            "--user",
+            "a@example.com",
+        ])
+        .unwrap();
+        let crate::app::cli::Command::Verify(args) = cli.command else {
+            panic!("verify parses as verify")
+        };
+        assert_eq!(run(args).await, crate::app::EXIT_UNKNOWN);
     }
 }

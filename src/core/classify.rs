@@ -35,38 +35,21 @@ pub enum ReplyClass {
     Rejected,
 }
 
-impl ReplyClass {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReplyClass::SizeLimit => "size_limit",
-            ReplyClass::AuthRequired => "auth_required",
-            ReplyClass::TlsRequired => "tls_required",
-            ReplyClass::RelayDenied => "relay_denied",
-            ReplyClass::UnknownRecipient => "unknown_recipient",
-            ReplyClass::RateLimited => "rate_limited",
-            ReplyClass::Greylisted => "greylisted",
-            ReplyClass::PlaintextDisabled => "plaintext_disabled",
-            ReplyClass::AuthFailed => "auth_failed",
-            ReplyClass::Rejected => "rejected",
-        }
-    }
-}
-
 /// Everything known about one refusal.
 #[derive(Debug, Clone, Copy)]
-pub struct Evidence<'a> {
-    pub protocol: Protocol,
-    pub phase: Phase,
-    pub reply: &'a Reply,
+pub(crate) struct Evidence<'a> {
+    pub(crate) protocol: Protocol,
+    pub(crate) phase: Phase,
+    pub(crate) reply: &'a Reply,
     /// The size the probe declared (`MAIL FROM ... SIZE=`), when it declared one.
-    pub declared_size: Option<u64>,
+    pub(crate) declared_size: Option<u64>,
     /// The SIZE the server advertised in EHLO (0: no limit given).
-    pub advertised_size: Option<u64>,
+    pub(crate) advertised_size: Option<u64>,
     /// The session was encrypted when the refusal came.
-    pub encrypted: bool,
+    pub(crate) encrypted: bool,
     /// The server offered STARTTLS/STLS or said it wants TLS (LOGINDISABLED,
     /// XTLSREQUIRED, no USER before TLS).
-    pub tls_offered: bool,
+    pub(crate) tls_offered: bool,
 }
 
 impl Evidence<'_> {
@@ -355,7 +338,7 @@ const POP3_RULES: &[Rule] = &[
 ];
 
 /// Classify one refusal; `Rejected` when no rule says more.
-pub fn classify(e: &Evidence) -> ReplyClass {
+pub(crate) fn classify(e: &Evidence) -> ReplyClass {
     let table = match e.protocol {
         Protocol::Smtp => SMTP_RULES,
         Protocol::Imap => IMAP_RULES,

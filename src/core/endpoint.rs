@@ -11,7 +11,7 @@ use crate::core::phase::Protocol;
 /// How a connection is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Security {
+pub(crate) enum Security {
     /// TLS from the first byte (smtps, imaps, pop3s).
     Implicit,
     /// Plain connection upgraded with STARTTLS/STLS according to the policy.
@@ -32,20 +32,20 @@ pub enum StarttlsPolicy {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Endpoint {
-    pub protocol: Protocol,
-    pub security: Security,
-    pub host: String,
-    pub port: u16,
+pub(crate) struct Endpoint {
+    pub(crate) protocol: Protocol,
+    pub(crate) security: Security,
+    pub(crate) host: String,
+    pub(crate) port: u16,
     /// Connect to this address instead of resolving `host` (an MX's resolved IP);
     /// `host` stays the name TLS verifies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connect_to: Option<IpAddr>,
+    pub(crate) connect_to: Option<IpAddr>,
 }
 
 impl Endpoint {
     /// Parse `scheme://host[:port][/]`. The scheme decides protocol and TLS mode.
-    pub fn parse(text: &str, policy: StarttlsPolicy) -> Result<Endpoint, String> {
+    pub(crate) fn parse(text: &str, policy: StarttlsPolicy) -> Result<Endpoint, String> {
         let url = url::Url::parse(text.trim()).map_err(|e| {
             format!("endpoint {text:?} is not a URL ({e}); write e.g. smtp://mail.example.com:587")
         })?;
@@ -94,20 +94,20 @@ impl Endpoint {
     }
 
     /// What to connect to: the fixed address when there is one, else the host name.
-    pub fn connect_host(&self) -> String {
+    pub(crate) fn connect_host(&self) -> String {
         self.connect_to
             .map_or_else(|| self.host.clone(), |ip| ip.to_string())
     }
 
     /// Whether the host is on this machine, where plain-text logins are harmless.
-    pub fn is_loopback(&self) -> bool {
+    pub(crate) fn is_loopback(&self) -> bool {
         match self.host.parse::<IpAddr>() {
             Ok(ip) => ip.is_loopback(),
             Err(_) => self.host.eq_ignore_ascii_case("localhost"),
         }
     }
 
-    pub fn scheme(&self) -> &'static str {
+    pub(crate) fn scheme(&self) -> &'static str {
         match (self.protocol, self.security) {
             (Protocol::Smtp, Security::Implicit) => "smtps",
             (Protocol::Smtp, _) => "smtp",

@@ -47,7 +47,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ErrorKind::Timeout => "timeout",
             ErrorKind::Refused => "refused",
@@ -87,7 +87,7 @@ pub struct ProbeError {
 }
 
 impl ProbeError {
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         ProbeError {
             kind,
             protocol: None,
@@ -99,7 +99,7 @@ impl ProbeError {
         }
     }
 
-    pub fn timeout(after: std::time::Duration) -> Self {
+    pub(crate) fn timeout(after: std::time::Duration) -> Self {
         Self::new(
             ErrorKind::Timeout,
             format!(
@@ -109,7 +109,7 @@ impl ProbeError {
         )
     }
 
-    pub fn rejected(reply: Reply) -> Self {
+    pub(crate) fn rejected(reply: Reply) -> Self {
         let message = reply.to_string();
         ProbeError {
             reply: Some(reply),
@@ -117,16 +117,16 @@ impl ProbeError {
         }
     }
 
-    pub fn protocol_violation(message: impl Into<String>) -> Self {
+    pub(crate) fn protocol_violation(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Protocol, message)
     }
 
-    pub fn config(message: impl Into<String>) -> Self {
+    pub(crate) fn config(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Config, message)
     }
 
     /// Classify an I/O error (refused, reset, closed, ...).
-    pub fn io(err: &io::Error) -> Self {
+    pub(crate) fn io(err: &io::Error) -> Self {
         let kind = match err.kind() {
             io::ErrorKind::ConnectionRefused => ErrorKind::Refused,
             io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => ErrorKind::Reset,
@@ -149,7 +149,7 @@ impl ProbeError {
         Self::new(kind, err.to_string())
     }
 
-    pub fn closed() -> Self {
+    pub(crate) fn closed() -> Self {
         Self::new(
             ErrorKind::Closed,
             "the server closed the connection without a reply",
@@ -157,7 +157,7 @@ impl ProbeError {
     }
 
     /// Attach the protocol and phase this failure belongs to (keeps an earlier one).
-    pub fn at(mut self, protocol: Protocol, phase: Phase) -> Self {
+    pub(crate) fn at(mut self, protocol: Protocol, phase: Phase) -> Self {
         self.protocol.get_or_insert(protocol);
         self.phase.get_or_insert(phase);
         self
@@ -165,7 +165,7 @@ impl ProbeError {
 
     /// Classify the server's refusal (if this error carries one) from `evidence`
     /// filled in by the caller; the protocol, phase and reply come from the error.
-    pub fn classified(mut self, evidence: impl FnOnce(&Reply) -> Evidence<'_>) -> Self {
+    pub(crate) fn classified(mut self, evidence: impl FnOnce(&Reply) -> Evidence<'_>) -> Self {
         if let Some(reply) = &self.reply {
             let mut e = evidence(reply);
             e.protocol = self.protocol.unwrap_or(e.protocol);
@@ -177,7 +177,7 @@ impl ProbeError {
 
     /// Refused for the message's size: by its class, or for an unclassified
     /// error (an older report) by its codes alone.
-    pub fn is_size_refusal(&self) -> bool {
+    pub(crate) fn is_size_refusal(&self) -> bool {
         match self.class {
             Some(class) => class == ReplyClass::SizeLimit,
             None => self.reply.as_ref().is_some_and(Reply::is_size_limit),
@@ -185,25 +185,25 @@ impl ProbeError {
     }
 
     /// The refusal's class, when it was classified.
-    pub fn is_class(&self, class: ReplyClass) -> bool {
+    pub(crate) fn is_class(&self, class: ReplyClass) -> bool {
         self.class == Some(class)
     }
 
-    pub fn with_kind(mut self, kind: ErrorKind) -> Self {
+    pub(crate) fn with_kind(mut self, kind: ErrorKind) -> Self {
         self.kind = kind;
         self
     }
 
-    pub fn kind(&self) -> ErrorKind {
+    pub(crate) fn kind(&self) -> ErrorKind {
         self.kind
     }
-    pub fn is_timeout(&self) -> bool {
+    pub(crate) fn is_timeout(&self) -> bool {
         self.kind == ErrorKind::Timeout
     }
-    pub fn is_tls(&self) -> bool {
+    pub(crate) fn is_tls(&self) -> bool {
         self.kind == ErrorKind::Tls
     }
-    pub fn is_auth(&self) -> bool {
+    pub(crate) fn is_auth(&self) -> bool {
         self.kind == ErrorKind::Auth
     }
     /// The connection went away: refused, reset or closed without a reply.
@@ -217,12 +217,8 @@ impl ProbeError {
     pub fn is_permanent(&self) -> bool {
         self.reply.as_ref().is_some_and(Reply::is_permanent)
     }
-    /// A 4xx / transient rejection.
-    pub fn is_transient(&self) -> bool {
-        self.reply.as_ref().is_some_and(Reply::is_transient)
-    }
     /// The server's numeric reply code, when it gave one.
-    pub fn status(&self) -> Option<u16> {
+    pub(crate) fn status(&self) -> Option<u16> {
         self.reply.as_ref().and_then(|r| r.code)
     }
 }
@@ -240,4 +236,4 @@ impl fmt::Display for ProbeError {
 
 impl std::error::Error for ProbeError {}
 
-pub type ProbeResult<T> = Result<T, ProbeError>;
+pub(crate) type ProbeResult<T> = Result<T, ProbeError>;

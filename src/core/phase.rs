@@ -13,9 +13,9 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 3] = [Protocol::Smtp, Protocol::Imap, Protocol::Pop3];
+    pub(crate) const ALL: [Protocol; 3] = [Protocol::Smtp, Protocol::Imap, Protocol::Pop3];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Protocol::Smtp => "smtp",
             Protocol::Imap => "imap",
@@ -54,7 +54,6 @@ pub enum Phase {
     /// Waiting for the message to become visible in the mailbox.
     Delivery,
     Delete,
-    Logout,
 }
 
 impl Phase {
@@ -78,14 +77,13 @@ impl Phase {
             Phase::Fetch => "fetch",
             Phase::Delivery => "delivery",
             Phase::Delete => "delete",
-            Phase::Logout => "logout",
         }
     }
 }
 
 /// Phase durations in milliseconds, in protocol order.
-pub type Phases = std::collections::BTreeMap<Phase, f64>;
+pub(crate) type Phases = std::collections::BTreeMap<Phase, f64>;
 
-pub fn millis(d: Duration) -> f64 {
+pub(crate) fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }

@@ -6,11 +6,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rand::Rng;
 
 /// Header that carries the probe id; searching for it never matches foreign mail.
-pub const PROBE_HEADER: &str = "X-Mailprobe-Id";
+pub(crate) const PROBE_HEADER: &str = "X-Mailprobe-Id";
 /// Prefix of every probe id, so leftovers can be recognised by a sweep.
-pub const PROBE_ID_PREFIX: &str = "mailprobe-";
+pub(crate) const PROBE_ID_PREFIX: &str = "mailprobe-";
 /// A unique probe id: `mailprobe-<unix ms>-<64 random bits>`.
-pub fn new_probe_id() -> String {
+pub(crate) fn new_probe_id() -> String {
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
@@ -22,7 +22,7 @@ pub fn new_probe_id() -> String {
 }
 
 /// Milliseconds since the epoch encoded in a probe id, used by the cleanup sweep.
-pub fn probe_id_time_ms(id: &str) -> Option<u128> {
+pub(crate) fn probe_id_time_ms(id: &str) -> Option<u128> {
     id.strip_prefix(PROBE_ID_PREFIX)?
         .split('-')
         .next()?
@@ -30,14 +30,14 @@ pub fn probe_id_time_ms(id: &str) -> Option<u128> {
         .ok()
 }
 
-pub fn is_probe_id(id: &str) -> bool {
+pub(crate) fn is_probe_id(id: &str) -> bool {
     probe_id_time_ms(id).is_some()
         && id.len() < 80
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 /// The probe id in a header block (only the probe header is looked at).
-pub fn header_probe_id(header: &[u8]) -> Option<String> {
+pub(crate) fn header_probe_id(header: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(header);
     text.lines().find_map(|line| {
         let (name, value) = line.split_once(':')?;

@@ -16,7 +16,7 @@ pub struct EnhancedCode {
 
 impl EnhancedCode {
     /// Parse `x.y.z` where class is 2, 4 or 5.
-    pub fn parse(word: &str) -> Option<Self> {
+    pub(crate) fn parse(word: &str) -> Option<Self> {
         let mut parts = word.split('.');
         let class: u8 = parts.next()?.parse().ok()?;
         let subject: u16 = parts.next()?.parse().ok()?;
@@ -73,12 +73,12 @@ pub struct Reply {
 }
 
 /// Longest reply line we accept; RFC 5321 allows 512 octets, servers exceed it a bit.
-pub const MAX_REPLY_LINE: usize = 4096;
+pub(crate) const MAX_REPLY_LINE: usize = 4096;
 /// Most lines in one multi-line reply (a hostile EHLO may send thousands).
-pub const MAX_REPLY_LINES: usize = 200;
+pub(crate) const MAX_REPLY_LINES: usize = 200;
 
 impl Reply {
-    pub fn smtp(code: u16, text: impl Into<String>) -> Self {
+    pub(crate) fn smtp(code: u16, text: impl Into<String>) -> Self {
         let text = text.into();
         let enhanced = text.split_whitespace().next().and_then(EnhancedCode::parse);
         Reply {
@@ -89,7 +89,7 @@ impl Reply {
     }
 
     /// A reply with no numeric code (IMAP NO/BAD, POP3 -ERR).
-    pub fn textual(text: impl Into<String>) -> Self {
+    pub(crate) fn textual(text: impl Into<String>) -> Self {
         let text = text.into();
         // Some IMAP/POP3 servers put response codes in brackets; enhanced codes are rare.
         Reply {
@@ -115,10 +115,10 @@ impl Reply {
             Some(Severity::PositiveCompletion | Severity::PositiveIntermediate)
         )
     }
-    pub fn is_permanent(&self) -> bool {
+    pub(crate) fn is_permanent(&self) -> bool {
         self.severity() == Some(Severity::PermanentNegative)
     }
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         self.severity() == Some(Severity::TransientNegative)
     }
 
@@ -178,7 +178,7 @@ fn split_reply_line(line: &str) -> Result<(u16, char, &str), String> {
     }
 }
 
-pub fn truncate(s: &str, max: usize) -> &str {
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {
         Some((i, _)) => &s[..i],
         None => s,
@@ -206,7 +206,8 @@ mod tests {
             .unwrap();
         assert_eq!(r.code, Some(552));
         assert_eq!(r.enhanced.unwrap().to_string(), "5.3.4");
-        assert!(r.is_permanent() && r.is_size_limit() && !r.is_transient());
+        assert!(r.is_permanent() && r.is_size_limit());
+        assert_ne!(r.severity(), Some(Severity::TransientNegative));
     }
 
     #[test]
@@ -237,7 +238,8 @@ mod tests {
         let r = Reply::parse_smtp_lines(&["451 4.3.0 Error: queue file write error"])
             .unwrap()
             .unwrap();
-        assert!(r.is_transient() && !r.is_size_limit());
+        assert_eq!(r.severity(), Some(Severity::TransientNegative));
+        assert!(!r.is_size_limit());
         assert_eq!(r.to_string(), "451 4.3.0 Error: queue file write error");
     }
 

@@ -7,17 +7,15 @@ use std::fmt;
 
 use base64::Engine as _;
 
-use crate::core::error::ProbeError;
-
 /// A password. Never printed: Debug and Display show a placeholder.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
-    pub fn new(value: String) -> Self {
+    pub(crate) fn new(value: String) -> Self {
         Secret(value)
     }
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -29,13 +27,13 @@ impl fmt::Debug for Secret {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Login {
-    pub user: String,
-    pub password: Secret,
+pub(crate) struct Login {
+    pub(crate) user: String,
+    pub(crate) password: Secret,
 }
 
 /// What a secret is replaced with.
-pub const REDACTED: &str = "<redacted>";
+pub(crate) const REDACTED: &str = "<redacted>";
 
 /// Every form in which `password` (of `user`) can appear on the wire or in a reply.
 pub fn secret_forms(user: &str, password: &str) -> Vec<String> {
@@ -61,7 +59,7 @@ pub fn secret_forms(user: &str, password: &str) -> Vec<String> {
 }
 
 /// `text` with every secret replaced; borrows when there is nothing to replace.
-pub fn scrub<'a>(text: &'a str, secrets: &[String]) -> std::borrow::Cow<'a, str> {
+pub(crate) fn scrub<'a>(text: &'a str, secrets: &[String]) -> std::borrow::Cow<'a, str> {
     let mut out = std::borrow::Cow::Borrowed(text);
     for s in secrets.iter().filter(|s| !s.is_empty()) {
         if out.contains(s.as_str()) {
@@ -71,19 +69,10 @@ pub fn scrub<'a>(text: &'a str, secrets: &[String]) -> std::borrow::Cow<'a, str>
     out
 }
 
-/// An error with every secret removed from its message and reply text.
-pub fn scrub_error(mut err: ProbeError, secrets: &[String]) -> ProbeError {
-    err.message = scrub(&err.message, secrets).into_owned();
-    if let Some(reply) = &mut err.reply {
-        reply.text = scrub(&reply.text, secrets).into_owned();
-    }
-    err
-}
-
 /// Scrub every string of a serializable value (a whole report): a no-op unless
 /// some string holds a secret, in which case the value is rebuilt from the
 /// scrubbed JSON. Returns how many strings were changed.
-pub fn scrub_value<T>(value: &mut T, secrets: &[String]) -> usize
+pub(crate) fn scrub_value<T>(value: &mut T, secrets: &[String]) -> usize
 where
     T: serde::Serialize + serde::de::DeserializeOwned,
 {

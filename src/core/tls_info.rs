@@ -42,12 +42,12 @@ pub enum TlsProblem {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CertificateInfo {
-    pub subject: String,
-    pub issuer: String,
-    pub sans: Vec<String>,
+    pub(crate) subject: String,
+    pub(crate) issuer: String,
+    pub(crate) sans: Vec<String>,
     /// RFC 3339 timestamps.
-    pub not_before: String,
-    pub not_after: String,
+    pub(crate) not_before: String,
+    pub(crate) not_after: String,
     /// Negative once expired.
-    pub days_to_expiry: i64,
+    pub(crate) days_to_expiry: i64,
 }

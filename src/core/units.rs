@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// Parse a byte size: a number with an optional unit (B, KB, KiB, MB, MiB, GB, GiB; case-insensitive).
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let s = text.trim();
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -39,7 +39,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 /// Parse a comma-separated ladder of sizes: `0,10KiB,1MiB`.
-pub fn parse_size_list(text: &str) -> Result<Vec<u64>, String> {
+pub(crate) fn parse_size_list(text: &str) -> Result<Vec<u64>, String> {
     let sizes: Vec<u64> = text
         .split(',')
         .filter(|p| !p.trim().is_empty())
@@ -52,7 +52,7 @@ pub fn parse_size_list(text: &str) -> Result<Vec<u64>, String> {
 }
 
 /// Human size with binary units: `0 B`, `10 KiB`, `1.5 MiB`.
-pub fn format_size(bytes: u64) -> String {
+pub(crate) fn format_size(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if bytes < 1024 {
         return format!("{bytes} B");
@@ -74,11 +74,11 @@ pub fn format_size(bytes: u64) -> String {
 }
 
 /// A compact size label for metrics and tables: `0`, `10KiB`, `1MiB`, `1.5MiB`.
-pub fn size_label(bytes: u64) -> String {
+pub(crate) fn size_label(bytes: u64) -> String {
     format_size(bytes).replace(' ', "")
 }
 
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     if let Ok(secs) = t.parse::<f64>()
         && secs.is_finite()
@@ -90,7 +90,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("duration {text:?}: {e} (write e.g. 500ms, 10s, 2m)"))
 }
 
-pub fn format_duration(d: Duration) -> String {
+pub(crate) fn format_duration(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1000.0;
     if ms < 1.0 {
         format!("{:.2} ms", ms)
@@ -103,7 +103,7 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
-pub fn format_ms(ms: f64) -> String {
+pub(crate) fn format_ms(ms: f64) -> String {
     format_duration(Duration::from_secs_f64(ms.max(0.0) / 1000.0))
 }
 

@@ -17,24 +17,24 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The handle that sets how many more bytes the stream may read.
 #[derive(Debug, Clone, Default)]
-pub struct Allowance {
+pub(crate) struct Allowance {
     left: Arc<AtomicU64>,
     granted: Arc<AtomicU64>,
 }
 
 impl Allowance {
     /// From now on, at most `bytes` more may be read.
-    pub fn grant(&self, bytes: u64) {
+    pub(crate) fn grant(&self, bytes: u64) {
         self.granted.store(bytes, Ordering::Relaxed);
         self.left.store(bytes, Ordering::Relaxed);
     }
-    pub fn left(&self) -> u64 {
+    pub(crate) fn left(&self) -> u64 {
         self.left.load(Ordering::Relaxed)
     }
 }
 
 /// Bytes read between two forced yields (see [`Budgeted`]).
-pub const YIELD_EVERY: u64 = 16 * 1024;
+pub(crate) const YIELD_EVERY: u64 = 16 * 1024;
 
 /// A stream whose reads count against an [`Allowance`]. It also yields to the
 /// runtime every [`YIELD_EVERY`] bytes: a library that re-parses its buffer after
@@ -45,7 +45,7 @@ pub const YIELD_EVERY: u64 = 16 * 1024;
 /// (`{12345}` at a line end): async-imap reserves memory for an announced
 /// literal before a byte of it arrives, so an announcement beyond the allowance
 /// is refused before async-imap sees it.
-pub struct Budgeted<S> {
+pub(crate) struct Budgeted<S> {
     inner: S,
     allowance: Allowance,
     since_yield: u64,
@@ -121,7 +121,7 @@ fn announced_literal(line: &[u8]) -> Option<u64> {
 
 impl<S> Budgeted<S> {
     /// Wrap `inner` with `bytes` allowed; the handle changes the allowance later.
-    pub fn new(inner: S, bytes: u64) -> (Self, Allowance) {
+    pub(crate) fn new(inner: S, bytes: u64) -> (Self, Allowance) {
         let allowance = Allowance::default();
         allowance.grant(bytes);
         (
@@ -136,7 +136,7 @@ impl<S> Budgeted<S> {
     }
 
     /// The same for an IMAP server stream: literal announcements count too.
-    pub fn imap(inner: S, bytes: u64) -> (Self, Allowance) {
+    pub(crate) fn imap(inner: S, bytes: u64) -> (Self, Allowance) {
         let (mut s, allowance) = Self::new(inner, bytes);
         s.literals = Some(LiteralScan::default());
         (s, allowance)

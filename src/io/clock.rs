@@ -10,25 +10,26 @@ use crate::core::phase::{Phase, Phases, Protocol, millis};
 /// Records phase durations for one protocol conversation and applies each phase's
 /// timeout, so that no step can hang and every failure names its phase.
 #[derive(Debug)]
-pub struct PhaseClock {
+pub(crate) struct PhaseClock {
     protocol: Protocol,
-    pub timings: Phases,
+    pub(crate) timings: Phases,
 }
 
 impl PhaseClock {
-    pub fn new(protocol: Protocol) -> Self {
+    pub(crate) fn new(protocol: Protocol) -> Self {
         PhaseClock {
             protocol,
             timings: Phases::new(),
         }
     }
 
-    pub fn protocol(&self) -> Protocol {
-        self.protocol
-    }
-
     /// Run `step` as `phase` under `limit`, recording its duration when it succeeds.
-    pub async fn run<T, F>(&mut self, phase: Phase, limit: Duration, step: F) -> ProbeResult<T>
+    pub(crate) async fn run<T, F>(
+        &mut self,
+        phase: Phase,
+        limit: Duration,
+        step: F,
+    ) -> ProbeResult<T>
     where
         F: Future<Output = ProbeResult<T>>,
     {
@@ -47,11 +48,11 @@ impl PhaseClock {
     }
 
     /// Record a phase; a phase met again (a second EHLO, repeated polls) adds up.
-    pub fn record(&mut self, phase: Phase, took: Duration) {
+    pub(crate) fn record(&mut self, phase: Phase, took: Duration) {
         *self.timings.entry(phase).or_insert(0.0) += millis(took);
     }
 
-    pub fn into_timings(self) -> Phases {
+    pub(crate) fn into_timings(self) -> Phases {
         self.timings
     }
 }

@@ -17,20 +17,20 @@ use crate::io::tls::TlsClient;
 use crate::io::transcript::{self, Transcript};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Timeouts {
-    pub connect: Duration,
-    pub greeting: Duration,
+pub(crate) struct Timeouts {
+    pub(crate) connect: Duration,
+    pub(crate) greeting: Duration,
     /// Each command/reply exchange (EHLO, AUTH, MAIL, LOGIN, SEARCH, ...).
-    pub command: Duration,
+    pub(crate) command: Duration,
     /// Transferring a message body (SMTP DATA, IMAP FETCH, POP3 RETR).
-    pub data: Duration,
+    pub(crate) data: Duration,
     /// How long a sent message may take to become visible in the mailbox.
-    pub delivery: Duration,
+    pub(crate) delivery: Duration,
 }
 
 impl Timeouts {
     /// The limit of a body transfer: the data timeout, but at least the command timeout.
-    pub fn body(&self) -> Duration {
+    pub(crate) fn body(&self) -> Duration {
         self.data.max(self.command)
     }
 }
@@ -50,15 +50,15 @@ impl Default for Timeouts {
 /// What every connection of a run shares: its timeouts, the TLS client and the
 /// `--transcript` recorder.
 #[derive(Debug)]
-pub struct Connector {
-    pub timeouts: Timeouts,
-    pub tls: TlsClient,
-    pub transcript: Option<Arc<Transcript>>,
+pub(crate) struct Connector {
+    pub(crate) timeouts: Timeouts,
+    pub(crate) tls: TlsClient,
+    pub(crate) transcript: Option<Arc<Transcript>>,
 }
 
 /// Connect to `endpoint` and, for implicit TLS, complete the handshake: the first
 /// steps every protocol shares.
-pub async fn open_stream(
+pub(crate) async fn open_stream(
     conn: &Connector,
     endpoint: &Endpoint,
     clock: &mut PhaseClock,
@@ -93,7 +93,7 @@ pub async fn open_stream(
 }
 
 /// Whether to upgrade a plain connection, given the policy and the server's offer.
-pub fn starttls_wanted(endpoint: &Endpoint, offered: bool) -> ProbeResult<bool> {
+pub(crate) fn starttls_wanted(endpoint: &Endpoint, offered: bool) -> ProbeResult<bool> {
     match endpoint.security {
         Security::Implicit | Security::Starttls(StarttlsPolicy::Never) => Ok(false),
         Security::Starttls(StarttlsPolicy::Auto) => Ok(offered),
@@ -111,7 +111,7 @@ pub fn starttls_wanted(endpoint: &Endpoint, offered: bool) -> ProbeResult<bool> 
 
 /// After the server agreed to STARTTLS: refuse bytes it sent before the handshake
 /// (they would be read as if protected: command injection), then handshake.
-pub async fn finish_starttls(
+pub(crate) async fn finish_starttls(
     conn: &Connector,
     endpoint: &Endpoint,
     clock: &mut PhaseClock,
@@ -140,7 +140,10 @@ pub async fn finish_starttls(
 }
 
 /// A plain connection with nothing pending: hand it on without the read buffer.
-pub fn unbuffer(endpoint: &Endpoint, reader: BufReader<BoxStream>) -> ProbeResult<BoxStream> {
+pub(crate) fn unbuffer(
+    endpoint: &Endpoint,
+    reader: BufReader<BoxStream>,
+) -> ProbeResult<BoxStream> {
     if reader.buffer().is_empty() {
         Ok(reader.into_inner())
     } else {
@@ -154,7 +157,7 @@ pub fn unbuffer(endpoint: &Endpoint, reader: BufReader<BoxStream>) -> ProbeResul
 
 /// Refuse to send a password in clear text to a host other than this one, unless
 /// the user `allowed` it.
-pub fn check_plaintext_login(
+pub(crate) fn check_plaintext_login(
     endpoint: &Endpoint,
     encrypted: bool,
     allowed: bool,

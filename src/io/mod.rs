@@ -2,12 +2,12 @@
 //! the phase clock, TLS (client and certificate inspection) and the transcript.
 //! Knows nothing of mail protocols' meaning, reports or diagnosis.
 
-pub mod budget;
-pub mod clock;
-pub mod connect;
-pub mod idle;
-pub mod net;
-pub mod tls;
-pub mod tls_inspect;
-pub mod transcript;
-pub mod trust;
+pub(crate) mod budget;
+pub(crate) mod clock;
+pub(crate) mod connect;
+pub(crate) mod idle;
+pub(crate) mod net;
+pub(crate) mod tls;
+pub(crate) mod tls_inspect;
+pub(crate) mod transcript;
+pub(crate) mod trust;

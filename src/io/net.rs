@@ -5,7 +5,6 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -47,13 +46,20 @@ macro_rules! delegate_write {
 pub(crate) use delegate_write;
 
 /// Anything we can speak a mail protocol over: plain TCP or TLS, boxed.
-pub trait MailStream: AsyncRead + AsyncWrite + Unpin + Send + Sync + fmt::Debug {}
+pub(crate) trait MailStream:
+    AsyncRead + AsyncWrite + Unpin + Send + Sync + fmt::Debug
+{
+}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync + fmt::Debug> MailStream for T {}
 
-pub type BoxStream = Box<dyn MailStream>;
+pub(crate) type BoxStream = Box<dyn MailStream>;
 
 /// Resolve and connect, trying every address of `host` in turn within `limit`.
-pub async fn connect(host: &str, port: u16, limit: Duration) -> ProbeResult<Guarded<TcpStream>> {
+pub(crate) async fn connect(
+    host: &str,
+    port: u16,
+    limit: Duration,
+) -> ProbeResult<Guarded<TcpStream>> {
     let attempt = async {
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
             .await
@@ -84,46 +90,38 @@ pub async fn connect(host: &str, port: u16, limit: Duration) -> ProbeResult<Guar
     }
 }
 
-/// Byte counters shared between a stream and whoever watches its progress.
+/// Byte counters that whoever watches progress reads.
 #[derive(Debug, Default)]
-pub struct Traffic {
-    pub read: AtomicU64,
-    pub written: AtomicU64,
+pub(crate) struct Traffic {
+    pub(crate) read: AtomicU64,
+    pub(crate) written: AtomicU64,
 }
 
 /// Every guarded stream of the process, added up (the progress bar polls it).
-pub static TOTAL_TRAFFIC: Traffic = Traffic {
+pub(crate) static TOTAL_TRAFFIC: Traffic = Traffic {
     read: AtomicU64::new(0),
     written: AtomicU64::new(0),
 };
 
 /// A stream that refuses to let one line grow without bound: a server that sends
 /// hundreds of MiB without a line feed gets an error instead of our memory.
-pub struct Guarded<S> {
+pub(crate) struct Guarded<S> {
     inner: S,
     /// Bytes read since the last LF.
     line_run: usize,
     max_line: usize,
-    traffic: Arc<Traffic>,
 }
 
 /// Default longest line: generous for IMAP literals, far below anything harmful.
-pub const DEFAULT_MAX_LINE: usize = 1 << 20;
+pub(crate) const DEFAULT_MAX_LINE: usize = 1 << 20;
 
 impl<S> Guarded<S> {
-    pub fn new(inner: S) -> Self {
+    pub(crate) fn new(inner: S) -> Self {
         Guarded {
             inner,
             line_run: 0,
             max_line: DEFAULT_MAX_LINE,
-            traffic: Arc::default(),
         }
-    }
-    pub fn traffic(&self) -> Arc<Traffic> {
-        Arc::clone(&self.traffic)
-    }
-    pub fn get_ref(&self) -> &S {
-        &self.inner
     }
 }
 
@@ -136,7 +134,7 @@ impl<S: fmt::Debug> fmt::Debug for Guarded<S> {
 }
 
 /// A transport that can be asked to acknowledge received data at once.
-pub trait QuickAck {
+pub(crate) trait QuickAck {
     fn quick_ack(&self) {}
 }
 
@@ -165,9 +163,6 @@ impl<S: AsyncRead + Unpin + QuickAck> AsyncRead for Guarded<S> {
         if let Poll::Ready(Ok(())) = poll {
             this.inner.quick_ack();
             let fresh = &buf.filled()[before..];
-            this.traffic
-                .read
-                .fetch_add(fresh.len() as u64, Ordering::Relaxed);
             TOTAL_TRAFFIC
                 .read
                 .fetch_add(fresh.len() as u64, Ordering::Relaxed);
@@ -195,7 +190,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         let this = &mut *self;
         let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = poll {
-            this.traffic.written.fetch_add(n as u64, Ordering::Relaxed);
             TOTAL_TRAFFIC.written.fetch_add(n as u64, Ordering::Relaxed);
         }
         poll
@@ -206,7 +200,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
 /// A stream that first yields bytes we already read from the connection (so a
 /// library that expects to read a greeting itself can be handed a live session).
 #[derive(Debug)]
-pub struct Replay<S> {
+pub(crate) struct Replay<S> {
     prefix: Vec<u8>,
     pos: usize,
     inner: S,
@@ -215,7 +209,7 @@ pub struct Replay<S> {
 }
 
 impl<S> Replay<S> {
-    pub fn new(prefix: Vec<u8>, inner: S) -> Self {
+    pub(crate) fn new(prefix: Vec<u8>, inner: S) -> Self {
         Replay {
             prefix,
             pos: 0,
@@ -226,7 +220,7 @@ impl<S> Replay<S> {
 
     /// Like [`Replay::new`], and the first line written is not sent: its answer
     /// is already in `prefix` (lettre's EHLO, answered by the one we said).
-    pub fn answering_first_line(prefix: Vec<u8>, inner: S) -> Self {
+    pub(crate) fn answering_first_line(prefix: Vec<u8>, inner: S) -> Self {
         Replay {
             swallowing: true,
             ..Replay::new(prefix, inner)
@@ -273,7 +267,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
 
 /// Read one line (through LF) into `line`, refusing lines longer than `max`.
 /// Returns an error of kind `Closed` at end of stream.
-pub async fn read_line_bounded<R: AsyncBufRead + Unpin>(
+pub(crate) async fn read_line_bounded<R: AsyncBufRead + Unpin>(
     reader: &mut R,
     line: &mut Vec<u8>,
     max: usize,
@@ -306,7 +300,7 @@ pub async fn read_line_bounded<R: AsyncBufRead + Unpin>(
 }
 
 /// Write all of `bytes` and flush.
-pub async fn write_all_flush<W: AsyncWrite + Unpin>(
+pub(crate) async fn write_all_flush<W: AsyncWrite + Unpin>(
     writer: &mut W,
     bytes: &[u8],
 ) -> ProbeResult<()> {

@@ -16,19 +16,19 @@ use crate::io::trust::{Trust, explain, parse_pins};
 
 /// What the user asked for.
 #[derive(Debug, Clone, Default)]
-pub struct TlsSettings {
+pub(crate) struct TlsSettings {
     /// Extra trust anchors (PEM), e.g. a private CA or a self-signed server certificate.
-    pub ca_file: Option<PathBuf>,
+    pub(crate) ca_file: Option<PathBuf>,
     /// Accept any certificate. The report says so.
-    pub insecure: bool,
+    pub(crate) insecure: bool,
     /// `--pin-sha256`: the server key must hash to one of these (`sha256//BASE64`,
     /// several separated by `;`).
-    pub pin_sha256: Option<String>,
+    pub(crate) pin_sha256: Option<String>,
 }
 
 /// Built once per run and shared by every connection.
 #[derive(Clone)]
-pub struct TlsClient {
+pub(crate) struct TlsClient {
     verifier: Arc<Trust>,
     insecure: bool,
 }
@@ -61,7 +61,7 @@ fn load_pem_certs(path: &Path) -> ProbeResult<Vec<CertificateDer<'static>>> {
 }
 
 impl TlsClient {
-    pub fn new(settings: &TlsSettings) -> ProbeResult<Self> {
+    pub(crate) fn new(settings: &TlsSettings) -> ProbeResult<Self> {
         let mut roots = RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         let mut exact = Vec::new();
@@ -95,12 +95,8 @@ impl TlsClient {
         })
     }
 
-    pub fn is_insecure(&self) -> bool {
-        self.insecure
-    }
-
     /// Handshake over `stream` for `host`, returning the encrypted stream and what it showed.
-    pub async fn handshake<S: MailStream + 'static>(
+    pub(crate) async fn handshake<S: MailStream + 'static>(
         &self,
         stream: S,
         host: &str,
@@ -194,7 +190,7 @@ fn readable_io(e: &std::io::Error) -> String {
 }
 
 /// Subject, issuer, names and validity of a DER certificate.
-pub fn describe_certificate(der: &[u8]) -> Option<CertificateInfo> {
+pub(crate) fn describe_certificate(der: &[u8]) -> Option<CertificateInfo> {
     use x509_parser::prelude::*;
     let (_, cert) = X509Certificate::from_der(der).ok()?;
     let mut sans = Vec::new();

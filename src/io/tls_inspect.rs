@@ -18,7 +18,7 @@ use crate::io::trust::Trust;
 /// Verifies through the run's [`Trust`] (or accepts anything with
 /// `--insecure`), remembering the chain the server presented.
 #[derive(Debug)]
-pub struct Recorder {
+pub(crate) struct Recorder {
     inner: Arc<Trust>,
     accept_anything: bool,
     seen: Mutex<Option<Vec<CertificateDer<'static>>>>,
@@ -26,7 +26,7 @@ pub struct Recorder {
 
 impl Recorder {
     /// The chain the server presented in this handshake, if it got that far.
-    pub fn chain(&self) -> Option<Vec<CertificateDer<'static>>> {
+    pub(crate) fn chain(&self) -> Option<Vec<CertificateDer<'static>>> {
         self.seen.lock().ok().and_then(|s| s.clone())
     }
 }
@@ -75,7 +75,7 @@ impl ServerCertVerifier for Recorder {
 }
 
 /// A connector for one handshake, with the recorder that watches it.
-pub fn connector(
+pub(crate) fn connector(
     verifier: &Arc<Trust>,
     accept_anything: bool,
 ) -> ProbeResult<(TlsConnector, Arc<Recorder>)> {
@@ -101,7 +101,7 @@ pub fn connector(
 /// Whether one of the certificate's names (SANs) covers `host`, regardless of who
 /// signed it. DNS names match case-insensitively, a leading `*.` covers exactly one
 /// label; IP addresses match IP SANs only.
-pub fn name_matches(sans: &[String], host: &str) -> bool {
+pub(crate) fn name_matches(sans: &[String], host: &str) -> bool {
     let host = host.trim_end_matches('.');
     if let Ok(ip) = host.parse::<IpAddr>() {
         return sans

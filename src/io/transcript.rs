@@ -29,14 +29,14 @@ use crate::core::secret::{REDACTED, scrub};
 use crate::io::net::BoxStream;
 
 /// Transcript bytes kept per session.
-pub const SESSION_CAP: usize = 256 * 1024;
+pub(crate) const SESSION_CAP: usize = 256 * 1024;
 /// Transcript bytes kept for the whole run.
-pub const TOTAL_CAP: usize = 16 * 1024 * 1024;
+pub(crate) const TOTAL_CAP: usize = 16 * 1024 * 1024;
 /// Bytes of one line kept (the rest is counted).
-pub const LINE_CAP: usize = 512;
+pub(crate) const LINE_CAP: usize = 512;
 
 /// The transcript of one run, shared by every session.
-pub struct Transcript {
+pub(crate) struct Transcript {
     started: Instant,
     started_wall: SystemTime,
     secrets: Vec<String>,
@@ -67,7 +67,7 @@ fn slot(p: Protocol) -> usize {
 
 impl Transcript {
     /// A transcript that scrubs `secrets` (every form of the run's passwords, see [`crate::core::secret::secret_forms`]).
-    pub fn new(secrets: Vec<String>) -> Arc<Self> {
+    pub(crate) fn new(secrets: Vec<String>) -> Arc<Self> {
         Arc::new(Transcript {
             started: Instant::now(),
             started_wall: SystemTime::now(),
@@ -81,7 +81,7 @@ impl Transcript {
     }
 
     /// Say which message `protocol` is busy with (None: none in particular).
-    pub fn set_message(&self, protocol: Protocol, index: Option<usize>) {
+    pub(crate) fn set_message(&self, protocol: Protocol, index: Option<usize>) {
         self.lock().current[slot(protocol)] = index;
     }
 
@@ -110,7 +110,7 @@ impl Transcript {
     }
 
     /// The whole transcript as text.
-    pub fn render(&self) -> Vec<u8> {
+    pub(crate) fn render(&self) -> Vec<u8> {
         let sessions: Vec<Arc<Mutex<Session>>> = self.lock().sessions.clone();
         let mut out = format!(
             "# mailprobe transcript, run started {}\n\
@@ -447,7 +447,7 @@ impl Session {
 }
 
 /// A stream that records what passes through it into a session.
-pub struct Recorder<S> {
+pub(crate) struct Recorder<S> {
     inner: S,
     session: Arc<Mutex<Session>>,
     generation: u32,
@@ -515,7 +515,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Recorder<S> {
 }
 
 /// Start recording a new session over `stream` (a no-op without a transcript).
-pub fn record(
+pub(crate) fn record(
     transcript: Option<&Arc<Transcript>>,
     protocol: Protocol,
     peer: &str,
@@ -532,7 +532,7 @@ pub fn record(
 }
 
 /// Go on recording a session over the TLS stream its STARTTLS led to.
-pub fn resume(
+pub(crate) fn resume(
     transcript: Option<&Arc<Transcript>>,
     protocol: Protocol,
     stream: BoxStream,

@@ -20,7 +20,7 @@ use crate::io::tls_inspect::name_matches;
 
 /// The verifier every handshake of a run uses.
 #[derive(Debug)]
-pub struct Trust {
+pub(crate) struct Trust {
     webpki: Arc<WebPkiServerVerifier>,
     /// The certificates of `--ca-file`, trusted when the server presents one of them.
     exact: Vec<CertificateDer<'static>>,
@@ -46,7 +46,7 @@ impl std::error::Error for PinMismatch {}
 
 /// Parse `--pin-sha256`: `sha256//BASE64` (the prefix optional), several
 /// separated by `;` as curl takes them.
-pub fn parse_pins(text: &str) -> ProbeResult<Vec<[u8; 32]>> {
+pub(crate) fn parse_pins(text: &str) -> ProbeResult<Vec<[u8; 32]>> {
     text.split(';')
         .map(str::trim)
         .filter(|p| !p.is_empty())
@@ -69,14 +69,14 @@ pub fn parse_pins(text: &str) -> ProbeResult<Vec<[u8; 32]>> {
 }
 
 /// SHA-256 of the certificate's SubjectPublicKeyInfo.
-pub fn spki_sha256(der: &[u8]) -> Option<[u8; 32]> {
+pub(crate) fn spki_sha256(der: &[u8]) -> Option<[u8; 32]> {
     use x509_parser::prelude::*;
     let (_, cert) = X509Certificate::from_der(der).ok()?;
     Some(Sha256::digest(cert.tbs_certificate.subject_pki.raw).into())
 }
 
 impl Trust {
-    pub fn new(
+    pub(crate) fn new(
         webpki: Arc<WebPkiServerVerifier>,
         exact: Vec<CertificateDer<'static>>,
         pins: Vec<[u8; 32]>,
@@ -89,7 +89,7 @@ impl Trust {
     }
 
     /// With pins given, the server key must be one of them (also with `--insecure`).
-    pub fn check_pins(&self, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+    pub(crate) fn check_pins(&self, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
         if self.pins.is_empty() {
             return Ok(());
         }
@@ -188,7 +188,7 @@ impl ServerCertVerifier for Trust {
 
 /// A verification failure in words, with its stable name. `leaf` describes the
 /// server's certificate and `chain_len` counts what the server sent (leaf included).
-pub fn explain(
+pub(crate) fn explain(
     err: &rustls::Error,
     leaf: Option<&CertificateInfo>,
     chain_len: usize,

@@ -137,14 +137,14 @@ pub struct Diagnosis {
 
 /// When a phase counts as slow, and when a certificate expires too soon.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Thresholds {
+pub(crate) struct Thresholds {
     /// Any command phase (connect, greeting, EHLO, login, ...).
-    pub phase_ms: f64,
+    pub(crate) phase_ms: f64,
     /// Delivery into the mailbox.
-    pub delivery_ms: f64,
+    pub(crate) delivery_ms: f64,
     /// Body transfers (DATA, FETCH): a base allowance plus this much per MiB.
-    pub transfer_ms_per_mib: f64,
-    pub cert_warn_days: i64,
+    pub(crate) transfer_ms_per_mib: f64,
+    pub(crate) cert_warn_days: i64,
 }
 
 impl Default for Thresholds {

@@ -9,7 +9,7 @@ use crate::model::diagnosis::{Cause, Code, Diagnosis, Severity};
 use crate::model::report::{Cleanup, MessageReport, Report, Target, Verdict};
 use crate::model::result::{ProtocolResult, Verification};
 
-pub fn phases(list: &[(Phase, f64)]) -> Phases {
+pub(crate) fn phases(list: &[(Phase, f64)]) -> Phases {
     list.iter().copied().collect()
 }
 
@@ -32,7 +32,7 @@ fn tls(days: i64) -> Option<TlsInfo> {
     })
 }
 
-pub fn sent(list: &[(Phase, f64)]) -> ProtocolResult {
+pub(crate) fn sent(list: &[(Phase, f64)]) -> ProtocolResult {
     let phases_ms = phases(list);
     ProtocolResult {
         ok: true,
@@ -43,7 +43,7 @@ pub fn sent(list: &[(Phase, f64)]) -> ProtocolResult {
     }
 }
 
-pub fn fetched(list: &[(Phase, f64)], delivery_ms: f64, days: i64) -> ProtocolResult {
+pub(crate) fn fetched(list: &[(Phase, f64)], delivery_ms: f64, days: i64) -> ProtocolResult {
     let phases_ms = phases(list);
     ProtocolResult {
         ok: true,
@@ -57,7 +57,7 @@ pub fn fetched(list: &[(Phase, f64)], delivery_ms: f64, days: i64) -> ProtocolRe
     }
 }
 
-pub fn message(
+pub(crate) fn message(
     size: u64,
     smtp: ProtocolResult,
     imap: ProtocolResult,
@@ -77,7 +77,7 @@ pub fn message(
 
 /// Plain mail gets through; 1 MiB is altered over IMAP and never reaches POP3;
 /// 5 MiB is refused by SMTP.
-pub fn report() -> Report {
+pub(crate) fn report() -> Report {
     let plain = message(
         0,
         sent(&[
@@ -190,7 +190,7 @@ pub fn report() -> Report {
 }
 
 /// Compare with the reviewed snapshot; `MAILPROBE_BLESS=1` rewrites it.
-pub fn snapshot(name: &str, expected: &str, got: &str) {
+pub(crate) fn snapshot(name: &str, expected: &str, got: &str) {
     if std::env::var_os("MAILPROBE_BLESS").is_some() {
         let path = format!("{}/tests/snapshots/{name}", env!("CARGO_MANIFEST_DIR"));
         std::fs::write(path, got).unwrap();

@@ -58,7 +58,7 @@ pub struct Exchanger {
 
 impl Exchanger {
     /// The exchanger answered SMTP (greeting received), whatever came after.
-    pub fn reachable(&self) -> bool {
+    pub(crate) fn reachable(&self) -> bool {
         self.smtp.phases_ms.contains_key(&Phase::Greeting)
     }
 }

@@ -141,7 +141,7 @@ pub struct SizeLimit {
 impl Report {
     /// A report on `target` that started at `started_at` / `started`; verdict,
     /// summary and diagnoses are set by the analysis.
-    pub fn new(
+    pub(crate) fn new(
         target: Target,
         started_at: SystemTime,
         started: Instant,

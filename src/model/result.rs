@@ -45,7 +45,7 @@ pub struct ProtocolResult {
 }
 
 impl ProtocolResult {
-    pub fn failed(error: ProbeError, phases: Phases) -> Self {
+    pub(crate) fn failed(error: ProbeError, phases: Phases) -> Self {
         ProtocolResult {
             total_ms: phases.values().sum(),
             phases_ms: phases,

@@ -26,7 +26,7 @@ pub enum StatPhase {
 }
 
 impl StatPhase {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             StatPhase::Phase(p) => p.as_str(),
             StatPhase::Total => "total",
@@ -89,10 +89,10 @@ pub struct LatencyStats {
 /// Failures of one protocol for one size class, by kind.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FailureCount {
-    pub protocol: Protocol,
-    pub size_bytes: u64,
-    pub kind: ErrorKind,
-    pub count: u64,
+    pub(crate) protocol: Protocol,
+    pub(crate) size_bytes: u64,
+    pub(crate) kind: ErrorKind,
+    pub(crate) count: u64,
 }
 
 /// One round as it went (rounds and `verify`).

@@ -30,7 +30,7 @@ pub async fn run_check(settings: Settings) -> Result<Report, ProbeError> {
 }
 
 /// [`run_check`], with every session recorded into `transcript` when given.
-pub async fn run_recorded(
+pub(crate) async fn run_recorded(
     settings: Settings,
     transcript: Option<Arc<Transcript>>,
 ) -> Result<Report, ProbeError> {
@@ -78,18 +78,18 @@ pub(crate) async fn build_messages(
 
 /// One message's trip through SMTP.
 pub(crate) struct Dispatch {
-    pub index: usize,
-    pub sent: smtp::Sent,
+    pub(crate) index: usize,
+    pub(crate) sent: smtp::Sent,
     /// When sending began.
-    pub started: Instant,
+    pub(crate) started: Instant,
 }
 
 /// What sending and watching produced.
 pub(crate) struct Dispatched {
     /// In message order.
-    pub sent: Vec<Dispatch>,
-    pub imap: Option<WatchOutcome>,
-    pub pop3: Option<WatchOutcome>,
+    pub(crate) sent: Vec<Dispatch>,
+    pub(crate) imap: Option<WatchOutcome>,
+    pub(crate) pop3: Option<WatchOutcome>,
 }
 
 /// Send every message, up to `in_flight` at once and none before `not_before(index)`

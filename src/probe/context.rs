@@ -11,16 +11,19 @@ use crate::io::transcript::Transcript;
 use crate::probe::settings::Settings;
 
 /// Shared by every prober in a run.
-pub struct Context {
-    pub settings: Settings,
-    pub conn: Connector,
+pub(crate) struct Context {
+    pub(crate) settings: Settings,
+    pub(crate) conn: Connector,
     /// POP3 UIDL → probe id (None: not ours), so each header is read once per run.
-    pub pop3_seen: Mutex<HashMap<String, Option<String>>>,
+    pub(crate) pop3_seen: Mutex<HashMap<String, Option<String>>>,
 }
 
 impl Context {
     /// A context for `settings`; sessions record into `transcript` when given.
-    pub fn new(settings: Settings, transcript: Option<Arc<Transcript>>) -> ProbeResult<Self> {
+    pub(crate) fn new(
+        settings: Settings,
+        transcript: Option<Arc<Transcript>>,
+    ) -> ProbeResult<Self> {
         let conn = Connector {
             timeouts: settings.timeouts,
             tls: TlsClient::new(&settings.tls)?,

@@ -42,7 +42,7 @@ use crate::protocol::dns::{
 use crate::protocol::smtp::exchange;
 
 /// SMTP port of an MX unless `--mx-port` says otherwise.
-pub const DEFAULT_MX_PORT: u16 = 25;
+pub(crate) const DEFAULT_MX_PORT: u16 = 25;
 /// Most exchangers checked (a domain with more is unusual; the rest are listed unchecked).
 const MAX_EXCHANGERS: usize = 10;
 /// Most addresses tried per exchanger.
@@ -50,19 +50,19 @@ const MAX_ADDRESSES: usize = 4;
 
 /// The mail domain to probe and how to reach its exchangers.
 #[derive(Debug, Clone)]
-pub struct Domain {
+pub(crate) struct Domain {
     /// Lower case, without a trailing dot.
-    pub name: String,
+    pub(crate) name: String,
     /// SMTP port on each exchanger.
-    pub port: u16,
+    pub(crate) port: u16,
     /// The DNS server to ask (None: the system resolver).
-    pub resolver: Option<SocketAddr>,
+    pub(crate) resolver: Option<SocketAddr>,
 }
 
 /// Probe `domain`: DNS, SMTP on every exchanger, then the ladder through the first
 /// reachable one with `base` (whose SMTP endpoint is replaced by that exchanger).
 /// `Err` is a could-not-run error (exit 3).
-pub async fn run(
+pub(crate) async fn run(
     domain: &Domain,
     base: Settings,
     transcript: Option<Arc<Transcript>>,

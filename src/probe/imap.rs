@@ -37,7 +37,7 @@ use crate::protocol::verifier::Verifier;
 /// whole response, so a hostile one must not grow without bound.
 const STEP_BUDGET: u64 = 16 << 20;
 
-pub struct ImapMailbox {
+pub(crate) struct ImapMailbox {
     /// Taken out while IDLE runs; `None` after a failed IDLE (the session is gone).
     session: Option<Session<BoxStream>>,
     /// The server supports IDLE (RFC 2177): wait for new mail instead of polling.

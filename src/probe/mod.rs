@@ -2,15 +2,15 @@
 //! mailbox watcher, one check (the ladder), bisection, constant rate, rounds and
 //! verify, the cleanup sweep and domain checks.
 
-pub mod bisect;
+pub(crate) mod bisect;
 pub mod check;
-pub mod context;
-pub mod domain;
-pub mod imap;
-pub mod pop3;
-pub mod rate;
+pub(crate) mod context;
+pub(crate) mod domain;
+pub(crate) mod imap;
+pub(crate) mod pop3;
+pub(crate) mod rate;
 pub mod rounds;
-pub mod settings;
-pub mod smtp;
-pub mod sweep;
-pub mod watch;
+pub(crate) mod settings;
+pub(crate) mod smtp;
+pub(crate) mod sweep;
+pub(crate) mod watch;

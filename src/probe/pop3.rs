@@ -23,7 +23,7 @@ use crate::protocol::verifier::Verifier;
 /// A header block larger than this is not read for a probe id.
 const MAX_HEADER_BYTES: usize = 256 * 1024;
 
-pub struct Pop3Mailbox {
+pub(crate) struct Pop3Mailbox {
     /// Taken by `delete`, which must QUIT to commit the deletions.
     client: Option<Pop3Client<BoxStream>>,
 }

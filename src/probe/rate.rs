@@ -21,25 +21,25 @@ use crate::probe::settings::Settings;
 use crate::probe::smtp;
 
 /// Highest rate accepted.
-pub const MAX_RATE: f64 = 1000.0;
+pub(crate) const MAX_RATE: f64 = 1000.0;
 /// Most messages one run schedules.
-pub const MAX_MESSAGES: usize = 100_000;
+pub(crate) const MAX_MESSAGES: usize = 100_000;
 /// Default bound on messages in flight.
-pub const DEFAULT_IN_FLIGHT: usize = 64;
+pub(crate) const DEFAULT_IN_FLIGHT: usize = 64;
 
 /// How many messages a run of `rate` per second for `duration` schedules.
-pub fn scheduled(rate: f64, duration: Duration) -> usize {
+pub(crate) fn scheduled(rate: f64, duration: Duration) -> usize {
     ((rate * duration.as_secs_f64()).round() as usize).clamp(1, MAX_MESSAGES)
 }
 
 /// The intended send time of message `i`, relative to the start.
-pub fn intended_offset(i: usize, rate: f64) -> Duration {
+pub(crate) fn intended_offset(i: usize, rate: f64) -> Duration {
     Duration::from_secs_f64(i as f64 / rate)
 }
 
 /// Achieved rate: messages over the span from the first intended start to the last
 /// actual start, plus one interval (so that a perfect schedule gives the intended rate).
-pub fn achieved_rate(rate: f64, last_start_offset: Duration, sent: usize) -> f64 {
+pub(crate) fn achieved_rate(rate: f64, last_start_offset: Duration, sent: usize) -> f64 {
     if sent == 0 {
         return 0.0;
     }
@@ -47,7 +47,7 @@ pub fn achieved_rate(rate: f64, last_start_offset: Duration, sent: usize) -> f64
 }
 
 /// Run the constant-rate mode of `plan`.
-pub async fn run(
+pub(crate) async fn run(
     settings: Settings,
     plan: RatePlan,
     transcript: Option<Arc<Transcript>>,

@@ -19,38 +19,38 @@ use crate::probe::check;
 use crate::probe::settings::Settings;
 
 /// Most rounds `check --rounds` runs.
-pub const MAX_ROUNDS: u32 = 100_000;
+pub(crate) const MAX_ROUNDS: u32 = 100_000;
 /// Longest constant-rate run.
-pub const MAX_RATE_DURATION: Duration = Duration::from_secs(3600);
+pub(crate) const MAX_RATE_DURATION: Duration = Duration::from_secs(3600);
 
 /// What `check` repeats: rounds, a constant rate, a baseline to compare with.
 #[derive(Debug, Clone, Default)]
-pub struct RoundPlan {
+pub(crate) struct RoundPlan {
     /// `--rounds N`.
-    pub rounds: Option<u32>,
+    pub(crate) rounds: Option<u32>,
     /// Time from the start of one round to the start of the next.
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// `--rate`: messages per second, for how long, at most how many in flight.
-    pub rate: Option<RatePlan>,
-    pub baseline: Option<(Baseline, baseline::Threshold)>,
+    pub(crate) rate: Option<RatePlan>,
+    pub(crate) baseline: Option<(Baseline, baseline::Threshold)>,
 }
 
 #[derive(Debug, Clone, Copy)]
-pub struct RatePlan {
-    pub per_sec: f64,
-    pub duration: Duration,
-    pub in_flight: usize,
+pub(crate) struct RatePlan {
+    pub(crate) per_sec: f64,
+    pub(crate) duration: Duration,
+    pub(crate) in_flight: usize,
 }
 
 impl RoundPlan {
     /// Anything beyond one plain check?
-    pub fn multi(&self) -> bool {
+    pub(crate) fn multi(&self) -> bool {
         self.rounds.is_some_and(|n| n > 1) || self.rate.is_some() || self.baseline.is_some()
     }
 }
 
 /// `check`, with rounds, constant rate and baseline when asked.
-pub async fn check(
+pub(crate) async fn check(
     settings: Settings,
     plan: &RoundPlan,
     transcript: Option<Arc<Transcript>>,
@@ -169,7 +169,11 @@ fn outcomes(log: &[RoundSummary]) -> Vec<RoundOutcome> {
 }
 
 /// Compare the report with `baseline` and add what regressed.
-pub fn apply_baseline(report: &mut Report, baseline: &Baseline, threshold: baseline::Threshold) {
+pub(crate) fn apply_baseline(
+    report: &mut Report,
+    baseline: &Baseline,
+    threshold: baseline::Threshold,
+) {
     let stats = report
         .stats
         .get_or_insert_with(|| stats::build(&report.messages, 1));
@@ -194,6 +198,16 @@ pub struct VerifyPlan {
 pub async fn verify(
     settings: &Settings,
     plan: VerifyPlan,
+    on_round: impl FnMut(&RoundSummary, &Stability),
+) -> Result<Report, ProbeError> {
+    verify_recorded(settings, plan, None, on_round).await
+}
+
+/// [`verify`], recording every session into `transcript` when given.
+pub(crate) async fn verify_recorded(
+    settings: &Settings,
+    plan: VerifyPlan,
+    transcript: Option<Arc<Transcript>>,
     mut on_round: impl FnMut(&RoundSummary, &Stability),
 ) -> Result<Report, ProbeError> {
     let started = Instant::now();
@@ -205,7 +219,7 @@ pub async fn verify(
     let mut deadline_passed = false;
     for number in 1..=plan.max_rounds {
         let round_started = Instant::now();
-        let round = one_round(settings, number, None).await?;
+        let round = one_round(settings, number, transcript.as_ref()).await?;
         log.push(round.summary.clone());
         analysis = stability::analyze(&outcomes(&log), plan.stable);
         on_round(&round.summary, &analysis);

@@ -35,15 +35,15 @@ use crate::protocol::smtp::{exchange, expect_positive, from_lettre, read_reply, 
 const LETTRE_READ_BUDGET: u64 = 64 * 1024;
 
 /// The outcome of one send.
-pub struct Sent {
-    pub result: ProtocolResult,
-    pub accepted_at: Option<Instant>,
-    pub server: Option<SmtpServerInfo>,
+pub(crate) struct Sent {
+    pub(crate) result: ProtocolResult,
+    pub(crate) accepted_at: Option<Instant>,
+    pub(crate) server: Option<SmtpServerInfo>,
 }
 
 /// What one SMTP session's outcome says, with its timings and TLS details; a
 /// failed handshake still names the certificate the server presented.
-pub fn smtp_result(
+pub(crate) fn smtp_result(
     outcome: ProbeResult<Reply>,
     phases_ms: Phases,
     total_ms: f64,
@@ -71,7 +71,7 @@ pub fn smtp_result(
 }
 
 /// Send one message. Every phase is timed and bounded; the result says where it failed.
-pub async fn send(ctx: &Context, message: &ProbeMessage) -> Sent {
+pub(crate) async fn send(ctx: &Context, message: &ProbeMessage) -> Sent {
     let mut clock = PhaseClock::new(Protocol::Smtp);
     let mut server = None;
     let mut tls = None;
@@ -116,15 +116,15 @@ fn classify_refusal(
 }
 
 /// A session ready for mail, and the EHLO reply that describes it.
-pub struct Established {
-    pub stream: BoxStream,
+pub(crate) struct Established {
+    pub(crate) stream: BoxStream,
     /// The last EHLO reply (after TLS when STARTTLS was used).
-    pub ehlo: Reply,
+    pub(crate) ehlo: Reply,
 }
 
 /// Open a session up to the point where mail can be sent: connect, TLS, greeting,
 /// EHLO (keeping the capabilities), STARTTLS per the policy and the EHLO after it.
-pub async fn establish(
+pub(crate) async fn establish(
     ctx: &Context,
     endpoint: &Endpoint,
     clock: &mut PhaseClock,

@@ -3,11 +3,13 @@
 //! probe id are candidates), and `serve` deletes the late arrivals of a check it
 //! answered at its deadline.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::core::error::{ErrorKind, ProbeError};
 use crate::core::phase::{Phase, Protocol};
 use crate::core::probe_id::probe_id_time_ms;
+use crate::io::transcript::Transcript;
 use crate::model::report::Report;
 use crate::probe::context::Context;
 use crate::probe::imap::ImapMailbox;
@@ -17,13 +19,13 @@ use crate::probe::watch::{self, Wanted};
 
 /// What one sweep did, per protocol.
 #[derive(Debug, Default)]
-pub struct Sweep {
-    pub deleted: Vec<(Protocol, String)>,
-    pub errors: Vec<ProbeError>,
+pub(crate) struct Sweep {
+    pub(crate) deleted: Vec<(Protocol, String)>,
+    pub(crate) errors: Vec<ProbeError>,
 }
 
 /// Whether a probe id is at least `min_age` old at `now`.
-pub fn old_enough(id: &str, min_age: Duration, now: SystemTime) -> bool {
+pub(crate) fn old_enough(id: &str, min_age: Duration, now: SystemTime) -> bool {
     let now_ms = now
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
@@ -31,8 +33,13 @@ pub fn old_enough(id: &str, min_age: Duration, now: SystemTime) -> bool {
     probe_id_time_ms(id).is_some_and(|sent| now_ms.saturating_sub(sent) >= min_age.as_millis())
 }
 
-pub async fn sweep(settings: Settings, min_age: Duration) -> Result<Sweep, ProbeError> {
-    let ctx = Context::new(settings, None)?;
+/// Delete the probe messages at least `min_age` old, recording into `transcript`.
+pub(crate) async fn sweep(
+    settings: Settings,
+    min_age: Duration,
+    transcript: Option<Arc<Transcript>>,
+) -> Result<Sweep, ProbeError> {
+    let ctx = Context::new(settings, transcript)?;
     let now = SystemTime::now();
     let select = |id: &str| old_enough(id, min_age, now);
     let mut result = Sweep::default();
@@ -58,7 +65,7 @@ pub async fn sweep(settings: Settings, min_age: Duration) -> Result<Sweep, Probe
 /// Probe messages of a finished check that may still be (or arrive) in the
 /// mailbox: its leftovers, and messages whose DATA timed out or was cut off (the
 /// server may have accepted them all the same; a refusal is definite).
-pub fn unconfirmed_ids(report: &Report) -> Vec<String> {
+pub(crate) fn unconfirmed_ids(report: &Report) -> Vec<String> {
     let mut ids = report.cleanup.leftovers.clone();
     for m in &report.messages {
         let maybe_accepted = !m.smtp.ok
@@ -75,7 +82,7 @@ pub fn unconfirmed_ids(report: &Report) -> Vec<String> {
 
 /// Delete the probe messages `ids` a check left behind as they arrive, through
 /// IMAP and POP3, for at most `patience`. Nothing else is touched.
-pub async fn late_cleanup(settings: Settings, mut ids: Vec<String>, patience: Duration) {
+pub(crate) async fn late_cleanup(settings: Settings, mut ids: Vec<String>, patience: Duration) {
     let Ok(ctx) = Context::new(settings, None) else {
         return;
     };

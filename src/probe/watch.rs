@@ -17,23 +17,23 @@ use crate::protocol::message::Expected;
 
 /// A message SMTP accepted, handed to the watchers.
 #[derive(Debug, Clone)]
-pub struct Accepted {
-    pub index: usize,
-    pub expected: Expected,
-    pub accepted_at: Instant,
-    pub encoded_len: u64,
+pub(crate) struct Accepted {
+    pub(crate) index: usize,
+    pub(crate) expected: Expected,
+    pub(crate) accepted_at: Instant,
+    pub(crate) encoded_len: u64,
 }
 
 /// Where a message sits in a mailbox, in the protocol's own terms.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Locator {
+pub(crate) enum Locator {
     ImapUid(u32),
     Pop3 { number: u32, uidl: String },
 }
 
 /// Which probe messages a search is for.
 #[derive(Debug, Clone, Copy)]
-pub enum Wanted<'a> {
+pub(crate) enum Wanted<'a> {
     /// Exactly these probe ids.
     Ids(&'a [&'a str]),
     /// Every message carrying a well-formed probe id (the cleanup sweep).
@@ -41,7 +41,7 @@ pub enum Wanted<'a> {
 }
 
 impl Wanted<'_> {
-    pub fn matches(&self, id: &str) -> bool {
+    pub(crate) fn matches(&self, id: &str) -> bool {
         match self {
             Wanted::Ids(ids) => ids.contains(&id),
             Wanted::AllProbes => crate::core::probe_id::is_probe_id(id),
@@ -50,7 +50,7 @@ impl Wanted<'_> {
 }
 
 /// A logged-in mailbox session of a retrieval protocol.
-pub trait Mailbox: Sized {
+pub(crate) trait Mailbox: Sized {
     const PROTOCOL: Protocol;
     /// POP3 sees a snapshot of the mailbox taken at login: reconnect to see new mail.
     const SNAPSHOT: bool;
@@ -111,7 +111,7 @@ fn is_final(err: &ProbeError) -> bool {
 /// Watch the mailbox for accepted messages until each is fetched and verified, or
 /// its delivery deadline passes. Messages arrive through `incoming` as SMTP accepts
 /// them; the channel closing means sending is over.
-pub async fn watch<M: Mailbox>(
+pub(crate) async fn watch<M: Mailbox>(
     ctx: &Context,
     mut incoming: mpsc::UnboundedReceiver<Accepted>,
 ) -> WatchOutcome {
@@ -343,15 +343,18 @@ pub async fn watch<M: Mailbox>(
     WatchOutcome { results, unreached }
 }
 
-pub struct WatchOutcome {
-    pub results: HashMap<usize, ProtocolResult>,
+pub(crate) struct WatchOutcome {
+    pub(crate) results: HashMap<usize, ProtocolResult>,
     /// Set when no message was accepted and the mailbox could not even be opened.
-    pub unreached: Option<ProtocolResult>,
+    pub(crate) unreached: Option<ProtocolResult>,
 }
 
 /// Delete this run's messages through `M`: a fresh session that finds them by probe id
 /// again (locators from earlier sessions may be stale) and removes exactly those.
-pub async fn cleanup<M: Mailbox>(ctx: &Context, probe_ids: &[&str]) -> ProbeResult<Vec<String>> {
+pub(crate) async fn cleanup<M: Mailbox>(
+    ctx: &Context,
+    probe_ids: &[&str],
+) -> ProbeResult<Vec<String>> {
     if probe_ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -359,7 +362,7 @@ pub async fn cleanup<M: Mailbox>(ctx: &Context, probe_ids: &[&str]) -> ProbeResu
 }
 
 /// Delete the wanted probe messages that `select` picks, in one fresh session.
-pub async fn delete_matching<M: Mailbox>(
+pub(crate) async fn delete_matching<M: Mailbox>(
     ctx: &Context,
     wanted: Wanted<'_>,
     select: &(dyn Fn(&str) -> bool + Sync),

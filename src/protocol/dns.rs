@@ -12,7 +12,7 @@ use hickory_resolver::{Resolver, TokioResolver};
 
 /// How a DNS question ended, when it did not give records.
 #[derive(Debug)]
-pub enum DnsFailure {
+pub(crate) enum DnsFailure {
     /// The name does not exist.
     NxDomain,
     /// The name exists but has no record of that type.
@@ -23,7 +23,7 @@ pub enum DnsFailure {
     Unreachable(String),
 }
 
-pub fn classify(err: &NetError) -> DnsFailure {
+pub(crate) fn classify(err: &NetError) -> DnsFailure {
     if err.is_nx_domain() {
         return DnsFailure::NxDomain;
     }
@@ -47,7 +47,7 @@ pub fn classify(err: &NetError) -> DnsFailure {
 }
 
 /// Parse `--resolver`: `IP:PORT`, `[IPv6]:PORT` or a bare IP (port 53).
-pub fn parse_resolver(text: &str) -> Result<SocketAddr, String> {
+pub(crate) fn parse_resolver(text: &str) -> Result<SocketAddr, String> {
     let text = text.trim();
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);
@@ -60,7 +60,7 @@ pub fn parse_resolver(text: &str) -> Result<SocketAddr, String> {
     ))
 }
 
-pub fn build_resolver(
+pub(crate) fn build_resolver(
     server: Option<SocketAddr>,
     timeout: Duration,
 ) -> Result<TokioResolver, String> {
@@ -88,17 +88,17 @@ pub fn build_resolver(
         .map_err(|e| format!("cannot set up the DNS resolver: {e}"))
 }
 
-pub fn fqdn(name: &str) -> String {
+pub(crate) fn fqdn(name: &str) -> String {
     format!("{}.", name.trim_end_matches('.'))
 }
 
 /// Bound on one DNS question, whatever the resolver's own retries do.
-pub fn lookup_limit(per_try: Duration) -> Duration {
+pub(crate) fn lookup_limit(per_try: Duration) -> Duration {
     per_try * 3 + Duration::from_secs(1)
 }
 
 /// The exchangers of `domain` in preference order, or why there are none.
-pub async fn lookup_mx(
+pub(crate) async fn lookup_mx(
     resolver: &TokioResolver,
     domain: &str,
     limit: Duration,
@@ -127,7 +127,7 @@ pub async fn lookup_mx(
 }
 
 /// Addresses of `host`, IPv4 first.
-pub async fn lookup_addresses(
+pub(crate) async fn lookup_addresses(
     resolver: &TokioResolver,
     host: &str,
     limit: Duration,
@@ -145,7 +145,7 @@ pub async fn lookup_addresses(
     Ok(ips)
 }
 
-pub fn is_null_mx(mx: &[(u16, String)]) -> bool {
+pub(crate) fn is_null_mx(mx: &[(u16, String)]) -> bool {
     // RFC 7505: a single MX whose exchange is the root.
     mx.len() == 1 && matches!(mx[0].1.as_str(), "." | "")
 }

@@ -12,10 +12,10 @@ use crate::core::probe_id::PROBE_HEADER;
 use crate::core::reply::Reply;
 use crate::io::net::{read_line_bounded, write_all_flush};
 
-pub const MAX_STATUS_LINE: usize = 64 * 1024;
+pub(crate) const MAX_STATUS_LINE: usize = 64 * 1024;
 const MAX_UNTAGGED: usize = 1000;
 /// Map async-imap's errors onto ours.
-pub fn from_imap(err: async_imap::error::Error) -> ProbeError {
+pub(crate) fn from_imap(err: async_imap::error::Error) -> ProbeError {
     use async_imap::error::Error;
     match err {
         // async-imap reports unparsable input and over-large responses as
@@ -88,7 +88,7 @@ pub fn parse_capabilities(line: &str) -> Option<Vec<String>> {
 }
 
 /// Send a tagged command and read to its tagged reply; returns the untagged lines.
-pub async fn tagged<S: AsyncBufRead + AsyncWrite + Unpin>(
+pub(crate) async fn tagged<S: AsyncBufRead + AsyncWrite + Unpin>(
     stream: &mut S,
     tag: &str,
     command: &str,
@@ -120,7 +120,7 @@ pub async fn tagged<S: AsyncBufRead + AsyncWrite + Unpin>(
 }
 
 /// A UID set `1,5,7` for commands.
-pub fn uid_set(uids: impl IntoIterator<Item = u32>) -> String {
+pub(crate) fn uid_set(uids: impl IntoIterator<Item = u32>) -> String {
     uids.into_iter()
         .map(|u| u.to_string())
         .collect::<Vec<_>>()
@@ -128,7 +128,7 @@ pub fn uid_set(uids: impl IntoIterator<Item = u32>) -> String {
 }
 
 /// `OR HEADER h a OR HEADER h b HEADER h c`: one search for all pending ids.
-pub fn search_query(probe_ids: &[&str]) -> String {
+pub(crate) fn search_query(probe_ids: &[&str]) -> String {
     let term = |id: &str| format!("HEADER {PROBE_HEADER} \"{id}\"");
     let mut query = String::new();
     for (i, id) in probe_ids.iter().enumerate() {
@@ -142,7 +142,7 @@ pub fn search_query(probe_ids: &[&str]) -> String {
 }
 
 /// `step` under `limit`.
-pub async fn timed<T>(
+pub(crate) async fn timed<T>(
     limit: Duration,
     step: impl Future<Output = ProbeResult<T>>,
 ) -> ProbeResult<T> {

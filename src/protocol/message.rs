@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::core::probe_id::PROBE_HEADER;
 use crate::core::units::size_label;
 
-pub const ATTACHMENT_TYPE: &str = "application/octet-stream";
+pub(crate) const ATTACHMENT_TYPE: &str = "application/octet-stream";
 
 /// Raw attachment bytes per base64 line (76 characters, RFC 2045).
 const LINE_RAW: usize = 57;
@@ -23,19 +23,19 @@ const CHUNK_LINES: usize = 1024;
 /// What the verifier expects to find in a retrieved copy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Expected {
-    pub probe_id: String,
-    pub message_id: String,
-    pub subject: String,
-    pub text: String,
-    pub attachment: Option<ExpectedAttachment>,
+    pub(crate) probe_id: String,
+    pub(crate) message_id: String,
+    pub(crate) subject: String,
+    pub(crate) text: String,
+    pub(crate) attachment: Option<ExpectedAttachment>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ExpectedAttachment {
-    pub filename: String,
-    pub content_type: String,
-    pub size: u64,
-    pub sha256: String,
+pub(crate) struct ExpectedAttachment {
+    pub(crate) filename: String,
+    pub(crate) content_type: String,
+    pub(crate) size: u64,
+    pub(crate) sha256: String,
 }
 
 /// A message ready to send: header and text built by mail-builder, attachment
@@ -138,16 +138,16 @@ impl ProbeMessage {
         }
     }
 
-    pub fn probe_id(&self) -> &str {
+    pub(crate) fn probe_id(&self) -> &str {
         &self.expected.probe_id
     }
 
-    pub fn attachment_size(&self) -> u64 {
+    pub(crate) fn attachment_size(&self) -> u64 {
         self.expected.attachment.as_ref().map_or(0, |a| a.size)
     }
 
     /// Exact size of the encoded message in bytes (what SIZE= announces).
-    pub fn encoded_len(&self) -> u64 {
+    pub(crate) fn encoded_len(&self) -> u64 {
         let n = self.attachment_size();
         let lines = n.div_ceil(LINE_RAW as u64);
         let body = n.div_ceil(3) * 4 + lines * 2;
@@ -155,7 +155,7 @@ impl ProbeMessage {
     }
 
     /// The encoded message in chunks, generated as they are consumed.
-    pub fn chunks(&self) -> MessageChunks<'_> {
+    pub(crate) fn chunks(&self) -> MessageChunks<'_> {
         MessageChunks {
             message: self,
             stage: Stage::Prefix,
@@ -219,7 +219,7 @@ enum Stage {
     Done,
 }
 
-pub struct MessageChunks<'a> {
+pub(crate) struct MessageChunks<'a> {
     message: &'a ProbeMessage,
     stage: Stage,
     bytes: AttachmentBytes,

@@ -2,7 +2,7 @@
 //! adapter), IMAP, the POP3 client, DNS lookups, building probe messages and
 //! verifying retrieved copies byte for byte. Knows no settings, report or analysis.
 
-pub mod dns;
+pub(crate) mod dns;
 pub mod imap;
 pub mod message;
 pub mod pop3;

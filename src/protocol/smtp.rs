@@ -12,14 +12,14 @@ use crate::io::net::{BoxStream, Replay, read_line_bounded, write_all_flush};
 use crate::model::result::SmtpServerInfo;
 
 impl SmtpServerInfo {
-    pub fn has(&self, keyword: &str) -> bool {
+    pub(crate) fn has(&self, keyword: &str) -> bool {
         self.capabilities.iter().any(|c| {
             c.split_whitespace()
                 .next()
                 .is_some_and(|k| k.eq_ignore_ascii_case(keyword))
         })
     }
-    pub fn from_ehlo(banner: String, ehlo: &Reply) -> Self {
+    pub(crate) fn from_ehlo(banner: String, ehlo: &Reply) -> Self {
         let capabilities: Vec<String> = ehlo.text.lines().skip(1).map(str::to_string).collect();
         let advertised_size = capabilities.iter().find_map(|c| {
             let mut words = c.split_whitespace();
@@ -58,7 +58,7 @@ pub async fn read_reply<R: AsyncBufRead + Unpin>(reader: &mut R) -> ProbeResult<
 }
 
 /// Send `command` and read its reply; a negative reply is an error.
-pub async fn exchange<S: AsyncBufRead + AsyncWrite + Unpin>(
+pub(crate) async fn exchange<S: AsyncBufRead + AsyncWrite + Unpin>(
     stream: &mut S,
     command: &str,
 ) -> ProbeResult<Reply> {
@@ -66,7 +66,7 @@ pub async fn exchange<S: AsyncBufRead + AsyncWrite + Unpin>(
     expect_positive(read_reply(stream).await?)
 }
 
-pub fn expect_positive(reply: Reply) -> ProbeResult<Reply> {
+pub(crate) fn expect_positive(reply: Reply) -> ProbeResult<Reply> {
     if reply.is_positive() {
         Ok(reply)
     } else {
@@ -75,7 +75,7 @@ pub fn expect_positive(reply: Reply) -> ProbeResult<Reply> {
 }
 
 /// Turn a lettre error into ours, keeping the reply code, enhanced code and text.
-pub fn from_lettre(err: lettre::transport::smtp::Error) -> ProbeError {
+pub(crate) fn from_lettre(err: lettre::transport::smtp::Error) -> ProbeError {
     use std::error::Error as _;
     if let Some(code) = err.status() {
         let code: u16 = code.to_string().parse().unwrap_or(0);
@@ -103,7 +103,7 @@ pub fn from_lettre(err: lettre::transport::smtp::Error) -> ProbeError {
 }
 
 /// An SMTP reply as it went over the wire, for replaying it to lettre.
-pub fn wire_form(reply: &Reply) -> Vec<u8> {
+pub(crate) fn wire_form(reply: &Reply) -> Vec<u8> {
     let code = reply.code.unwrap_or(250);
     let lines: Vec<&str> = reply.text.split('\n').collect();
     let mut out = Vec::new();

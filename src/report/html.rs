@@ -44,7 +44,7 @@ impl Series {
             Series::Delivery => "delivery",
         }
     }
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Series::SmtpTotal => "SMTP total",
             Series::ImapFetch => "IMAP fetch",
@@ -61,7 +61,7 @@ impl Series {
         }
     }
     /// The value this series plots for one message, if any.
-    pub fn value(self, m: &MessageReport) -> Option<f64> {
+    pub(crate) fn value(self, m: &MessageReport) -> Option<f64> {
         let fetch =
             |r: Option<&ProtocolResult>| r.and_then(|r| r.phases_ms.get(&Phase::Fetch).copied());
         match self {
@@ -90,7 +90,7 @@ pub fn chart_points(report: &Report) -> Vec<(Series, u64, f64)> {
     points
 }
 
-pub fn render(report: &Report) -> Vec<u8> {
+pub(crate) fn render(report: &Report) -> Vec<u8> {
     let mut o = String::new();
     let (verdict_class, verdict_word) = match report.verdict {
         Verdict::Healthy => ("healthy", "HEALTHY"),
@@ -534,7 +534,7 @@ fn number(v: f64) -> String {
 }
 
 /// Escape text for HTML element content and quoted attribute values.
-pub fn esc(text: &str) -> String {
+pub(crate) fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -11,7 +11,7 @@ use crate::model::report::{MessageReport, Report, Verdict};
 use crate::model::result::ProtocolResult;
 use crate::model::stats::{LatencyStats, StatPhase, Stats};
 
-pub fn render(report: &Report) -> Vec<u8> {
+pub(crate) fn render(report: &Report) -> Vec<u8> {
     let mut o = String::new();
     let verdict = match report.verdict {
         Verdict::Healthy => "HEALTHY",
@@ -205,7 +205,7 @@ fn retrieval_cell(r: Option<&ProtocolResult>) -> String {
     }
 }
 /// One line per protocol that used TLS: version, cipher, subject, days to expiry.
-pub fn tls_lines(report: &Report) -> Vec<String> {
+pub(crate) fn tls_lines(report: &Report) -> Vec<String> {
     let mut out = Vec::new();
     let pick = |f: &dyn Fn(&MessageReport) -> Option<&TlsInfo>| {
         report.messages.iter().find_map(f).cloned()
@@ -230,7 +230,7 @@ pub fn tls_lines(report: &Report) -> Vec<String> {
 }
 
 /// `TLSv1.3 TLS13_AES_256_GCM_SHA384, CN=mail.example.com, expires in 80 days, verified`.
-pub fn describe_tls(tls: &TlsInfo) -> String {
+pub(crate) fn describe_tls(tls: &TlsInfo) -> String {
     let mut line = if tls.version.is_empty() {
         "handshake failed".to_string()
     } else {
@@ -256,7 +256,7 @@ pub fn describe_tls(tls: &TlsInfo) -> String {
 }
 
 /// The MX section of the human report.
-pub fn mx_lines(mx: &MxReport) -> Vec<String> {
+pub(crate) fn mx_lines(mx: &MxReport) -> Vec<String> {
     let mut out = vec![format!(
         "mail exchangers of {} (DNS: {}):",
         mx.domain, mx.resolver
@@ -302,7 +302,7 @@ pub fn mx_lines(mx: &MxReport) -> Vec<String> {
 }
 
 /// The human report's statistics section.
-pub fn stats_section(stats: &Stats) -> String {
+pub(crate) fn stats_section(stats: &Stats) -> String {
     let mut o = String::new();
     let _ = writeln!(o);
     let _ = writeln!(

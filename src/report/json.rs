@@ -2,7 +2,7 @@
 
 use crate::model::report::Report;
 
-pub fn render(report: &Report) -> Vec<u8> {
+pub(crate) fn render(report: &Report) -> Vec<u8> {
     let mut bytes = serde_json::to_vec_pretty(report).expect("a report always serializes");
     bytes.push(b'\n');
     bytes

@@ -27,7 +27,7 @@ struct Case {
     outcome: Outcome,
 }
 
-pub fn render(report: &Report) -> Vec<u8> {
+pub(crate) fn render(report: &Report) -> Vec<u8> {
     let mut cases: Vec<Case> = Vec::new();
     for m in &report.messages {
         let results = std::iter::once((Protocol::Smtp, &m.smtp)).chain(m.retrievals());

@@ -2,12 +2,12 @@
 //! `model` report into bytes. Writing them out is the app's job.
 
 pub mod html;
-pub mod human;
-pub mod json;
-pub mod jsonl;
-pub mod junit;
-pub mod nagios;
-pub mod prometheus;
+pub(crate) mod human;
+pub(crate) mod json;
+pub(crate) mod jsonl;
+pub(crate) mod junit;
+pub(crate) mod nagios;
+pub(crate) mod prometheus;
 
 use crate::model::report::Report;
 
@@ -25,7 +25,7 @@ pub enum Format {
 }
 
 impl Format {
-    pub const ALL: [Format; 7] = [
+    pub(crate) const ALL: [Format; 7] = [
         Format::Human,
         Format::Json,
         Format::Nagios,
@@ -36,7 +36,7 @@ impl Format {
     ];
 
     /// The name on the command line (`--format`, `--output NAME=PATH`).
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Format::Human => "human",
             Format::Json => "json",

@@ -11,7 +11,7 @@ use crate::core::phase::{Phase, Protocol};
 use crate::model::report::{MessageReport, Report, Verdict};
 use crate::model::result::ProtocolResult;
 
-pub fn render(report: &Report) -> Vec<u8> {
+pub(crate) fn render(report: &Report) -> Vec<u8> {
     let status = match report.verdict {
         Verdict::Healthy => "OK",
         Verdict::Degraded => "WARNING",

@@ -52,7 +52,7 @@ impl Family {
     }
 }
 
-pub fn render(report: &Report) -> Vec<u8> {
+pub(crate) fn render(report: &Report) -> Vec<u8> {
     let mut success = Family::new(
         "mailprobe_success",
         "Whether the mail check was healthy (1) or not (0).",

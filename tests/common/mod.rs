@@ -27,7 +27,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use mailprobe::app::cli::CheckArgs;
+use mailprobe::app::cli::{CheckArgs, MailboxArgs};
 use mailprobe::model::report::Report;
 
 /// What to tell the developer when the server does not answer.
@@ -200,13 +200,16 @@ impl TestServer {
     /// are left for the test to set.
     pub fn args(&self, local: &str) -> CheckArgs {
         CheckArgs {
-            user: Some(self.user(local)),
-            password_file: Some(self.password_file.clone()),
-            ca_file: Some(self.ca_file.clone()),
-            connect_timeout: Some("5s".into()),
-            greeting_timeout: Some("10s".into()),
-            command_timeout: Some("15s".into()),
-            data_timeout: Some("60s".into()),
+            mailbox: MailboxArgs {
+                user: Some(self.user(local)),
+                password_file: Some(self.password_file.clone()),
+                ca_file: Some(self.ca_file.clone()),
+                connect_timeout: Some("5s".into()),
+                greeting_timeout: Some("10s".into()),
+                command_timeout: Some("15s".into()),
+                data_timeout: Some("60s".into()),
+                ..Default::default()
+            },
             delivery_timeout: Some("30s".into()),
             ..Default::default()
         }
@@ -236,6 +239,16 @@ impl TestServer {
         .iter()
         .map(|s| s.to_string())
         .collect()
+    }
+
+    /// [`TestServer::cli`] for `cleanup` (which takes no delivery timeout: it sends nothing).
+    pub fn cleanup_cli(&self, local: &str) -> Vec<String> {
+        let mut args = self.cli(local);
+        args[0] = "cleanup".into();
+        if let Some(i) = args.iter().position(|a| a == "--delivery-timeout") {
+            args.drain(i..i + 2);
+        }
+        args
     }
 
     // ---------------------------------------------------------------- Maildir

@@ -29,24 +29,49 @@ use slow::slow_diagnoses;
 use tls::tls_diagnoses;
 
 /// Diagnose the report and set its diagnoses, verdict and summary.
-pub fn apply(report: &mut Report, thresholds: &Thresholds) {
+pub(crate) fn apply(report: &mut Report, thresholds: &Thresholds) {
     report.diagnoses = diagnose(report, thresholds);
-    conclude(report);
+    conclude(report, healthy_summary);
+}
+
+/// Judge a cleanup sweep's report (no messages): failing when a mailbox could
+/// not be swept.
+pub(crate) fn apply_sweep(report: &mut Report) {
+    report.diagnoses = Vec::new();
+    if let Some(first) = report.cleanup.errors.first() {
+        report.diagnoses.push(Diagnosis {
+            code: Code::CleanupIncomplete,
+            severity: Severity::Failing,
+            summary: format!("the cleanup could not sweep every mailbox: {first}"),
+            cause: None,
+            protocol: first.protocol,
+            evidence: report.cleanup.errors.iter().map(ToString::to_string).collect(),
+            hints: vec![
+                "check the mailbox settings and run `mailprobe cleanup` again; it deletes only probe messages".into(),
+            ],
+        });
+    }
+    conclude(report, |r| {
+        format!(
+            "{} leftover probe message(s) deleted; nothing else was touched",
+            r.cleanup.deleted
+        )
+    });
 }
 
 /// Add diagnoses after [`apply`]: verdict and summary follow the worst.
-pub fn add(report: &mut Report, extra: Vec<Diagnosis>) {
+pub(crate) fn add(report: &mut Report, extra: Vec<Diagnosis>) {
     if extra.is_empty() {
         return;
     }
     report.diagnoses.extend(extra);
-    conclude(report);
+    conclude(report, healthy_summary);
 }
 
 /// The one place the verdict and summary follow from the diagnoses: worst first,
 /// the verdict is the worst severity, the summary the worst diagnosis in words
-/// (healthy: what got through).
-fn conclude(report: &mut Report) {
+/// (healthy: what `healthy` says).
+fn conclude(report: &mut Report, healthy: fn(&Report) -> String) {
     report
         .diagnoses
         .sort_by_key(|d| (std::cmp::Reverse(d.severity), d.code));
@@ -58,7 +83,7 @@ fn conclude(report: &mut Report) {
         .unwrap_or(Verdict::Healthy);
     report.summary = match report.diagnoses.first() {
         Some(d) => d.summary.clone(),
-        None => healthy_summary(report),
+        None => healthy(report),
     };
 }
 

@@ -25,24 +25,24 @@ use crate::core::reply::Reply;
 use crate::io::net::{read_line_bounded, write_all_flush};
 
 use crate::io::idle::IdleTimeout;
-pub use parse::{
+pub(crate) use parse::{
     Status, has_capability, has_sasl, parse_list_line, parse_stat, parse_status_line,
     parse_uidl_line, unstuff,
 };
 use parse::{excerpt, refusal_kind, trim_eol};
 
 /// Longest status or listing line (RFC 1939 allows 512 octets; servers exceed it).
-pub const STATUS_LINE_MAX: usize = 8 * 1024;
+pub(crate) const STATUS_LINE_MAX: usize = 8 * 1024;
 /// Longest line of a message body or header block.
-pub const BODY_LINE_MAX: usize = 1 << 20;
+pub(crate) const BODY_LINE_MAX: usize = 1 << 20;
 /// Most entries in a UIDL or LIST answer.
-pub const MAX_LISTING: usize = 1_000_000;
+pub(crate) const MAX_LISTING: usize = 1_000_000;
 /// Most lines in a CAPA answer.
-pub const MAX_CAPA: usize = 1_000;
+pub(crate) const MAX_CAPA: usize = 1_000;
 /// Read buffer size.
-pub const READ_BUFFER: usize = 64 * 1024;
+pub(crate) const READ_BUFFER: usize = 64 * 1024;
 /// How long a single read may wait for data by default.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A POP3 session over any byte stream (plain TCP, or TLS after STLS).
 ///
@@ -110,7 +110,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Pop3Client<S> {
 
     /// Continue a session on the stream returned by [`Pop3Client::stls`] once
     /// the TLS handshake is done (the server sends no new greeting).
-    pub fn after_stls(stream: S) -> Self {
+    pub(crate) fn after_stls(stream: S) -> Self {
         Self::wrap(stream)
     }
 
@@ -120,7 +120,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Pop3Client<S> {
         self.reader.get_mut().set_limit(d);
     }
 
-    pub fn idle_timeout(&self) -> Duration {
+    pub(crate) fn idle_timeout(&self) -> Duration {
         self.reader.get_ref().limit()
     }
 
@@ -143,7 +143,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Pop3Client<S> {
     /// `STLS`: on `+OK`, give back the raw stream for the TLS handshake.
     /// Bytes already received after the `+OK` are a protocol violation (and
     /// the signature of STARTTLS command injection): [`ErrorKind::Protocol`].
-    pub async fn stls(mut self) -> ProbeResult<S> {
+    pub(crate) async fn stls(mut self) -> ProbeResult<S> {
         match self.exchange(b"STLS\r\n").await? {
             Status::Ok(_) => {}
             Status::Err(text) => return Err(negative(text)),

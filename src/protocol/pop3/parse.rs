@@ -15,7 +15,7 @@ pub enum Status {
 }
 
 /// How much of a garbage line an error message quotes.
-pub const EXCERPT_CHARS: usize = 80;
+pub(crate) const EXCERPT_CHARS: usize = 80;
 
 /// A short, printable excerpt of what the server sent, for error messages.
 pub fn excerpt(bytes: &[u8]) -> String {
@@ -31,7 +31,7 @@ pub fn excerpt(bytes: &[u8]) -> String {
 }
 
 /// Strip one trailing LF and an optional CR before it.
-pub fn trim_eol(line: &[u8]) -> &[u8] {
+pub(crate) fn trim_eol(line: &[u8]) -> &[u8] {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     line.strip_suffix(b"\r").unwrap_or(line)
 }
