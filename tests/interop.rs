@@ -16,7 +16,7 @@ mod common;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use std::net::SocketAddr;
 
@@ -124,6 +124,10 @@ impl Interop {
         )
     }
 
+    /// One check at a time across this suite: Mailutils deletes a Maildir's
+    /// `tmp/` files whenever a session opens the mailbox, so a POP3 poll while Exim
+    /// is still writing a large message there makes Exim defer it (docs/INTEROP.md);
+    /// a loaded machine widens that window. Checks in parallel would load it.
     fn check_with_password(
         &self,
         local: &str,
@@ -131,6 +135,8 @@ impl Interop {
         ca_file: &str,
         args: &[&str],
     ) -> Run {
+        static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let user = self.user(local);
         let mut all: Vec<&str> = vec![
             "check",
