@@ -96,9 +96,22 @@ impl Rule {
                         .iter()
                         .any(|(s, d)| x.subject == *s && d.is_none_or(|d| x.detail == d))
                 }))
-            && (self.words.is_empty() || self.words.iter().any(|w| text.contains(w)))
+            && (self.words.is_empty() || self.words.iter().any(|w| has_word(&text, w)))
             && self.when.is_none_or(|f| f(e))
     }
+}
+
+/// `word` in `text`; a short word (`tls`, `ssl`, `size`) only as a whole word, so
+/// that it is not found inside another one.
+fn has_word(text: &str, word: &str) -> bool {
+    if word.len() > 4 {
+        return text.contains(word);
+    }
+    text.match_indices(word).any(|(i, _)| {
+        let before = text[..i].chars().next_back();
+        let after = text[i + word.len()..].chars().next();
+        !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
+    })
 }
 
 const TRANSACTION: &[Phase] = &[Phase::MailFrom, Phase::RcptTo, Phase::Data];
@@ -537,6 +550,9 @@ mod tests {
             ),
             smtp(RcptTo, 550, "No such user here", UnknownRecipient),
             smtp(MailFrom, 550, "5.7.1 Rejected by content policy", Rejected),
+            // Short words count only as words: "tls" inside another word is not TLS.
+            plain(smtp(MailFrom, 550, "5.7.1 no outlsiders", Rejected)),
+            smtp(Data, 554, "5.7.1 oversized headers not allowed", Rejected),
             smtp(Data, 554, "5.7.1 Message rejected as spam", Rejected),
         ]);
     }
