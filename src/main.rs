@@ -1,3 +1,6 @@
+//! The `mailprobe` binary: parse the command line, run it on one thread, exit
+//! with its code.
+
 use clap::Parser;
 
 fn main() {

@@ -686,9 +686,8 @@ fn own_metrics(state: &State) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_timed_out_probe_is_a_failing_report_built_like_every_other() {
-        let target = Target {
+    fn target() -> Target {
+        Target {
             smtp: "smtp://h:25".into(),
             imap: None,
             pop3: None,
@@ -696,7 +695,12 @@ mod tests {
             to: "a@h".into(),
             sizes: vec![0],
             insecure: false,
-        };
+        }
+    }
+
+    #[test]
+    fn a_timed_out_probe_is_a_failing_report_built_like_every_other() {
+        let target = target();
         let started_at = SystemTime::now();
         let started = Instant::now();
         let r = timed_out_report(started_at, started, Duration::from_secs(9), target.clone());
@@ -716,15 +720,7 @@ mod tests {
             SystemTime::now(),
             Instant::now(),
             Duration::from_secs(1),
-            Target {
-                smtp: "smtp://h:25".into(),
-                imap: None,
-                pop3: None,
-                from: "a@h".into(),
-                to: "a@h".into(),
-                sizes: vec![0],
-                insecure: false,
-            },
+            target(),
         );
         r.summary = "535 5.7.8 bad password hunter22".into();
         let secrets = crate::core::secret::secret_forms("a@h", "hunter22");

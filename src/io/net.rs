@@ -1,5 +1,6 @@
 //! Connections: TCP with NODELAY and a connect timeout, wrapped in a stream that
-//! bounds what a server can make us buffer and timestamps the first byte received.
+//! bounds how long a line may grow and counts the bytes moved (for the progress
+//! bar); a stream that replays what was already read; bounded line reads.
 
 use std::fmt;
 use std::io;

@@ -75,6 +75,37 @@ pub(crate) fn message(
     }
 }
 
+/// `r` found a copy whose attachment was renamed.
+pub(crate) fn make_altered(r: &mut ProtocolResult) {
+    r.ok = false;
+    r.verified = Some(false);
+    r.verification = Some(Verification {
+        verified: false,
+        bytes: 100,
+        problems: vec!["the attachment was renamed".into()],
+        attachment: None,
+    });
+    r.error = Some(
+        ProbeError::new(ErrorKind::Altered, "the attachment was renamed")
+            .at(Protocol::Imap, Phase::Fetch),
+    );
+}
+
+/// `protocol` never saw the message before its delivery deadline.
+pub(crate) fn not_delivered(protocol: Protocol) -> ProtocolResult {
+    ProtocolResult {
+        found: Some(false),
+        error: Some(
+            ProbeError::new(
+                ErrorKind::NotDelivered,
+                "not in the mailbox 8 s after the server accepted it",
+            )
+            .at(protocol, Phase::Delivery),
+        ),
+        ..Default::default()
+    }
+}
+
 /// Plain mail gets through; 1 MiB is altered over IMAP and never reaches POP3;
 /// 5 MiB is refused by SMTP.
 pub(crate) fn report() -> Report {
@@ -97,29 +128,8 @@ pub(crate) fn report() -> Report {
         fetched(&[(Phase::Connect, 11.0), (Phase::Stat, 2.0)], 1200.25, 29),
     );
     let mut altered = fetched(&[(Phase::Fetch, 40.0)], 500.0, 30);
-    altered.ok = false;
-    altered.verified = Some(false);
-    altered.verification = Some(Verification {
-        verified: false,
-        bytes: 100,
-        problems: vec!["the attachment was renamed".into()],
-        attachment: None,
-    });
-    altered.error = Some(
-        ProbeError::new(ErrorKind::Altered, "the attachment was renamed")
-            .at(Protocol::Imap, Phase::Fetch),
-    );
-    let missing = ProtocolResult {
-        found: Some(false),
-        error: Some(
-            ProbeError::new(
-                ErrorKind::NotDelivered,
-                "not in the mailbox 8 s after the server accepted it",
-            )
-            .at(Protocol::Pop3, Phase::Delivery),
-        ),
-        ..Default::default()
-    };
+    make_altered(&mut altered);
+    let missing = not_delivered(Protocol::Pop3);
     let one_mib = message(
         1 << 20,
         sent(&[(Phase::Connect, 9.0), (Phase::Data, 900.0)]),

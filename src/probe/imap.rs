@@ -25,7 +25,7 @@ use crate::io::connect::{
 use crate::io::net::{BoxStream, read_line_bounded};
 use crate::model::result::Verification;
 use crate::probe::context::Context;
-use crate::probe::watch::{Accepted, Locator, Mailbox, Wanted};
+use crate::probe::watch::{Accepted, Locator, Mailbox, Wanted, open_timed};
 use crate::protocol::imap::{
     MAX_STATUS_LINE, from_imap, parse_capabilities, search_query, split_status_line, tagged, timed,
     uid_set,
@@ -214,12 +214,10 @@ impl Mailbox for ImapMailbox {
     const SNAPSHOT: bool = false;
 
     async fn open(ctx: &Context) -> Result<(Self, Phases, Option<TlsInfo>), (ProbeError, Phases)> {
-        let mut clock = PhaseClock::new(Protocol::Imap);
-        let mut tls = None;
-        match Self::connect(ctx, &mut clock, &mut tls).await {
-            Ok(m) => Ok((m, clock.into_timings(), tls)),
-            Err(e) => Err((e.at(Protocol::Imap, Phase::Connect), clock.into_timings())),
-        }
+        open_timed(Protocol::Imap, async |clock, tls| {
+            Self::connect(ctx, clock, tls).await
+        })
+        .await
     }
 
     async fn find(

@@ -16,7 +16,7 @@ use crate::io::net::BoxStream;
 use crate::io::transcript;
 use crate::model::result::Verification;
 use crate::probe::context::Context;
-use crate::probe::watch::{Accepted, Locator, Mailbox, Wanted};
+use crate::probe::watch::{Accepted, Locator, Mailbox, Wanted, open_timed};
 use crate::protocol::pop3::{Pop3Client, has_capability};
 use crate::protocol::verifier::Verifier;
 
@@ -126,12 +126,10 @@ impl Mailbox for Pop3Mailbox {
     const SNAPSHOT: bool = true;
 
     async fn open(ctx: &Context) -> Result<(Self, Phases, Option<TlsInfo>), (ProbeError, Phases)> {
-        let mut clock = PhaseClock::new(Protocol::Pop3);
-        let mut tls = None;
-        match Self::connect(ctx, &mut clock, &mut tls).await {
-            Ok(m) => Ok((m, clock.into_timings(), tls)),
-            Err(e) => Err((e.at(Protocol::Pop3, Phase::Connect), clock.into_timings())),
-        }
+        open_timed(Protocol::Pop3, async |clock, tls| {
+            Self::connect(ctx, clock, tls).await
+        })
+        .await
     }
 
     async fn find(

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
 use crate::core::phase::{Phase, Phases, Protocol, millis};
 use crate::core::tls_info::TlsInfo;
+use crate::io::clock::PhaseClock;
 use crate::model::result::{ProtocolResult, Verification};
 use crate::probe::context::Context;
 use crate::protocol::message::Expected;
@@ -91,6 +92,21 @@ pub(crate) trait Mailbox: Sized {
             tokio::time::sleep(pause).await;
             Ok(())
         }
+    }
+}
+
+/// Open a mailbox session with `connect` under a fresh clock: the session, its
+/// phase timings and TLS details, or the error (at `connect` when it names no
+/// phase) with the timings so far.
+pub(crate) async fn open_timed<M>(
+    protocol: Protocol,
+    connect: impl AsyncFnOnce(&mut PhaseClock, &mut Option<TlsInfo>) -> ProbeResult<M>,
+) -> Result<(M, Phases, Option<TlsInfo>), (ProbeError, Phases)> {
+    let mut clock = PhaseClock::new(protocol);
+    let mut tls = None;
+    match connect(&mut clock, &mut tls).await {
+        Ok(m) => Ok((m, clock.into_timings(), tls)),
+        Err(e) => Err((e.at(protocol, Phase::Connect), clock.into_timings())),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Probe messages: built with mail-builder, tagged with a unique probe id, with an
 //! attachment of seeded random bytes that is generated while it is sent (so a
-//! 50 MiB rung never sits in memory), and a streaming verifier for what comes back.
+//! 50 MiB rung never sits in memory), and what the verifier expects of a copy.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;

@@ -7,6 +7,7 @@ use crate::core::error::ProbeError;
 use crate::core::phase::Phases;
 use crate::core::reply::Reply;
 use crate::model::diagnosis::Cause;
+use crate::model::fixtures;
 use crate::model::report::{Cleanup, Target};
 use crate::model::result::SmtpServerInfo;
 
@@ -65,38 +66,13 @@ fn retrieval(m: &mut MessageReport, f: impl Fn(&mut ProtocolResult)) {
 
 fn not_delivered(size: u64) -> MessageReport {
     let mut m = delivered(size);
-    retrieval(&mut m, |r| {
-        *r = ProtocolResult {
-            found: Some(false),
-            error: Some(
-                ProbeError::new(
-                    ErrorKind::NotDelivered,
-                    "not in the mailbox 8 s after the server accepted it",
-                )
-                .at(Protocol::Imap, Phase::Delivery),
-            ),
-            ..Default::default()
-        }
-    });
+    retrieval(&mut m, |r| *r = fixtures::not_delivered(Protocol::Imap));
     m
 }
 
 fn altered(size: u64) -> MessageReport {
     let mut m = delivered(size);
-    retrieval(&mut m, |r| {
-        r.ok = false;
-        r.verified = Some(false);
-        r.verification = Some(crate::model::result::Verification {
-            verified: false,
-            bytes: 100,
-            problems: vec!["the attachment was renamed".into()],
-            attachment: None,
-        });
-        r.error = Some(
-            ProbeError::new(ErrorKind::Altered, "the attachment was renamed")
-                .at(Protocol::Imap, Phase::Fetch),
-        );
-    });
+    retrieval(&mut m, fixtures::make_altered);
     m
 }
 
