@@ -3,22 +3,36 @@
 # Dovecot (IMAP, IMAPS, POP3, POP3S, LMTP, SASL) from Debian packages, run as a
 # private instance with its own configuration, started WITHOUT systemd.
 #
-# Usage: scripts/testserver.sh install|start|stop|status|run|env|reset-config
-#                              |postconf KEY=VALUE...|checks KIND RULE...
-#                              |pop3 on|off|purge-queue ADDRESS...
+# Usage: scripts/testserver.sh install|start|stop|resume|status|run|env
+#                              |reset-config|postconf KEY=VALUE...
+#                              |checks KIND RULE...|pop3 on|off
+#                              |quota USER BYTES [tempfail]|off
+#                              |bounce-large BYTES [data|size]|off
+#                              |dsn on|off|junk USER|all on|off
+#                              |oauth on|off|token USER [SECONDS] [--bad-signature]
+#                              |auth-penalty on|off|purge-queue ADDRESS...
 #
 #   install       install the Debian packages only (used by start and Docker)
 #   start         install if needed, configure, start, wait for every greeting
-#                 (idempotent: if everything answers it only re-checks)
-#   stop          stop Postfix and Dovecot, kill leftovers (idempotent)
+#                 (idempotent: if everything answers it only re-checks; when
+#                 it has to start something, the configuration is pristine)
+#   stop [--kill] [postfix|dovecot]
+#                 stop Postfix and Dovecot (or only the one named), kill
+#                 leftovers (idempotent); --kill: SIGKILL instead of a clean
+#                 shutdown, like a crash (connections are reset)
+#   resume [postfix|dovecot]
+#                 start stopped daemons again WITHOUT rewriting their
+#                 configuration (faults stay in effect), wait for their
+#                 greetings; used by scripts/crashloop.sh
 #   status        exit 0 if every port answers with its greeting, else 1
 #   run           start, then stay in the foreground tailing the logs until
 #                 SIGTERM/SIGINT (container entry point)
 #   env           print `export` lines for the endpoints:
 #                 eval "$(scripts/testserver.sh env)"
 #   postconf K=V  set Postfix main.cf parameters of the test instance, reload
-#   reset-config  rewrite the pristine configuration, reload (also undoes
-#                 'checks' and 'pop3 off')
+#   reset-config  rewrite the pristine configuration, reload (undoes every
+#                 fault below: checks, pop3, quota, bounce-large, dsn, junk,
+#                 oauth, auth-penalty)
 #   checks KIND RULE...
 #                 fault injection: write the regexp table
 #                 etc/postfix/fault-KIND_checks.regexp with one RULE per line
@@ -28,6 +42,58 @@
 #   pop3 on|off   fault injection: remove POP3 (and POP3S) from Dovecot's
 #                 protocols, or add them back; waits until the port is closed
 #                 or answers again
+#   quota USER BYTES [tempfail] | quota USER off
+#                 fault injection: a Dovecot quota (quota plugin in LMTP,
+#                 Maildir++ "User quota") of BYTES (suffix k, M, G: KiB, MiB,
+#                 GiB) for USER (localpart or address of a test user); LMTP
+#                 then refuses a message that does not fit with
+#                 "552 5.2.2 <user> Quota exceeded (mailbox for user is full)"
+#                 at end of DATA and Postfix bounces it to the sender. Leave
+#                 room for the bounces (a few KiB each) if USER is the sender.
+#                 tempfail: "452 4.2.2 ..." instead; Postfix keeps the message
+#                 (retried every 10-60 s: purge-queue it, or it arrives after
+#                 'quota USER off') and, with delay_warning_time = 1s while
+#                 such a quota exists, sends an "Action: delayed" notice
+#   bounce-large BYTES [data|size] | bounce-large off
+#                 fault injection: a later hop that refuses large messages
+#                 after submission accepted them. Every message is relayed
+#                 through a second smtpd on $MAILPROBE_TEST_HOP_PORT (default:
+#                 the SMTP port + 1) whose message_size_limit is BYTES; a
+#                 larger message bounces to the sender with Status 5.3.4.
+#                 data (default): the hop hides SIZE and answers
+#                 "552 5.3.4 Error: message file too big" at end of DATA;
+#                 size: the hop announces SIZE BYTES and Postfix's SMTP client
+#                 gives up before sending (Diagnostic-Code: X-Postfix)
+#   dsn on|off    fault injection: off removes DSN from the EHLO reply of every
+#                 smtpd (smtpd_discard_ehlo_keywords = dsn); RET/ENVID/NOTIFY
+#                 are then refused with "501 5.7.1 DSN support is disabled"
+#   junk USER|all on|off
+#                 fault injection: a Sieve filter (Debian's dovecot-sieve,
+#                 sieve_before at LMTP delivery) files every message with an
+#                 attachment (multipart/mixed or a part with
+#                 Content-Disposition: attachment) for USER (or everyone)
+#                 into the folder Junk (fileinto :create; while junk is on
+#                 for anyone, Junk is also auto-created and subscribed for
+#                 every user and LIST announces it as \Junk). Junk folders
+#                 and their mail stay after off/reset-config.
+#   oauth on|off  bearer tokens: Dovecot's oauth2 passdb
+#                 validates JWT bearer tokens locally (HS256, key in
+#                 $MAILPROBE_TEST_OAUTH_KEY_FILE, base64) for IMAP, POP3 and
+#                 Postfix SMTP AUTH (through Dovecot SASL): XOAUTH2 and
+#                 OAUTHBEARER are offered besides PLAIN and LOGIN, which
+#                 keep working with the password
+#   oauth token USER [SECONDS] [--bad-signature]
+#                 print a JWT for USER valid for SECONDS (default 3600;
+#                 negative: already expired) signed with that key, or with a
+#                 corrupted signature; claims: sub (the address), iat, exp
+#   auth-penalty on|off
+#                 off: switch off Dovecot's growing delay after failed logins
+#                 from the same address (consecutive failures answered after
+#                 0.5, 4.5, 8.5, then over 10 s; it fades about 30 s after
+#                 the last failure), for tests that fail logins on
+#                 purpose; on (the default) restores it. Both restart Dovecot
+#                 (open sessions end); while off, Dovecot's auth process needs
+#                 about 5 s more to start, and a failed login still takes 0.5 s
 #   purge-queue ADDRESS...
 #                 delete every message in the test instance's queues (hold,
 #                 deferred, active, incoming) with one of these recipients
@@ -58,6 +124,8 @@ SIZE_LIMIT=${MAILPROBE_TEST_SIZE_LIMIT:-104857600}
 START_TIMEOUT=${MAILPROBE_TEST_START_TIMEOUT:-30}
 # Extra certificate SAN DNS names (space separated), e.g. a compose host name.
 EXTRA_CERT_NAMES=${MAILPROBE_TEST_CERT_NAMES:-}
+# The second smtpd of 'bounce-large' (loopback only).
+HOP_PORT=${MAILPROBE_TEST_HOP_PORT:-$((SMTP_PORT + 1))}
 
 DOMAIN=mailprobe.test
 MAIL_HOSTNAME=mail.$DOMAIN
@@ -65,7 +133,7 @@ USERS=(probe)
 for i in $(seq -w 1 32); do USERS+=("test$i"); done
 unset i
 VMAIL_USER=vmail
-PACKAGES=(postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd openssl)
+PACKAGES=(postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-sieve openssl)
 
 # Layout of the state directory.
 ETC_DIR=$STATE_DIR/etc
@@ -88,6 +156,12 @@ DC_STATE=$STATE_DIR/lib/dovecot         # Dovecot state_dir
 LMTP_SOCKET=$DC_BASE/lmtp
 SASL_SOCKET=$DC_BASE/auth-postfix
 DC_INSTANCE=mailprobe-testserver        # Dovecot instance_name (process titles)
+# Dovecot-side faults (quota, junk, oauth, auth-penalty) are state files here,
+# read by write_dovecot_config; reset-config and a fresh start remove them.
+FAULT_DIR=$ETC_DIR/faults
+OAUTH_DIR=$STATE_DIR/oauth
+OAUTH_KEY_FILE=$OAUTH_DIR/hs256.key     # base64 of the HS256 key
+OAUTH_KEY_DICT=$OAUTH_DIR/keys          # Dovecot's local_validation_key_dict
 
 # Address used to probe the listeners: a wildcard bind is still reachable on
 # loopback.
@@ -203,12 +277,21 @@ check_dovecot_version() {
 # ---------------------------------------------------------------------------
 # Process helpers (by pid file and /proc; no ps/pkill needed in slim images)
 # ---------------------------------------------------------------------------
+# A process that exists and is not a zombie (a daemon's zombie lingers until
+# init reaps it, which some container inits do only every second or two).
+pid_running() { # pid
+    local line
+    { IFS= read -r line <"/proc/$1/stat"; } 2>/dev/null || return 1
+    line=${line##*) }
+    [[ ${line%% *} != Z ]]
+}
+
 pid_alive_file() { # pidfile
     local pid
     [[ -r $1 ]] || return 1
     read -r pid <"$1" 2>/dev/null || return 1
     pid=${pid//[[:space:]]/}
-    [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null
+    [[ $pid =~ ^[0-9]+$ ]] && pid_running "$pid"
 }
 
 pid_from_file() { local pid; read -r pid <"$1"; echo "${pid//[[:space:]]/}"; }
@@ -252,7 +335,7 @@ wait_gone() { # seconds pid...
     shift
     while :; do
         alive=0
-        for p in "$@"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        for p in "$@"; do pid_running "$p" && alive=1; done
         ((alive)) || return 0
         ((SECONDS < deadline)) || return 1
         sleep 0.1
@@ -307,15 +390,22 @@ tls_greeting() { # port expected-prefix
 }
 
 # Prints "name port" for every listener that does not answer; returns 1 then.
-check_ports() {
-    local bad=0
-    plain_greeting "$SMTP_PORT" 220 QUIT || { echo "smtp $SMTP_PORT"; bad=1; }
-    plain_greeting "$SUBMISSION_PORT" 220 QUIT || { echo "submission $SUBMISSION_PORT"; bad=1; }
-    tls_greeting "$SMTPS_PORT" 220 || { echo "smtps $SMTPS_PORT"; bad=1; }
+# With "postfix" or "dovecot" only that daemon's listeners; "dovecot" skips
+# POP3 while 'pop3 off' is in effect.
+check_ports() { # [all|postfix|dovecot]
+    local bad=0 which=${1:-all}
+    if [[ $which != dovecot ]]; then
+        plain_greeting "$SMTP_PORT" 220 QUIT || { echo "smtp $SMTP_PORT"; bad=1; }
+        plain_greeting "$SUBMISSION_PORT" 220 QUIT || { echo "submission $SUBMISSION_PORT"; bad=1; }
+        tls_greeting "$SMTPS_PORT" 220 || { echo "smtps $SMTPS_PORT"; bad=1; }
+    fi
+    [[ $which == postfix ]] && return "$bad"
     plain_greeting "$IMAP_PORT" '* OK' 'a LOGOUT' || { echo "imap $IMAP_PORT"; bad=1; }
     tls_greeting "$IMAPS_PORT" '* OK' || { echo "imaps $IMAPS_PORT"; bad=1; }
-    plain_greeting "$POP3_PORT" '+OK' QUIT || { echo "pop3 $POP3_PORT"; bad=1; }
-    tls_greeting "$POP3S_PORT" '+OK' || { echo "pop3s $POP3S_PORT"; bad=1; }
+    if [[ $which == all ]] || grep -q '^protocols = .*pop3' "$DC_CONF" 2>/dev/null; then
+        plain_greeting "$POP3_PORT" '+OK' QUIT || { echo "pop3 $POP3_PORT"; bad=1; }
+        tls_greeting "$POP3S_PORT" '+OK' || { echo "pop3s $POP3S_PORT"; bad=1; }
+    fi
     [[ -S $LMTP_SOCKET ]] || { echo "lmtp $LMTP_SOCKET"; bad=1; }
     [[ -S $SASL_SOCKET ]] || { echo "sasl $SASL_SOCKET"; bad=1; }
     return "$bad"
@@ -336,10 +426,10 @@ ensure_ports_free() { # port...
     done
 }
 
-wait_ready() {
+wait_ready() { # [all|postfix|dovecot]
     local deadline=$((SECONDS + START_TIMEOUT)) missing
     while :; do
-        if missing=$(check_ports); then
+        if missing=$(check_ports "${1:-all}"); then
             return 0
         fi
         if ((SECONDS >= deadline)); then
@@ -600,16 +690,21 @@ EOF
 }
 
 write_dovecot_config() {
-    local u dh_line=""
+    local u dh_line="" oauth_mechanisms="" password_mechanisms=""
     # Debian ships DH parameters; without them a DHE cipher suite fails.
     [[ -r /usr/share/dovecot/dh.pem ]] && dh_line="ssl_dh = </usr/share/dovecot/dh.pem"
+    if fault_on oauth; then
+        oauth_mechanisms=" xoauth2 oauthbearer"
+        # The password file must not judge tokens (each would log a mismatch).
+        password_mechanisms=$'\n  mechanisms = plain login'
+    fi
 
     umask 027
     {
         for u in "${USERS[@]}"; do
-            # user:password:uid:gid:gecos:home:shell:extra
-            printf '%s@%s:{PLAIN}%s:%s:%s::%s::\n' "$u" "$DOMAIN" "$PASSWORD" \
-                "$VMAIL_UID" "$VMAIL_GID" "$MAIL_ROOT/$u"
+            # user:password:uid:gid:gecos:home:shell:extra (userdb_* fields)
+            printf '%s@%s:{PLAIN}%s:%s:%s::%s::%s\n' "$u" "$DOMAIN" "$PASSWORD" \
+                "$VMAIL_UID" "$VMAIL_GID" "$MAIL_ROOT/$u" "$(user_quota_field "$u")"
         done
     } >"$DC_USERS"
     umask 022
@@ -633,7 +728,7 @@ auth_verbose = yes
 # Plaintext logins are allowed without TLS (loopback test server; Dovecot
 # 2.3 name - 2.4 renamed it auth_allow_cleartext).
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login$oauth_mechanisms
 auth_failure_delay = 0
 auth_username_format = %Lu
 
@@ -645,7 +740,7 @@ $dh_line
 
 # Virtual users: passwd-file holds the password, uid/gid (vmail) and home.
 passdb {
-  driver = passwd-file
+  driver = passwd-file$password_mechanisms
   args = scheme=PLAIN username_format=%Lu $DC_USERS
 }
 userdb {
@@ -697,11 +792,94 @@ service auth {
   }
 }
 EOF
+    write_dovecot_faults >>"$DC_CONF"
 }
 
 write_config() {
     write_postfix_config
     write_dovecot_config
+}
+
+# ---------------------------------------------------------------------------
+# Dovecot-side faults: state files in $FAULT_DIR, turned into configuration
+# by write_dovecot_config (no state files = the pristine configuration).
+#   quota         lines "localpart bytes" (removed when empty)
+#   junk          lines "localpart" or "all" (removed when empty); the
+#                 filter is junk.sieve
+#   oauth         present: oauth2 passdb on, settings in oauth2.conf.ext
+#   auth-penalty  present: Dovecot's failed-login penalty off
+# ---------------------------------------------------------------------------
+fault_on() { [[ -e $FAULT_DIR/$1 ]]; }
+
+# The userdb fields giving one user a quota (empty without one).
+user_quota_field() { # localpart
+    local user bytes mode
+    [[ -s $FAULT_DIR/quota ]] || return 0
+    while read -r user bytes mode; do
+        [[ $user == "$1" ]] || continue
+        printf 'userdb_quota_rule=*:storage=%sB' "$bytes"
+        [[ $mode == tempfail ]] && printf ' userdb_quota_full_tempfail=yes'
+        return 0
+    done <"$FAULT_DIR/quota"
+}
+
+write_dovecot_faults() {
+    local plugins=""
+    fault_on quota && plugins+=" quota"
+    fault_on junk && plugins+=" sieve"
+    fault_on quota || fault_on junk || fault_on oauth || fault_on auth-penalty || return 0
+    echo
+    echo "# --- Faults injected by $SCRIPT_NAME; 'reset-config' removes them. ---"
+    if [[ -n $plugins ]]; then
+        cat <<EOF
+protocol lmtp {
+  mail_plugins = \$mail_plugins$plugins
+}
+EOF
+    fi
+    if fault_on quota; then
+        # Limits per user come from userdb_quota_rule in $DC_USERS; LMTP
+        # checks them at end of DATA and answers 552 5.2.2 when full.
+        cat <<EOF
+plugin {
+  quota = maildir:User quota
+}
+EOF
+    fi
+    if fault_on junk; then
+        cat <<EOF
+plugin {
+  sieve_before = $FAULT_DIR/junk.sieve
+}
+namespace inbox {
+  inbox = yes
+  mailbox Junk {
+    special_use = \\Junk
+    auto = subscribe
+  }
+}
+EOF
+    fi
+    if fault_on oauth; then
+        cat <<EOF
+passdb {
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = $FAULT_DIR/oauth2.conf.ext
+}
+EOF
+    fi
+    if fault_on auth-penalty; then
+        # Without the anvil-auth-penalty socket the auth process disables its
+        # penalty (a listener with mode 0 is not created).
+        cat <<EOF
+service anvil {
+  unix_listener anvil-auth-penalty {
+    mode = 0
+  }
+}
+EOF
+    fi
 }
 
 # ---------------------------------------------------------------------------
@@ -713,6 +891,9 @@ start_dovecot() {
         return 0
     fi
     ensure_ports_free "$IMAP_PORT" "$IMAPS_PORT" "$POP3_PORT" "$POP3S_PORT"
+    # A killed master may still be a zombie; Dovecot would take its pid file
+    # for a running instance.
+    rm -f "$DC_BASE/master.pid"
     # Check the syntax first: 'doveconf -n' gives a clearer message.
     doveconf -c "$DC_CONF" -n >/dev/null || die "invalid Dovecot configuration $DC_CONF"
     dovecot -c "$DC_CONF" 9>&- || { show_logs; die "dovecot failed to start"; }
@@ -728,13 +909,18 @@ start_postfix() {
     postfix -c "$PF_DIR" start >/dev/null 2>&1 9>&- || { show_logs; die "postfix failed to start (postfix -c $PF_DIR check)"; }
 }
 
-stop_postfix() {
+stop_postfix() { # [1: SIGKILL at once, like a crash]
     local pidfile=$PF_QUEUE/pid/master.pid master kids
     [[ -d $PF_DIR ]] || return 0
     if pid_alive_file "$pidfile"; then
         master=$(pid_from_file "$pidfile")
         kids=$(descendants "$master")
-        postfix -c "$PF_DIR" stop >/dev/null 2>&1 || kill -TERM "$master" 2>/dev/null || true
+        if [[ ${1:-0} == 1 ]]; then
+            # shellcheck disable=SC2086
+            kill_pids "$master" $kids
+        else
+            postfix -c "$PF_DIR" stop >/dev/null 2>&1 || kill -TERM "$master" 2>/dev/null || true
+        fi
         # shellcheck disable=SC2086
         if ! wait_gone 10 "$master" $kids; then
             log "postfix did not stop in 10s; killing its processes"
@@ -745,18 +931,27 @@ stop_postfix() {
     kill_orphans MAIL_CONFIG="$PF_DIR"
 }
 
-stop_dovecot() {
+stop_dovecot() { # [1: SIGKILL at once, like a crash]
     local pidfile=$DC_BASE/master.pid master kids
     if pid_alive_file "$pidfile"; then
         master=$(pid_from_file "$pidfile")
         kids=$(descendants "$master")
-        kill -TERM "$master" 2>/dev/null || true
-        # shellcheck disable=SC2086
-        if ! wait_gone 10 "$master" $kids; then
+        if [[ ${1:-0} == 1 ]]; then
+            # shellcheck disable=SC2086
+            kill_pids "$master" $kids
+        else
+            kill -TERM "$master" 2>/dev/null || true
+        fi
+        if ! wait_gone 10 "$master"; then
             log "dovecot did not stop in 10s; killing its processes"
             # shellcheck disable=SC2086
             kill_pids "$master" $kids
         fi
+        # The auth process outlives the master while a client (Postfix's
+        # smtpd) stays connected, and log/stats/anvil wait for it: once the
+        # master is gone, they are leftovers.
+        # shellcheck disable=SC2086
+        wait_gone 1 $kids || kill_pids $kids
     fi
     kill_dovecot_orphans
 }
@@ -822,7 +1017,9 @@ print_env() {
         "MAILPROBE_TEST_USERS=${USERS[*]/%/@$DOMAIN}" \
         "MAILPROBE_TEST_SIZE_LIMIT=$SIZE_LIMIT" \
         "MAILPROBE_TEST_POSTFIX_LOG=$PF_LOG" \
-        "MAILPROBE_TEST_DOVECOT_LOG=$DC_LOG"; do
+        "MAILPROBE_TEST_DOVECOT_LOG=$DC_LOG" \
+        "MAILPROBE_TEST_HOP_PORT=$HOP_PORT" \
+        "MAILPROBE_TEST_OAUTH_KEY_FILE=$OAUTH_KEY_FILE"; do
         printf 'export %s=%q\n' "${name%%=*}" "${name#*=}"
     done
     echo "# Maildir of user <localpart>@$DOMAIN: \$MAILPROBE_TEST_MAILDIR_ROOT/<localpart>/Maildir"
@@ -865,6 +1062,8 @@ cmd_start() {
     ensure_password
     ensure_certs
     ensure_maildirs
+    ensure_oauth_key
+    clear_faults
     write_config
     start_dovecot
     start_postfix
@@ -875,10 +1074,48 @@ cmd_start() {
 
 cmd_stop() {
     need_root
+    local hard=0
+    if [[ ${1:-} == --kill ]]; then
+        hard=1
+        shift
+    fi
+    local which
+    which=$(daemon_choice "stop [--kill]" "$@")
     take_lock
-    if command -v postfix >/dev/null; then stop_postfix; fi
-    if command -v dovecot >/dev/null; then stop_dovecot; fi
-    echo "mailprobe test mail server stopped"
+    if [[ $which != dovecot ]] && command -v postfix >/dev/null; then stop_postfix "$hard"; fi
+    if [[ $which != postfix ]] && command -v dovecot >/dev/null; then stop_dovecot "$hard"; fi
+    case $which in
+        all) echo "mailprobe test mail server stopped" ;;
+        *) echo "mailprobe test mail server: $which stopped" ;;
+    esac
+}
+
+# "postfix", "dovecot" or (no argument) "all".
+daemon_choice() { # usage-prefix [postfix|dovecot]
+    case ${2:-all} in
+        all | postfix | dovecot) echo "${2:-all}" ;;
+        *) die "usage: $SCRIPT_NAME $1 [postfix|dovecot]" ;;
+    esac
+}
+
+# Start stopped daemons with the configuration they had (faults included).
+cmd_resume() {
+    need_root
+    local which
+    which=$(daemon_choice resume "$@")
+    [[ -f $PF_DIR/main.cf && -f $DC_CONF ]] || die "no test configuration yet; run '$SCRIPT_NAME start' first"
+    take_lock
+    if [[ $which != postfix ]] && ! dovecot_running; then
+        start_dovecot
+    fi
+    if [[ $which != dovecot ]] && ! postfix_running; then
+        start_postfix
+    fi
+    # Per daemon, so that a 'pop3 off' in effect is honoured.
+    [[ $which == dovecot ]] || wait_ready postfix
+    [[ $which == postfix ]] || wait_ready dovecot
+    release_lock
+    echo "mailprobe test mail server: $which running"
 }
 
 cmd_status() {
@@ -914,16 +1151,30 @@ cmd_reset_config() {
     ensure_password
     ensure_certs
     ensure_maildirs
+    ensure_oauth_key
     rm -f "$PF_DIR"/fault-*_checks.regexp
+    local restart=0
+    fault_on auth-penalty && restart=1 # see cmd_auth_penalty
+    clear_faults
     write_config
-    reload_postfix
-    if dovecot_running; then
-        dovecot -c "$DC_CONF" reload
+    if dovecot_running && ((restart)); then
+        restart_dovecot
+    elif dovecot_running; then
+        reload_dovecot
         # A reload after 'pop3 off' reopens the POP3 listeners: wait for them.
         wait_greeting "$POP3_PORT" '+OK' QUIT 50 ||
             log "warning: pop3 port not answering after reload"
     fi
+    # After Dovecot: new LMTP deliveries and SASL lookups reach new processes.
+    reload_postfix
     log "pristine configuration restored"
+}
+
+# Forget every Dovecot-side fault (state files, quota counters).
+clear_faults() {
+    local u
+    rm -rf "$FAULT_DIR"
+    for u in "${USERS[@]}"; do rm -f "$MAIL_ROOT/$u/Maildir/maildirsize"; done
 }
 
 # Wait until a plain port answers with its greeting (tries x 0.1 s).
@@ -979,6 +1230,355 @@ cmd_pop3() {
     fi
     wait_greeting "$POP3_PORT" '+OK' QUIT 50 || die "pop3 port $POP3_PORT does not answer"
     log "pop3 listeners started"
+}
+
+# ---------------------------------------------------------------------------
+# Fault injection beyond Postfix parameters: quota, bounce-large, dsn, junk,
+# oauth, auth-penalty (see the usage at the top)
+# ---------------------------------------------------------------------------
+need_config() {
+    [[ -f $PF_DIR/main.cf && -f $DC_CONF ]] || die "no test configuration yet; run '$SCRIPT_NAME start' first"
+}
+
+# A test user given as localpart or address -> its localpart.
+resolve_user() { # user
+    local want=${1,,} u
+    want=${want%@"$DOMAIN"}
+    for u in "${USERS[@]}"; do
+        [[ $u == "$want" ]] && { echo "$u"; return 0; }
+    done
+    die "'$1' is not a test user (probe, test01 .. test32, optionally @$DOMAIN)"
+}
+
+# 123, 10k, 5M, 1G (binary multiples) -> bytes.
+parse_bytes() { # size
+    [[ $1 =~ ^([0-9]+)([kKmMgG]?)$ ]] || die "not a size in bytes (suffix k, M or G allowed): $1"
+    local n=$((10#${BASH_REMATCH[1]}))
+    case ${BASH_REMATCH[2]} in
+        k | K) n=$((n * 1024)) ;;
+        m | M) n=$((n * 1024 * 1024)) ;;
+        g | G) n=$((n * 1024 * 1024 * 1024)) ;;
+    esac
+    ((n > 0)) || die "size must be positive: $1"
+    echo "$n"
+}
+
+# Replace (or with no LINE remove) the line starting with "KEY" or equal to
+# KEY in a state file; the file disappears when it becomes empty.
+set_state_line() { # file key [line]
+    local file=$1 key=$2 line=${3:-} tmp
+    install -d -m 0755 "$FAULT_DIR"
+    tmp=$(mktemp "$FAULT_DIR/.state.XXXXXX")
+    if [[ -f $file ]]; then
+        grep -v -e "^$key\$" -e "^$key " "$file" >"$tmp" || true
+    fi
+    [[ -n $line ]] && echo "$line" >>"$tmp"
+    if [[ -s $tmp ]]; then
+        chmod 0644 "$tmp"
+        mv "$tmp" "$file"
+    else
+        rm -f "$tmp" "$file"
+    fi
+}
+
+# Regenerate Dovecot's configuration from the pristine one plus the fault
+# state files and make it effective for new connections (with "restart":
+# by restarting Dovecot, see cmd_auth_penalty).
+apply_dovecot_faults() { # [restart]
+    ensure_vmail_user
+    ensure_password
+    write_dovecot_config
+    if dovecot_running && [[ ${1:-} == restart ]]; then
+        restart_dovecot
+    elif dovecot_running; then
+        reload_dovecot
+    fi
+    # Postfix keeps LMTP sessions (connection cache) and its SASL connection
+    # to processes of the old configuration; its reload drops them.
+    reload_postfix
+}
+
+restart_dovecot() {
+    doveconf -c "$DC_CONF" -n >/dev/null || die "invalid Dovecot configuration $DC_CONF"
+    stop_dovecot
+    start_dovecot
+    wait_ready dovecot
+}
+
+# A reload makes the master reread its configuration; processes it starts
+# afterwards (logins, auth, lmtp) use the new one, old ones finish their
+# clients. Give the master a moment before the caller's next connection.
+reload_dovecot() {
+    doveconf -c "$DC_CONF" -n >/dev/null || die "invalid Dovecot configuration $DC_CONF"
+    dovecot -c "$DC_CONF" reload
+    sleep 0.2
+    wait_greeting "$IMAP_PORT" '* OK' 'a LOGOUT' 50 || log "warning: imap port not answering after reload"
+}
+
+cmd_quota() {
+    need_root
+    if (($# < 2 || $# > 3)) || [[ $2 == off && $# == 3 ]] || [[ $# == 3 && $3 != tempfail ]]; then
+        die "usage: $SCRIPT_NAME quota USER BYTES [tempfail] | quota USER off"
+    fi
+    need_config
+    local user bytes line
+    user=$(resolve_user "$1")
+    [[ $2 == off ]] || bytes=$(parse_bytes "$2")
+    take_lock
+    if [[ $2 == off ]]; then
+        set_state_line "$FAULT_DIR/quota" "$user"
+    else
+        line="$user $bytes${3:+ $3}"
+        set_state_line "$FAULT_DIR/quota" "$user" "$line"
+    fi
+    # Maildir++ keeps a usage cache; without it Dovecot counts the mailbox anew.
+    rm -f "$MAIL_ROOT/$user/Maildir/maildirsize"
+    # A temporary refusal leads to a delay notice at once, not after hours.
+    if grep -qs ' tempfail$' "$FAULT_DIR/quota"; then
+        postconf -c "$PF_DIR" -e 'delay_warning_time=1s'
+    else
+        postconf -c "$PF_DIR" -e 'delay_warning_time=0' # the pristine value
+    fi
+    apply_dovecot_faults
+    if [[ $2 == off ]]; then
+        log "quota for $user@$DOMAIN removed"
+    else
+        log "quota for $user@$DOMAIN: $bytes bytes${3:+ ($3)}"
+    fi
+}
+
+cmd_junk() {
+    need_root
+    if (($# != 2)) || [[ $2 != on && $2 != off ]]; then
+        die "usage: $SCRIPT_NAME junk USER|all on|off"
+    fi
+    need_config
+    local who
+    if [[ ${1,,} == all ]]; then who=all; else who=$(resolve_user "$1"); fi
+    [[ $2 == off ]] || cmd_install # dovecot-sieve on a machine set up before it was needed
+    take_lock
+    if [[ $2 == on ]]; then
+        set_state_line "$FAULT_DIR/junk" "$who" "$who"
+    elif [[ $who == all ]]; then
+        rm -f "$FAULT_DIR/junk" # every junk rule
+    else
+        set_state_line "$FAULT_DIR/junk" "$who"
+    fi
+    if fault_on junk; then
+        write_junk_sieve
+    else
+        rm -f "$FAULT_DIR/junk.sieve" "$FAULT_DIR/junk.svbin"
+    fi
+    apply_dovecot_faults
+    if fault_on junk; then
+        log "messages with attachments go to Junk for: $(tr '\n' ' ' <"$FAULT_DIR/junk")"
+    else
+        log "no junk filing"
+    fi
+}
+
+# The sieve_before script: attachments for the listed users (or all) -> Junk.
+write_junk_sieve() {
+    local who=() u recipients="true" script=$FAULT_DIR/junk.sieve
+    mapfile -t who <"$FAULT_DIR/junk"
+    if ! printf '%s\n' "${who[@]}" | grep -qx all; then
+        recipients='envelope :is "to" ['
+        for u in "${who[@]}"; do recipients+="\"$u@$DOMAIN\", "; done
+        recipients="${recipients%, }]"
+    fi
+    cat >"$script.tmp" <<EOF
+# Generated by $SCRIPT_NAME 'junk': a spam filter that dislikes attachments.
+require ["fileinto", "mailbox", "envelope", "mime"];
+if allof ($recipients,
+          anyof (header :contains "Content-Type" "multipart/mixed",
+                 header :mime :anychild :contains "Content-Disposition" "attachment")) {
+    fileinto :create "Junk";
+    stop;
+}
+EOF
+    chmod 0644 "$script.tmp"
+    mv "$script.tmp" "$script"
+    # Compiled here (as root): LMTP runs as $VMAIL_USER and could not save it.
+    sievec "$script" || die "sievec could not compile $script"
+    chmod 0644 "$FAULT_DIR/junk.svbin"
+}
+
+cmd_dsn() {
+    need_root
+    [[ ${1:-} == on || ${1:-} == off ]] || die "usage: $SCRIPT_NAME dsn on|off"
+    need_config
+    take_lock
+    if [[ $1 == off ]]; then
+        postconf -c "$PF_DIR" -e 'smtpd_discard_ehlo_keywords=dsn'
+    else
+        postconf -c "$PF_DIR" -X smtpd_discard_ehlo_keywords
+    fi
+    reload_postfix
+    log "DSN $1"
+}
+
+cmd_bounce_large() {
+    need_root
+    need_config
+    local limit mode service=$CHECK_HOST:$HOP_PORT/inet i
+    if [[ ${1:-} == off ]]; then
+        take_lock
+        postconf -c "$PF_DIR" -X content_filter
+        postconf -c "$PF_DIR" -MX "$service" 2>/dev/null || true
+        reload_postfix
+        for ((i = 0; i < 50; i++)); do
+            port_accepts "$HOP_PORT" || { log "large-message hop removed"; return 0; }
+            sleep 0.1
+        done
+        die "hop port $HOP_PORT still accepts connections"
+    fi
+    (($# == 1 || $# == 2)) || die "usage: $SCRIPT_NAME bounce-large BYTES [data|size] | off"
+    limit=$(parse_bytes "$1")
+    mode=${2:-data}
+    [[ $mode == data || $mode == size ]] || die "bounce-large: mode is data or size, not '$mode'"
+    ((limit < SIZE_LIMIT)) || die "bounce-large: BYTES must be below the submission limit $SIZE_LIMIT"
+    take_lock
+    if ! postconf -c "$PF_DIR" -M "$service" 2>/dev/null | grep -q .; then
+        ensure_ports_free "$HOP_PORT"
+    fi
+    # The hop is an smtpd of this instance on loopback: mail relayed to it
+    # (content_filter) is queued again and delivered over LMTP. Its own
+    # content_filter is empty (no loop), and its host name differs from
+    # myhostname, or Postfix's SMTP client would see "mail loops back to
+    # myself".
+    postconf -c "$PF_DIR" -M "$service=$CHECK_HOST:$HOP_PORT inet n - n - - smtpd"
+    postconf -c "$PF_DIR" -P \
+        "$service/syslog_name=postfix/hop" \
+        "$service/myhostname=hop.$DOMAIN" \
+        "$service/content_filter=" \
+        "$service/message_size_limit=$limit"
+    if [[ $mode == data ]]; then
+        # Without SIZE in its EHLO reply, the client sends everything and the
+        # hop answers 552 at end of DATA.
+        postconf -c "$PF_DIR" -P "$service/smtpd_discard_ehlo_keywords=silent-discard,size"
+    else
+        postconf -c "$PF_DIR" -PX "$service/smtpd_discard_ehlo_keywords" 2>/dev/null || true
+    fi
+    postconf -c "$PF_DIR" -e "content_filter=smtp:[$CHECK_HOST]:$HOP_PORT"
+    reload_postfix
+    wait_greeting "$HOP_PORT" 220 QUIT 50 || die "hop port $HOP_PORT does not answer"
+    log "messages over $limit bytes bounce after acceptance (hop $CHECK_HOST:$HOP_PORT, mode $mode)"
+}
+
+cmd_oauth() {
+    case ${1:-} in
+        on | off) cmd_oauth_switch "$1" ;;
+        token) shift; cmd_oauth_token "$@" ;;
+        *) die "usage: $SCRIPT_NAME oauth on|off|token USER [SECONDS] [--bad-signature]" ;;
+    esac
+}
+
+cmd_oauth_switch() { # on|off
+    need_root
+    need_config
+    take_lock
+    if [[ $1 == on ]]; then
+        ensure_oauth_key
+        install -d -m 0755 "$FAULT_DIR"
+        cat >"$FAULT_DIR/oauth2.conf.ext" <<EOF
+# Generated by $SCRIPT_NAME 'oauth on'. JWTs are validated locally: the key is
+# looked up as <azp>/<alg>/<kid> under the dict prefix ("default" for a
+# missing azp or kid); its value is the base64 of the HS256 key.
+introspection_mode = local
+local_validation_key_dict = fs:posix:prefix=$OAUTH_KEY_DICT/
+username_attribute = sub
+EOF
+        chmod 0644 "$FAULT_DIR/oauth2.conf.ext"
+        : >"$FAULT_DIR/oauth"
+    else
+        rm -f "$FAULT_DIR/oauth" "$FAULT_DIR/oauth2.conf.ext"
+    fi
+    apply_dovecot_faults
+    # The IMAP greeting lists the new auth process's mechanisms.
+    local i greeting
+    for ((i = 0; i < 50; i++)); do
+        greeting=$(imap_greeting)
+        if [[ $1 == on && $greeting == *AUTH=XOAUTH2* ]] ||
+            [[ $1 == off && -n $greeting && $greeting != *AUTH=XOAUTH2* ]]; then
+            log "oauth $1"
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "oauth $1: the IMAP greeting does not show it: $greeting"
+}
+
+imap_greeting() {
+    (
+        exec 3<>"/dev/tcp/$CHECK_HOST/$IMAP_PORT" || exit 1
+        IFS= read -r -t 3 -u 3 line || exit 1
+        printf 'a LOGOUT\r\n' >&3 || true
+        echo "$line"
+    ) 2>/dev/null || true
+}
+
+# The HS256 key (base64 of 32 random bytes), stable across restarts, and its
+# copy where Dovecot's local validation looks it up.
+ensure_oauth_key() {
+    install -d -m 0755 "$OAUTH_DIR"
+    if [[ ! -s $OAUTH_KEY_FILE ]]; then
+        openssl rand -base64 32 | tr -d '\n' >"$OAUTH_KEY_FILE.tmp"
+        mv "$OAUTH_KEY_FILE.tmp" "$OAUTH_KEY_FILE"
+    fi
+    # Readable like the password file: a throwaway key of a loopback server.
+    chmod 0644 "$OAUTH_KEY_FILE"
+    install -d -m 0750 -o root -g dovecot "$OAUTH_KEY_DICT" "$OAUTH_KEY_DICT/default" \
+        "$OAUTH_KEY_DICT/default/HS256"
+    install -m 0640 -o root -g dovecot "$OAUTH_KEY_FILE" "$OAUTH_KEY_DICT/default/HS256/default"
+}
+
+base64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+
+cmd_oauth_token() { # USER [SECONDS] [--bad-signature]
+    local user ttl=3600 bad=0 arg now exp iat header payload sig hexkey
+    (($#)) || die "usage: $SCRIPT_NAME oauth token USER [SECONDS] [--bad-signature]"
+    user=$(resolve_user "$1")
+    shift
+    for arg in "$@"; do
+        case $arg in
+            --bad-signature) bad=1 ;;
+            -[0-9]* | [0-9]*) [[ $arg =~ ^-?[0-9]+$ ]] || die "not a number of seconds: $arg"; ttl=$arg ;;
+            *) die "oauth token: unknown argument '$arg'" ;;
+        esac
+    done
+    [[ -r $OAUTH_KEY_FILE ]] || die "no key in $OAUTH_KEY_FILE; run '$SCRIPT_NAME oauth on' first"
+    now=$(date +%s)
+    exp=$((now + ttl))
+    iat=$(((exp < now ? exp : now) - 5))
+    header=$(printf '{"alg":"HS256","typ":"JWT"}' | base64url)
+    payload=$(printf '{"sub":"%s@%s","iat":%d,"exp":%d}' "$user" "$DOMAIN" "$iat" "$exp" | base64url)
+    # The key is world-readable anyway (see ensure_oauth_key), so passing it
+    # to openssl as an argument exposes nothing new.
+    hexkey=$(openssl base64 -d -A <"$OAUTH_KEY_FILE" | od -An -v -tx1 | tr -d ' \n')
+    sig=$(printf '%s.%s' "$header" "$payload" |
+        openssl dgst -sha256 -mac HMAC -macopt "hexkey:$hexkey" -binary | base64url)
+    if ((bad)); then
+        # Same length and alphabet, different first character.
+        if [[ ${sig:0:1} == A ]]; then sig=B${sig:1}; else sig=A${sig:1}; fi
+    fi
+    printf '%s.%s.%s\n' "$header" "$payload" "$sig"
+}
+
+cmd_auth_penalty() {
+    need_root
+    [[ ${1:-} == on || ${1:-} == off ]] || die "usage: $SCRIPT_NAME auth-penalty on|off"
+    need_config
+    take_lock
+    if [[ $1 == off ]]; then
+        install -d -m 0755 "$FAULT_DIR"
+        : >"$FAULT_DIR/auth-penalty"
+    else
+        rm -f "$FAULT_DIR/auth-penalty"
+    fi
+    # Dovecot 2.3.19's master crashes (SIGSEGV) when a reload adds the
+    # anvil-auth-penalty listener back: restart instead (ends open sessions).
+    apply_dovecot_faults restart
+    log "auth penalty $1"
 }
 
 # Delete queued messages of the test instance addressed to these recipients.
@@ -1039,7 +1639,8 @@ main() {
     case $cmd in
         install) cmd_install ;;
         start) cmd_start ;;
-        stop) cmd_stop ;;
+        stop) cmd_stop "$@" ;;
+        resume) cmd_resume "$@" ;;
         status) cmd_status ;;
         run) cmd_run ;;
         env) print_env ;;
@@ -1047,6 +1648,12 @@ main() {
         reset-config) cmd_reset_config ;;
         checks) cmd_checks "$@" ;;
         pop3) cmd_pop3 "$@" ;;
+        quota) cmd_quota "$@" ;;
+        bounce-large) cmd_bounce_large "$@" ;;
+        dsn) cmd_dsn "$@" ;;
+        junk) cmd_junk "$@" ;;
+        oauth) cmd_oauth "$@" ;;
+        auth-penalty) cmd_auth_penalty "$@" ;;
         purge-queue) cmd_purge_queue "$@" ;;
         -h | --help | help) usage ;;
         *) usage >&2; exit 2 ;;

@@ -120,7 +120,7 @@ pub(crate) async fn run(
         Err(DnsFailure::Unreachable(why)) => return Err(unreachable(why)),
     };
 
-    let ctx = Context::new(base.clone(), None).map_err(|e| e.to_string())?;
+    let ctx = Context::new(base.clone(), transcript.clone()).map_err(|e| e.to_string())?;
     for (preference, host) in hosts.into_iter().take(MAX_EXCHANGERS) {
         let mut ex = Exchanger {
             host: host.clone(),
