@@ -124,10 +124,10 @@ impl Interop {
         )
     }
 
-    /// One check at a time across this suite: Mailutils deletes a Maildir's
-    /// `tmp/` files whenever a session opens the mailbox, so a POP3 poll while Exim
-    /// is still writing a large message there makes Exim defer it (docs/INTEROP.md);
-    /// a loaded machine widens that window. Checks in parallel would load it.
+    /// One check at a time across this suite, polling once a second: Mailutils
+    /// deletes a Maildir's `tmp/` files whenever a session opens the mailbox, so a
+    /// POP3 login while Exim is still writing a message there makes Exim defer it
+    /// to its next queue run (docs/INTEROP.md); a loaded machine widens that window.
     fn check_with_password(
         &self,
         local: &str,
@@ -137,9 +137,16 @@ impl Interop {
     ) -> Run {
         static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
         let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        // Fewer POP3 logins while waiting, fewer deliveries Mailutils breaks.
+        let dir = tempfile::tempdir().unwrap();
+        let profile = dir.path().join("interop.toml");
+        std::fs::write(&profile, "poll_interval = \"1s\"\n").unwrap();
+        let profile = profile.to_str().unwrap();
         let user = self.user(local);
         let mut all: Vec<&str> = vec![
             "check",
+            "--profile",
+            profile,
             "--user",
             &user,
             "--password-file",
