@@ -379,6 +379,8 @@ fn verify_reports_flapping_during_a_restart_loop_and_stable_after() {
         deadline: Duration::from_secs(90),
         interval: Duration::from_millis(400),
         max_rounds: 300,
+        // Round-level flapping on its own; the liveness sampler has tests/crashloop.rs.
+        sample_interval: None,
     };
     let report = runtime()
         .block_on(mailprobe::probe::rounds::verify(

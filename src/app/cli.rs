@@ -216,6 +216,11 @@ pub struct RoundArgs {
     /// also at least twice the poll interval).
     #[arg(long, value_name = "DURATION")]
     pub regression_min: Option<String>,
+    /// Liveness sampler: connect to each endpoint this often, read its greeting and
+    /// say goodbye (no login), to see restarts and crash loops; 0 turns it off
+    /// (default 250ms for verify and check --rounds, off for a single check).
+    #[arg(long, value_name = "DURATION")]
+    pub sample_interval: Option<String>,
 }
 
 /// `mailprobe verify`: repeat rounds until the server is stable or the deadline passes.

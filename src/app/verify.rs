@@ -90,6 +90,13 @@ pub(crate) async fn run(args: VerifyArgs) -> i32 {
         Ok(d) => d,
         Err(e) => return usage_error(&e),
     };
+    let sample_interval = match c
+        .rounds
+        .sample_interval(Some(crate::probe::sampler::DEFAULT_INTERVAL))
+    {
+        Ok(i) => i,
+        Err(e) => return usage_error(&e),
+    };
     let baseline = match c.rounds.load_baseline() {
         Ok(b) => b,
         Err(e) => return usage_error(&e),
@@ -119,6 +126,7 @@ pub(crate) async fn run(args: VerifyArgs) -> i32 {
         deadline,
         interval,
         max_rounds: c.rounds.rounds.unwrap_or(MAX_ROUNDS).max(1),
+        sample_interval,
     };
     let outcome = rounds::verify_recorded(&settings, plan, outputs.transcript(), |summary, s| {
         if progress {
@@ -164,20 +172,24 @@ mod tests {
             verdict: Verdict::Failing,
             duration_ms: 120.0,
             down: vec![Protocol::Smtp],
+            sampled_down: vec![],
             summary: "SMTP is unreachable".into(),
         };
         let outcomes = vec![
             RoundOutcome {
                 state: RoundState::Down,
                 down: vec![Protocol::Smtp],
+                sampled_down: vec![],
             },
             RoundOutcome {
                 state: RoundState::Up,
                 down: vec![],
+                sampled_down: vec![],
             },
             RoundOutcome {
                 state: RoundState::Down,
                 down: vec![Protocol::Smtp],
+                sampled_down: vec![],
             },
         ];
         let s = stability::analyze(&outcomes, 3);

@@ -9,6 +9,8 @@ use crate::model::report::Verdict;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Code {
+    /// A service went down and came back at least twice (the liveness timeline).
+    CrashLoop,
     SharedOutage,
     EndpointDown,
     AuthFailed,
@@ -30,6 +32,8 @@ pub enum Code {
     NotStable,
     /// Slower than, or failing where it worked in, the `--baseline`.
     Regression,
+    /// A service restarted once during the run (the liveness timeline).
+    Restarted,
     /// SMTP wants AUTH before it takes mail.
     AuthRequired,
     /// SMTP wants TLS before it takes mail.
@@ -49,6 +53,7 @@ pub enum Code {
 impl Code {
     pub fn as_str(self) -> &'static str {
         match self {
+            Code::CrashLoop => "crash_loop",
             Code::SharedOutage => "shared_outage",
             Code::EndpointDown => "endpoint_down",
             Code::AuthFailed => "auth_failed",
@@ -67,6 +72,7 @@ impl Code {
             Code::Flapping => "flapping",
             Code::NotStable => "not_stable",
             Code::Regression => "regression",
+            Code::Restarted => "restarted",
             Code::AuthRequired => "auth_required",
             Code::TlsRequired => "tls_required",
             Code::RelayDenied => "relay_denied",

@@ -196,6 +196,7 @@ pub(crate) fn report() -> Report {
         cleanup: Cleanup::default(),
         mx: None,
         stats: None,
+        timeline: None,
     }
 }
 

@@ -1,4 +1,5 @@
-//! The report and its parts, as data: results, diagnoses, statistics, MX checks.
+//! The report and its parts, as data: results, diagnoses, statistics, MX checks,
+//! the liveness timeline.
 //! Built by `probe`, judged by `analysis`, rendered by `report`.
 
 pub mod diagnosis;
@@ -8,3 +9,4 @@ pub mod mx;
 pub mod report;
 pub mod result;
 pub mod stats;
+pub mod timeline;

@@ -12,6 +12,7 @@ use crate::model::diagnosis::Diagnosis;
 use crate::model::mx::MxReport;
 use crate::model::result::{ProtocolResult, SmtpServerInfo};
 use crate::model::stats::Stats;
+use crate::model::timeline::Timeline;
 
 /// The overall outcome; its order is its severity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -120,6 +121,10 @@ pub struct Report {
     /// `--rate`, `verify`, `--baseline`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<Stats>,
+    /// What the liveness sampler saw of each service (`verify`, rounds,
+    /// `--sample-interval`): up and down spans, restarts, crash loops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Timeline>,
 }
 
 /// Where the server's size limit really is, found by sending between the largest
@@ -162,6 +167,7 @@ impl Report {
             cleanup,
             mx: None,
             stats: None,
+            timeline: None,
         }
     }
 }

@@ -69,6 +69,7 @@ pub(crate) fn render(report: &Report) -> Vec<u8> {
             let _ = writeln!(o, "    check: {h}");
         }
     }
+    timeline_lanes(&mut o, report);
 
     if let Some(mx) = &report.mx {
         let _ = writeln!(o);
@@ -150,6 +151,16 @@ pub(crate) fn render(report: &Report) -> Vec<u8> {
         format_ms(report.duration_ms)
     );
     o.into_bytes()
+}
+
+/// The liveness timeline under the diagnoses: one lane per service.
+fn timeline_lanes(o: &mut String, report: &Report) {
+    if let Some(timeline) = &report.timeline {
+        let _ = writeln!(o);
+        for line in crate::report::timeline::human_section(timeline) {
+            let _ = writeln!(o, "{line}");
+        }
+    }
 }
 
 fn phases_line(phases: &Phases) -> String {

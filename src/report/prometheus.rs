@@ -157,6 +157,17 @@ pub(crate) fn render(report: &Report) -> Vec<u8> {
         );
     }
 
+    let mut restarts = Family::new(
+        "mailprobe_restarts",
+        "Restarts the liveness sampler saw during the check, per service (down and back, or a changed greeting).",
+    );
+    for service in report.timeline.iter().flat_map(|t| t.services.iter()) {
+        restarts.add(
+            vec![("protocol", service.protocol.as_str().to_string())],
+            f64::from(service.restarts),
+        );
+    }
+
     let mut duration = Family::new(
         "mailprobe_duration_seconds",
         "Wall-clock duration of the whole mail check.",
@@ -165,7 +176,7 @@ pub(crate) fn render(report: &Report) -> Vec<u8> {
 
     let mut o = String::new();
     for family in [
-        success, verdict, phases, delivery, message_ok, diagnosis, cert, duration,
+        success, verdict, phases, delivery, message_ok, diagnosis, cert, restarts, duration,
     ] {
         family.write(&mut o);
     }

@@ -104,6 +104,7 @@ fn report(messages: Vec<MessageReport>) -> Report {
         cleanup: Cleanup::default(),
         mx: None,
         stats: None,
+        timeline: None,
     };
     apply(&mut r, &Thresholds::default());
     r
