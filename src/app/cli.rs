@@ -1,5 +1,6 @@
 //! Command-line interface. Secrets are never accepted as arguments: only the
-//! name of an environment variable or the path of a file that holds them.
+//! name of an environment variable, the path of a file that holds them, or (for
+//! an access token) a command that prints it.
 
 use std::path::PathBuf;
 
@@ -7,6 +8,7 @@ use clap::builder::PossibleValue;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
 
+use crate::core::auth::Mechanism;
 use crate::core::endpoint::StarttlsPolicy;
 use crate::report::Format;
 
@@ -66,6 +68,25 @@ pub struct MailboxArgs {
     /// File whose first line is the password.
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
+    /// SASL mechanism: auto (passwords: PLAIN or LOGIN as offered; tokens:
+    /// OAUTHBEARER or XOAUTH2 as offered), plain, login, xoauth2, oauthbearer
+    /// (per protocol in a profile's [login.*] `auth`). Default auto.
+    #[arg(long, value_name = "MECHANISM", value_parser = parse_mechanism)]
+    pub auth: Option<Mechanism>,
+    /// Name of the environment variable holding an OAuth access token (instead of a password).
+    #[arg(long, value_name = "VAR", conflicts_with_all = ["password_env", "password_file"])]
+    pub token_env: Option<String>,
+    /// File holding an OAuth access token (read once per check).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["password_env", "password_file", "token_env"])]
+    pub token_file: Option<PathBuf>,
+    /// Command whose standard output is an OAuth access token, run once per check
+    /// without a shell (words split like a shell, nothing expanded); its stderr is
+    /// shown when it fails.
+    #[arg(long, value_name = "COMMAND", conflicts_with_all = ["password_env", "password_file", "token_env", "token_file"])]
+    pub token_command: Option<String>,
+    /// How long --token-command may run before it is killed (default 30s).
+    #[arg(long, value_name = "DURATION")]
+    pub token_timeout: Option<String>,
     /// Allow a password over an unencrypted connection to a host other than loopback.
     #[arg(long)]
     pub allow_plaintext_login: bool,
@@ -260,6 +281,10 @@ pub(crate) struct CompletionsArgs {
     /// The shell to complete for.
     #[arg(value_enum)]
     pub(crate) shell: Shell,
+}
+
+fn parse_mechanism(text: &str) -> Result<Mechanism, String> {
+    Mechanism::parse(text)
 }
 
 // The core type stays free of clap; its values and help are given here.

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::app::cli::VerifyArgs;
 use crate::app::output::Outputs;
 use crate::app::rounds::extra_outputs;
-use crate::app::{profile, usage_error};
+use crate::app::{profile, token, usage_error};
 use crate::core::units::parse_duration;
 use crate::model::stats::{RoundSummary, Stability};
 use crate::probe::rounds::{self, MAX_ROUNDS, VerifyPlan};
@@ -119,6 +119,9 @@ pub(crate) async fn run(args: VerifyArgs) -> i32 {
     };
     // A server may echo a password: no progress line, report or transcript shows one.
     outputs.protect(settings.target.secrets());
+    if let Some(warning) = token::expiry_warning(&settings, deadline) {
+        eprintln!("mailprobe: {warning}");
+    }
     let human = c.output.format == Format::Human && !c.output.quiet;
     let progress = (human || jsonl) && !c.output.quiet;
     let plan = VerifyPlan {

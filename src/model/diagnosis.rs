@@ -84,7 +84,7 @@ impl Code {
     }
 }
 
-/// How messages fail, for `attachments_fail`.
+/// How messages fail, for `attachments_fail`; why a login was refused, for `auth_failed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Cause {
@@ -94,6 +94,16 @@ pub enum Cause {
     Timeout,
     NotDelivered,
     Altered,
+    /// `auth_failed`: the server refused the access token.
+    InvalidToken,
+    /// `auth_failed`: the token's `exp` has passed (found before connecting).
+    ExpiredToken,
+    /// `auth_failed`: the token lacks the scope the server wants.
+    InsufficientScope,
+    /// `auth_failed`: the token is for another user, or the user is unknown.
+    UnknownUser,
+    /// `auth_failed`: the server does not offer the mechanism the login needs.
+    MechanismNotOffered,
 }
 
 impl Cause {
@@ -105,6 +115,11 @@ impl Cause {
             Cause::Timeout => "timeout",
             Cause::NotDelivered => "not_delivered",
             Cause::Altered => "altered",
+            Cause::InvalidToken => "invalid_token",
+            Cause::ExpiredToken => "expired_token",
+            Cause::InsufficientScope => "insufficient_scope",
+            Cause::UnknownUser => "unknown_user",
+            Cause::MechanismNotOffered => "mechanism_not_offered",
         }
     }
 }

@@ -2,7 +2,8 @@
 //! delete exactly those (UID EXPUNGE, never a bare EXPUNGE of other messages).
 //!
 //! The greeting, CAPABILITY and STARTTLS are spoken by hand (async-imap has no
-//! STARTTLS); async-imap takes over at LOGIN.
+//! STARTTLS); async-imap takes over at LOGIN or, with a bearer token, at
+//! AUTHENTICATE (XOAUTH2 or OAUTHBEARER, SASL-IR when offered).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -11,6 +12,7 @@ use async_imap::Session;
 use futures::TryStreamExt;
 use tokio::io::BufReader;
 
+use crate::core::auth::Mechanism as AuthMechanism;
 use crate::core::classify::{Evidence, ReplyClass};
 use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
 use crate::core::phase::{Phase, Phases, Protocol};
@@ -27,9 +29,10 @@ use crate::model::result::Verification;
 use crate::probe::context::Context;
 use crate::probe::watch::{Accepted, Locator, Mailbox, Wanted, open_timed};
 use crate::protocol::imap::{
-    MAX_STATUS_LINE, from_imap, parse_capabilities, search_query, split_status_line, tagged, timed,
-    uid_set,
+    MAX_STATUS_LINE, auth_mechanisms, authenticate_sasl, from_imap, parse_capabilities,
+    search_query, split_status_line, tagged, timed, uid_set,
 };
+use crate::protocol::sasl::{Exchange, check_not_expired, pick};
 use crate::protocol::verifier::Verifier;
 
 /// What the server may send for one step other than a message FETCH (login,
@@ -65,6 +68,7 @@ impl ImapMailbox {
             .imap_login
             .as_ref()
             .ok_or_else(|| ProbeError::config("no IMAP login"))?;
+        check_not_expired(login).map_err(|e| e.at(Protocol::Imap, Phase::Login))?;
         let stream = open_stream(&ctx.conn, endpoint, clock, tls_info).await?;
         let mut reader = BufReader::new(stream);
         let greeting = clock
@@ -117,8 +121,28 @@ impl ImapMailbox {
         } else {
             unbuffer(endpoint, reader)?
         };
+        // SASL (a bearer token, or `--auth plain`) needs the mechanisms on offer.
+        let sasl = login.is_token() || login.mechanism == AuthMechanism::Plain;
+        let (stream, capabilities) = if sasl && capabilities.is_empty() {
+            // After STARTTLS: the mechanisms on offer are only known by asking.
+            let mut reader = BufReader::new(stream);
+            let lines = clock
+                .run(
+                    Phase::Capability,
+                    t.command,
+                    tagged(&mut reader, "c2", "CAPABILITY"),
+                )
+                .await?;
+            let caps = lines
+                .iter()
+                .find_map(|l| parse_capabilities(l))
+                .unwrap_or_default();
+            (unbuffer(endpoint, reader)?, caps)
+        } else {
+            (stream, capabilities)
+        };
         if tls_info.is_none() {
-            if has(&capabilities, "LOGINDISABLED") {
+            if !sasl && has(&capabilities, "LOGINDISABLED") {
                 let mut err = ProbeError::new(
                     ErrorKind::Unsupported,
                     "the IMAP server disables LOGIN without TLS (LOGINDISABLED); use imaps:// or allow STARTTLS",
@@ -141,8 +165,20 @@ impl ImapMailbox {
             .any(|c| has(&capabilities, c));
         let (stream, allowance) = Budgeted::imap(stream, STEP_BUDGET);
         let client = async_imap::Client::new(Box::new(stream) as BoxStream);
+        let mechanism = if sasl {
+            pick(login, &auth_mechanisms(&capabilities))
+                .map_err(|e| e.at(Protocol::Imap, Phase::Login))?
+        } else {
+            None
+        };
         let mut session = clock
             .run(Phase::Login, t.command, async {
+                if let Some(mechanism) = mechanism {
+                    let mut exchange =
+                        Exchange::new(mechanism, login, &endpoint.host, endpoint.port);
+                    let sasl_ir = has(&capabilities, "SASL-IR");
+                    return authenticate_sasl(client, &mut exchange, login, sasl_ir).await;
+                }
                 client
                     .login(&login.user, login.password.expose())
                     .await

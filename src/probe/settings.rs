@@ -10,6 +10,7 @@ use crate::io::connect::Timeouts;
 use crate::io::tls::TlsSettings;
 use crate::model::diagnosis::Thresholds;
 use crate::model::report;
+use crate::protocol::sasl::token_forms;
 
 /// Everything a check needs.
 #[derive(Debug, Clone)]
@@ -54,12 +55,25 @@ impl Target {
     pub(crate) fn retrieval_endpoints(&self) -> impl Iterator<Item = &Endpoint> {
         self.imap.iter().chain(self.pop3.iter())
     }
-    /// The secret forms of every login, longest first: what no output may show.
+    /// The secret forms of every login (a password's, or a token's in each SASL
+    /// exchange with these endpoints), longest first: what no output may show.
     pub(crate) fn secrets(&self) -> Vec<String> {
+        let endpoints: Vec<(&str, u16)> =
+            [Some(&self.smtp), self.imap.as_ref(), self.pop3.as_ref()]
+                .into_iter()
+                .flatten()
+                .map(|e| (e.host.as_str(), e.port))
+                .collect();
         let mut all: Vec<String> = [&self.smtp_login, &self.imap_login, &self.pop3_login]
             .into_iter()
             .flatten()
-            .flat_map(|l| secret_forms(&l.user, l.password.expose()))
+            .flat_map(|l| {
+                let mut forms = secret_forms(&l.user, l.password.expose());
+                if l.is_token() {
+                    forms.extend(token_forms(&l.user, l.password.expose(), &endpoints));
+                }
+                forms
+            })
             .collect();
         all.sort();
         all.dedup();

@@ -3,6 +3,7 @@
 //! We read the greeting, send the first EHLO and negotiate STARTTLS ourselves (to
 //! time them, keep the advertised capabilities and use our own TLS settings), then
 //! hand the live session to lettre for AUTH, MAIL, RCPT and the streamed DATA.
+//! AUTH with a bearer token (XOAUTH2, OAUTHBEARER) is ours too, before lettre.
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, MailParameter};
 use tokio::io::BufReader;
 
+use crate::core::auth::{AuthReason, Mechanism as AuthMechanism};
 use crate::core::classify::{Evidence, ReplyClass};
 use crate::core::endpoint::Endpoint;
 use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
@@ -28,7 +30,10 @@ use crate::io::net::{BoxStream, Replay};
 use crate::model::result::{ProtocolResult, SmtpServerInfo};
 use crate::probe::context::Context;
 use crate::protocol::message::ProbeMessage;
-use crate::protocol::smtp::{exchange, expect_positive, from_lettre, read_reply, wire_form};
+use crate::protocol::sasl::{Exchange, check_not_expired, pick};
+use crate::protocol::smtp::{
+    authenticate_sasl, exchange, expect_positive, from_lettre, read_reply, wire_form,
+};
 
 /// All a server may send while lettre speaks (EHLO, AUTH, MAIL, RCPT, DATA,
 /// QUIT replies): real replies are a few KiB.
@@ -191,9 +196,44 @@ async fn converse(
 ) -> ProbeResult<Reply> {
     let s = &ctx.settings;
     let t = s.timeouts;
+    if let Some(login) = &s.target.smtp_login {
+        check_not_expired(login).map_err(|e| e.at(Protocol::Smtp, Phase::Auth))?;
+    }
     let Established { stream, ehlo } =
         establish(ctx, &s.target.smtp, clock, server, tls_info).await?;
     let encrypted = tls_info.is_some();
+    // A bearer token is sent by our own SASL step (lettre cannot finish an
+    // exchange the server answers with an error challenge); passwords go on
+    // through lettre below.
+    let stream = match &s.target.smtp_login {
+        Some(login) if login.is_token() || login.mechanism.takes_token() => {
+            let offered = server
+                .as_ref()
+                .map(SmtpServerInfo::auth_mechanisms)
+                .unwrap_or_default();
+            let mechanism = pick(login, &offered)
+                .map_err(|e| e.at(Protocol::Smtp, Phase::Auth))?
+                .ok_or_else(|| ProbeError::config("a token login needs a bearer mechanism"))?;
+            check_plaintext_login(
+                &s.target.smtp,
+                encrypted,
+                s.target.allow_plaintext_login,
+                Phase::Auth,
+            )?;
+            let endpoint = &s.target.smtp;
+            let mut exchange = Exchange::new(mechanism, login, &endpoint.host, endpoint.port);
+            let mut reader = BufReader::new(stream);
+            clock
+                .run(
+                    Phase::Auth,
+                    t.command,
+                    authenticate_sasl(&mut reader, &mut exchange, login),
+                )
+                .await?;
+            unbuffer(endpoint, reader)?
+        }
+        _ => stream,
+    };
 
     // lettre reads a greeting and says EHLO before anything else: it is answered
     // from what was already said (and timed) above, without a round trip.
@@ -215,7 +255,7 @@ async fn converse(
         Err(_) => return Err(ProbeError::timeout(t.command).at(Protocol::Smtp, Phase::Ehlo)),
     };
     let announces_size = server.as_ref().is_some_and(|i| i.advertised_size.is_some());
-    if s.target.smtp_login.is_some()
+    if s.target.smtp_login.as_ref().is_some_and(|l| !l.is_token())
         && !offers_password_auth(&conn)
         && let Some(info) = server.as_mut()
     {
@@ -274,24 +314,51 @@ async fn transaction(
             .map_err(from_lettre)
         };
 
-    if let Some(login) = &s.target.smtp_login
-        && offers_password_auth(conn)
-    {
-        check_plaintext_login(
-            &s.target.smtp,
-            encrypted,
-            s.target.allow_plaintext_login,
-            Phase::Auth,
-        )?;
-        let credentials = Credentials::new(login.user.clone(), login.password.expose().to_string());
-        clock
-            .run(Phase::Auth, t.command, async {
-                lift(
-                    conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials)
-                        .await,
-                )
-            })
-            .await?;
+    if let Some(login) = s.target.smtp_login.as_ref().filter(|l| !l.is_token()) {
+        // `--auth plain|login` asks for that one; `auto` keeps PLAIN or LOGIN,
+        // whichever is offered, and no AUTH at all when neither is.
+        let mechanisms: &[Mechanism] = match login.mechanism {
+            AuthMechanism::Plain => &[Mechanism::Plain],
+            AuthMechanism::Login => &[Mechanism::Login],
+            _ => &[Mechanism::Plain, Mechanism::Login],
+        };
+        let offered = mechanisms
+            .iter()
+            .any(|m| conn.server_info().supports_auth_mechanism(*m));
+        if !offered && login.mechanism != AuthMechanism::Auto {
+            return Err(ProbeError::auth_refused(
+                Some(AuthReason::MechanismNotOffered),
+                format!(
+                    "the server does not offer AUTH {}",
+                    login.mechanism.sasl_name()
+                ),
+            )
+            .at(Protocol::Smtp, Phase::Auth));
+        }
+        if offered {
+            check_plaintext_login(
+                &s.target.smtp,
+                encrypted,
+                s.target.allow_plaintext_login,
+                Phase::Auth,
+            )?;
+            let credentials =
+                Credentials::new(login.user.clone(), login.password.expose().to_string());
+            clock
+                .run(Phase::Auth, t.command, async {
+                    lift(conn.auth(mechanisms, &credentials).await).map_err(|e| {
+                        if e.reply
+                            .as_ref()
+                            .is_some_and(|r| matches!(r.code, Some(454 | 530 | 534 | 535)))
+                        {
+                            e.with_kind(ErrorKind::Auth)
+                        } else {
+                            e
+                        }
+                    })
+                })
+                .await?;
+        }
     }
 
     let from: Address = s

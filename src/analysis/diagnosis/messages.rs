@@ -115,6 +115,12 @@ pub(super) fn cause_hints(cause: Cause) -> Vec<String> {
         Cause::Altered => &[
             "a filter strips or rewrites attachments: check attachment policies, disclaimers and antivirus actions",
         ],
+        // Login causes never come from messages (see `auth::hints`).
+        Cause::InvalidToken
+        | Cause::ExpiredToken
+        | Cause::InsufficientScope
+        | Cause::UnknownUser
+        | Cause::MechanismNotOffered => &[],
     };
     v.iter().map(|s| s.to_string()).collect()
 }
@@ -325,6 +331,12 @@ pub(super) fn attachments_summary(
         Cause::Timeout => "time out during transfer".into(),
         Cause::NotDelivered => "are accepted but never arrive in the mailbox".into(),
         Cause::Altered => "arrive altered: the attachment is stripped, renamed or changed".into(),
+        // Login causes never come from messages.
+        Cause::InvalidToken
+        | Cause::ExpiredToken
+        | Cause::InsufficientScope
+        | Cause::UnknownUser
+        | Cause::MechanismNotOffered => "fail".into(),
     };
     format!(
         "{ok}; messages with attachments of {} and more {how}.",

@@ -12,6 +12,7 @@ use crate::model::diagnosis::{Code, Diagnosis, Severity, Thresholds};
 use crate::model::report::{MessageReport, Report, Verdict};
 use crate::model::result::ProtocolResult;
 
+mod auth;
 mod endpoints;
 mod messages;
 mod mx;
@@ -141,13 +142,10 @@ fn diagnose(report: &Report, t: &Thresholds) -> Vec<Diagnosis> {
                 code: Code::AuthFailed,
                 severity: Severity::Failing,
                 summary: format!("{} refuses the login: {}", protocol.label(), err.message),
-                cause: None,
+                cause: err.auth_reason.map(auth::cause),
                 protocol: Some(protocol),
                 evidence: vec![err.to_string()],
-                hints: vec![
-                    "check the user name and the password source (variable or file)".into(),
-                    "check the account is not locked and the auth backend (SASL, LDAP, passdb) answers".into(),
-                ],
+                hints: auth::hints(&err),
             });
         }
     }
