@@ -204,6 +204,7 @@ pub(crate) fn diagnosis(s: &Stability, deadline_passed: bool) -> Option<Diagnosi
                 s.longest_down
             ),
             cause: None,
+            reason: None,
             protocol: None,
             evidence,
             hints: vec![
@@ -240,6 +241,7 @@ pub(crate) fn diagnosis(s: &Stability, deadline_passed: bool) -> Option<Diagnosi
             s.streak, s.required
         ),
         cause: None,
+        reason: None,
         protocol: None,
         evidence,
         hints,

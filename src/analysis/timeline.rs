@@ -283,6 +283,7 @@ pub fn diagnoses(timeline: &Timeline, run: Run) -> Vec<Diagnosis> {
             severity,
             summary,
             cause: None,
+            reason: None,
             protocol: match l.protocols.as_slice() {
                 [one] => Some(*one),
                 _ => None,
@@ -315,6 +316,7 @@ pub fn diagnoses(timeline: &Timeline, run: Run) -> Vec<Diagnosis> {
                     labels(&protocols)
                 ),
                 cause: None,
+                reason: None,
                 protocol: match protocols.as_slice() {
                     [one] => Some(*one),
                     _ => None,

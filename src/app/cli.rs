@@ -111,6 +111,38 @@ pub struct MailboxArgs {
     /// Timeout for transferring one message (DATA, FETCH, RETR).
     #[arg(long, value_name = "DURATION")]
     pub data_timeout: Option<String>,
+    #[command(flatten)]
+    pub folders: FolderArgs,
+}
+
+/// Where else than INBOX the probe's mail and the notifications about it may be.
+#[derive(Debug, Clone, Default, Args)]
+pub struct FolderArgs {
+    /// IMAP login of the sender's mailbox, where bounces arrive, when it is not the
+    /// mailbox being read (password as for the others, or [login.bounces] in a
+    /// profile) [default: the mailbox being read, when sender = login].
+    #[arg(long, value_name = "USER")]
+    pub bounce_mailbox: Option<String>,
+    /// More IMAP folders to watch and clean besides INBOX and Junk (comma separated)
+    /// [default: none].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub folders: Vec<String>,
+    /// Do not look for a Junk folder [default: Junk is found by SPECIAL-USE or name
+    /// and watched].
+    #[arg(long)]
+    pub no_junk: bool,
+}
+
+/// What a check asks for and how it judges mail that went elsewhere.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ElsewhereArgs {
+    /// Ask for delivery status notifications (RET=HDRS, ENVID, NOTIFY=FAILURE,DELAY)
+    /// when EHLO offers DSN [default: auto].
+    #[arg(long, value_name = "WHEN", value_parser = ["auto", "never"])]
+    pub dsn: Option<String>,
+    /// A probe message filed into Junk makes the check failing [default: degraded].
+    #[arg(long)]
+    pub junk_is_failure: bool,
 }
 
 /// Where the report goes (every command that reports).
@@ -187,6 +219,8 @@ pub struct CheckArgs {
     pub output: OutputArgs,
     #[command(flatten)]
     pub rounds: RoundArgs,
+    #[command(flatten)]
+    pub elsewhere: ElsewhereArgs,
 }
 
 #[derive(Debug, Clone, Args)]

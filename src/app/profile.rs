@@ -18,7 +18,7 @@ use crate::core::units::{parse_duration, parse_size, parse_size_list};
 use crate::io::connect::Timeouts;
 use crate::io::tls::TlsSettings;
 use crate::model::diagnosis::Thresholds;
-use crate::probe::settings::{Plan, Settings, Target};
+use crate::probe::settings::{Elsewhere, Plan, Settings, Target};
 
 /// Environment variable read for the password when no other source is named.
 pub(crate) const DEFAULT_PASSWORD_ENV: &str = "MAILPROBE_PASSWORD";
@@ -105,6 +105,12 @@ pub(crate) struct Profile {
     pub(crate) slow_delivery: Option<String>,
     #[serde(default)]
     pub(crate) timeouts: TimeoutProfile,
+    /// `auto` (default) or `never`.
+    pub(crate) dsn: Option<String>,
+    pub(crate) bounce_mailbox: Option<String>,
+    pub(crate) folders: Option<Vec<String>>,
+    pub(crate) junk: Option<bool>,
+    pub(crate) junk_is_failure: Option<bool>,
 }
 
 impl Profile {
@@ -114,9 +120,9 @@ impl Profile {
         let mut profile: Profile = toml::from_str(&text)
             .map_err(|e| format!("profile {} is not valid: {e}", path.display()))?;
         for key in profile.login.keys() {
-            if !matches!(key.as_str(), "smtp" | "imap" | "pop3") {
+            if !matches!(key.as_str(), "smtp" | "imap" | "pop3" | "bounces") {
                 return Err(format!(
-                    "profile {}: [login.{key}] is unknown; use login.smtp, login.imap or login.pop3",
+                    "profile {}: [login.{key}] is unknown; use login.smtp, login.imap, login.pop3 or login.bounces",
                     path.display()
                 ));
             }
@@ -310,16 +316,17 @@ fn resolve_for(args: &CheckArgs, need_smtp: bool) -> Result<Settings, String> {
     };
     // A token command runs once per check, however many protocols use it.
     let read = std::cell::RefCell::new(std::collections::HashMap::<SecretSource, Secret>::new());
-    let login_for = |protocol: Protocol, wanted: bool| -> Result<Option<Login>, String> {
-        let specific = profile
-            .login
-            .get(protocol.as_str())
-            .cloned()
-            .unwrap_or_default();
+    // `key` is the profile's [login.KEY]: a protocol, or `bounces` (an IMAP login).
+    let login_named = |key: &str,
+                       protocol: Protocol,
+                       wanted: bool,
+                       default_user: Option<String>|
+     -> Result<Option<Login>, String> {
+        let specific = profile.login.get(key).cloned().unwrap_or_default();
         if !wanted || specific.enabled == Some(false) {
             return Ok(None);
         }
-        let Some(user) = specific.user.clone().or(user.clone()) else {
+        let Some(user) = specific.user.clone().or(default_user) else {
             return Ok(None);
         };
         let own = pick_source(
@@ -360,9 +367,26 @@ fn resolve_for(args: &CheckArgs, need_smtp: bool) -> Result<Settings, String> {
         }
         Ok(Some(login))
     };
+    let login_for = |protocol: Protocol, wanted: bool| {
+        login_named(protocol.as_str(), protocol, wanted, user.clone())
+    };
     let smtp_login = login_for(Protocol::Smtp, need_smtp && !args.no_smtp_auth)?;
     let imap_login = login_for(Protocol::Imap, imap.is_some())?;
     let pop3_login = login_for(Protocol::Pop3, pop3.is_some())?;
+    // The sender's mailbox, when bounces arrive somewhere the probe does not read.
+    let bounce_user = args
+        .mailbox
+        .folders
+        .bounce_mailbox
+        .clone()
+        .or(profile.bounce_mailbox.clone())
+        .or_else(|| profile.login.get("bounces").and_then(|l| l.user.clone()));
+    let bounce_login = login_named(
+        "bounces",
+        Protocol::Imap,
+        imap.is_some() && bounce_user.is_some(),
+        bounce_user,
+    )?;
     for (endpoint, login) in [(&imap, &imap_login), (&pop3, &pop3_login)] {
         if let (Some(e), None) = (endpoint, login) {
             return Err(format!(
@@ -462,6 +486,7 @@ fn resolve_for(args: &CheckArgs, need_smtp: bool) -> Result<Settings, String> {
                 .unwrap_or_else(default_helo),
             allow_plaintext_login: args.mailbox.allow_plaintext_login
                 || profile.allow_plaintext_login.unwrap_or(false),
+            bounce_login,
         },
         timeouts,
         tls: TlsSettings {
@@ -480,11 +505,43 @@ fn resolve_for(args: &CheckArgs, need_smtp: bool) -> Result<Settings, String> {
             poll_interval,
         },
         thresholds: thresholds(args, &profile)?,
+        elsewhere: elsewhere(args, &profile)?,
+    })
+}
+
+fn elsewhere(args: &CheckArgs, profile: &Profile) -> Result<Elsewhere, String> {
+    let (e, f) = (&args.elsewhere, &args.mailbox.folders);
+    let request_dsn = match e
+        .dsn
+        .as_deref()
+        .or(profile.dsn.as_deref())
+        .unwrap_or("auto")
+    {
+        "auto" => true,
+        "never" => false,
+        other => return Err(format!("dsn = {other:?}: use \"auto\" or \"never\"")),
+    };
+    let folders = if f.folders.is_empty() {
+        profile.folders.clone().unwrap_or_default()
+    } else {
+        f.folders.clone()
+    };
+    Ok(Elsewhere {
+        request_dsn,
+        folders: folders
+            .into_iter()
+            .filter(|f| !f.trim().is_empty())
+            .collect(),
+        junk: !f.no_junk && profile.junk.unwrap_or(true),
+        ..Elsewhere::default()
     })
 }
 
 fn thresholds(args: &CheckArgs, profile: &Profile) -> Result<Thresholds, String> {
-    let mut t = Thresholds::default();
+    let mut t = Thresholds {
+        junk_is_failure: args.elsewhere.junk_is_failure || profile.junk_is_failure.unwrap_or(false),
+        ..Thresholds::default()
+    };
     if let Some(days) = args.cert_warn_days.or(profile.cert_warn_days) {
         t.cert_warn_days = days;
     }

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::core::phase::Protocol;
+use crate::model::bounce::BounceReason;
 use crate::model::report::Verdict;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -34,6 +35,8 @@ pub enum Code {
     Regression,
     /// A service restarted once during the run (the liveness timeline).
     Restarted,
+    /// Probe messages were filed into Junk (or another watched folder), not INBOX.
+    DeliveredToJunk,
     /// SMTP wants AUTH before it takes mail.
     AuthRequired,
     /// SMTP wants TLS before it takes mail.
@@ -73,6 +76,7 @@ impl Code {
             Code::NotStable => "not_stable",
             Code::Regression => "regression",
             Code::Restarted => "restarted",
+            Code::DeliveredToJunk => "delivered_to_junk",
             Code::AuthRequired => "auth_required",
             Code::TlsRequired => "tls_required",
             Code::RelayDenied => "relay_denied",
@@ -104,6 +108,10 @@ pub enum Cause {
     UnknownUser,
     /// `auth_failed`: the server does not offer the mechanism the login needs.
     MechanismNotOffered,
+    /// Accepted, then refused by a later hop: a failure notification came back.
+    Bounced,
+    /// Not delivered yet: a delay notification says the server keeps retrying.
+    Deferred,
 }
 
 impl Cause {
@@ -120,6 +128,8 @@ impl Cause {
             Cause::InsufficientScope => "insufficient_scope",
             Cause::UnknownUser => "unknown_user",
             Cause::MechanismNotOffered => "mechanism_not_offered",
+            Cause::Bounced => "bounced",
+            Cause::Deferred => "deferred",
         }
     }
 }
@@ -148,6 +158,10 @@ pub struct Diagnosis {
     pub summary: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cause: Option<Cause>,
+    /// Why the messages bounced or are delayed (cause `bounced` / `deferred`):
+    /// from the notification's status code and text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<BounceReason>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub protocol: Option<Protocol>,
     /// What was observed: messages, phases, replies, timings.
@@ -166,6 +180,8 @@ pub(crate) struct Thresholds {
     /// Body transfers (DATA, FETCH): a base allowance plus this much per MiB.
     pub(crate) transfer_ms_per_mib: f64,
     pub(crate) cert_warn_days: i64,
+    /// `--junk-is-failure`: mail filed into Junk fails the check (else degraded).
+    pub(crate) junk_is_failure: bool,
 }
 
 impl Default for Thresholds {
@@ -175,6 +191,7 @@ impl Default for Thresholds {
             delivery_ms: 15_000.0,
             transfer_ms_per_mib: 1000.0,
             cert_warn_days: 14,
+            junk_is_failure: false,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! the liveness timeline.
 //! Built by `probe`, judged by `analysis`, rendered by `report`.
 
+pub mod bounce;
 pub mod diagnosis;
 #[cfg(test)]
 pub(crate) mod fixtures;

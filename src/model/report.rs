@@ -95,6 +95,25 @@ pub struct Cleanup {
     /// Probe ids that may still be in the mailbox.
     pub leftovers: Vec<String>,
     pub errors: Vec<ProbeError>,
+    /// Notifications (bounces, delays) about probe messages that were deleted.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub notifications_deleted: usize,
+    /// Where each probe message not deleted is: a folder (`INBOX`, `Junk`),
+    /// `bounced` (never in the mailbox; not a leftover) or `not_arrived` (may
+    /// still arrive).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub places: Vec<Place>,
+}
+
+/// Where one probe message the cleanup did not delete is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Place {
+    pub probe_id: String,
+    pub place: String,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

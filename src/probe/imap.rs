@@ -6,9 +6,10 @@
 //! AUTHENTICATE (XOAUTH2 or OAUTHBEARER, SASL-IR when offered).
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_imap::Session;
+use async_imap::types::NameAttribute;
 use futures::TryStreamExt;
 use tokio::io::BufReader;
 
@@ -18,6 +19,7 @@ use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
 use crate::core::phase::{Phase, Phases, Protocol};
 use crate::core::probe_id::{PROBE_HEADER, PROBE_ID_PREFIX, header_probe_id, is_probe_id};
 use crate::core::reply::Reply;
+use crate::core::secret::Login;
 use crate::core::tls_info::TlsInfo;
 use crate::io::budget::{Allowance, Budgeted};
 use crate::io::clock::PhaseClock;
@@ -26,8 +28,11 @@ use crate::io::connect::{
 };
 use crate::io::net::{BoxStream, read_line_bounded};
 use crate::model::result::Verification;
+use crate::probe::bounces::Notice;
 use crate::probe::context::Context;
 use crate::probe::watch::{Accepted, Locator, Mailbox, Wanted, open_timed};
+use crate::protocol::dsn::{MAX_NOTIFICATION_BYTES, Notification};
+use crate::protocol::folders::{Listed, junk_folder, notification_query};
 use crate::protocol::imap::{
     MAX_STATUS_LINE, auth_mechanisms, authenticate_sasl, from_imap, parse_capabilities,
     search_query, split_status_line, tagged, timed, uid_set,
@@ -48,11 +53,18 @@ pub(crate) struct ImapMailbox {
     uidplus: bool,
     /// Bytes the server may still send in the current step.
     allowance: Allowance,
+    /// Folders watched besides INBOX (Junk, `--folders`), as the server names them.
+    folders: Vec<String>,
+    /// The folder selected now (INBOX between steps, so IDLE watches it).
+    selected: String,
+    /// Messages already read and found to be no notification about a probe message.
+    not_notices: HashSet<(String, u32)>,
 }
 
 impl ImapMailbox {
     async fn connect(
         ctx: &Context,
+        login: &Login,
         clock: &mut PhaseClock,
         tls_info: &mut Option<TlsInfo>,
     ) -> ProbeResult<Self> {
@@ -63,11 +75,6 @@ impl ImapMailbox {
             .imap
             .as_ref()
             .ok_or_else(|| ProbeError::config("no IMAP endpoint"))?;
-        let login = s
-            .target
-            .imap_login
-            .as_ref()
-            .ok_or_else(|| ProbeError::config("no IMAP login"))?;
         check_not_expired(login).map_err(|e| e.at(Protocol::Imap, Phase::Login))?;
         let stream = open_stream(&ctx.conn, endpoint, clock, tls_info).await?;
         let mut reader = BufReader::new(stream);
@@ -215,9 +222,11 @@ impl ImapMailbox {
             .await?;
         let uidplus = caps.has_str("UIDPLUS");
         let idle = caps.has_str("IDLE");
-        clock
+        let folders = clock
             .run(Phase::Select, t.command, async {
-                session.select("INBOX").await.map_err(from_imap)
+                let folders = watched_folders(ctx, &mut session).await?;
+                session.select("INBOX").await.map_err(from_imap)?;
+                Ok(folders)
             })
             .await?;
         Ok(ImapMailbox {
@@ -225,11 +234,12 @@ impl ImapMailbox {
             idle,
             uidplus,
             allowance,
+            folders,
+            selected: "INBOX".to_string(),
+            not_notices: HashSet::new(),
         })
     }
-}
 
-impl ImapMailbox {
     /// Which of `ids` a fresh session still finds.
     async fn still_there(ctx: &Context, ids: &[&str]) -> ProbeResult<HashSet<String>> {
         let (mut fresh, _, _) = Self::open(ctx).await.map_err(|(e, _)| e)?;
@@ -238,28 +248,36 @@ impl ImapMailbox {
         Ok(found?.into_keys().collect())
     }
 
-    fn session(&mut self) -> ProbeResult<&mut Session<BoxStream>> {
-        self.session
-            .as_mut()
-            .ok_or_else(|| ProbeError::new(ErrorKind::Closed, "the IMAP session ended during IDLE"))
+    /// Log in as `login` (the `--bounce-mailbox`) instead of the IMAP login.
+    pub(crate) async fn open_as(ctx: &Context, login: &Login) -> ProbeResult<Self> {
+        let mut clock = PhaseClock::new(Protocol::Imap);
+        Self::connect(ctx, login, &mut clock, &mut None)
+            .await
+            .map_err(|e| e.at(Protocol::Imap, Phase::Connect))
     }
-}
 
-impl Mailbox for ImapMailbox {
-    const PROTOCOL: Protocol = Protocol::Imap;
-    const SNAPSHOT: bool = false;
-
-    async fn open(ctx: &Context) -> Result<(Self, Phases, Option<TlsInfo>), (ProbeError, Phases)> {
-        open_timed(Protocol::Imap, async |clock, tls| {
-            Self::connect(ctx, clock, tls).await
+    /// Select `folder` unless it is selected already.
+    async fn select(&mut self, ctx: &Context, folder: &str) -> ProbeResult<()> {
+        if self.selected == folder {
+            return Ok(());
+        }
+        let limit = ctx.settings.timeouts.command;
+        let session = self.session()?;
+        timed(limit, async {
+            session.select(folder).await.map_err(from_imap)
         })
         .await
+        .map_err(|e| e.at(Protocol::Imap, Phase::Select))?;
+        self.selected = folder.to_string();
+        Ok(())
     }
 
-    async fn find(
+    /// The probe messages in the selected folder (`None`: INBOX).
+    async fn find_here(
         &mut self,
         ctx: &Context,
         wanted: Wanted<'_>,
+        folder: Option<&str>,
     ) -> ProbeResult<HashMap<String, Locator>> {
         let limit = ctx.settings.timeouts.command;
         self.allowance.grant(STEP_BUDGET);
@@ -293,7 +311,14 @@ impl Mailbox for ImapMailbox {
                     if let (Some(uid), Some(id)) = (f.uid, f.header().and_then(header_probe_id))
                         && wanted.matches(&id)
                     {
-                        found.insert(id, Locator::ImapUid(uid));
+                        let at = match folder {
+                            None => Locator::ImapUid(uid),
+                            Some(f) => Locator::ImapIn {
+                                folder: f.to_string(),
+                                uid,
+                            },
+                        };
+                        found.insert(id, at);
                     }
                 }
             }
@@ -304,60 +329,97 @@ impl Mailbox for ImapMailbox {
             .map_err(|e| e.at(Protocol::Imap, Phase::Search))
     }
 
-    async fn fetch(
+    /// Notifications about the wanted probe messages in the selected folder.
+    async fn notifications_here(
         &mut self,
         ctx: &Context,
-        at: &Locator,
-        message: &Accepted,
-    ) -> ProbeResult<Verification> {
-        let Locator::ImapUid(uid) = at else {
-            return Err(ProbeError::config("not an IMAP locator"));
+        wanted: Wanted<'_>,
+        folder: &str,
+    ) -> ProbeResult<Vec<Notice>> {
+        let limit = ctx.settings.timeouts.command;
+        let queries: Vec<String> = match wanted {
+            Wanted::Ids(ids) => ids
+                .chunks(50)
+                .map(|c| notification_query(Some(c), SystemTime::now()))
+                .collect(),
+            Wanted::AllProbes => vec![notification_query(None, SystemTime::now())],
         };
-        // Delivery adds trace headers; far more than was sent is not our message.
-        self.allowance.grant(message.encoded_len * 2 + (1 << 20));
+        self.allowance.grant(STEP_BUDGET);
+        let known: HashSet<u32> = self
+            .not_notices
+            .iter()
+            .filter(|(f, _)| f == folder)
+            .map(|(_, u)| *u)
+            .collect();
         let session = self.session()?;
         let step = async {
-            let mut fetches = session
-                .uid_fetch(uid.to_string(), "(UID BODY.PEEK[])")
-                .await
-                .map_err(from_imap)?;
-            let mut verification = None;
-            while let Some(f) = fetches.try_next().await.map_err(from_imap)? {
-                if f.uid == Some(*uid)
-                    && let Some(body) = f.body()
-                {
-                    verification = Some(Verifier::verify_bytes(&message.expected, body));
+            let mut candidates = Vec::new();
+            for query in queries {
+                let uids = session.uid_search(query).await.map_err(from_imap)?;
+                candidates.extend(uids.into_iter().filter(|u| !known.contains(u)));
+            }
+            candidates.sort_unstable();
+            candidates.dedup();
+            let mut read = Vec::new();
+            // Only the first bytes: the report parts come first, and a returned
+            // message behind them is never needed whole.
+            for chunk in candidates.chunks(20) {
+                let fetches: Vec<_> = session
+                    .uid_fetch(
+                        uid_set(chunk.iter().copied()),
+                        format!("(UID BODY.PEEK[]<0.{MAX_NOTIFICATION_BYTES}>)"),
+                    )
+                    .await
+                    .map_err(from_imap)?
+                    .try_collect()
+                    .await
+                    .map_err(from_imap)?;
+                for f in fetches {
+                    if let (Some(uid), Some(body)) = (f.uid, f.body()) {
+                        read.push((uid, Notification::parse(body)));
+                    }
                 }
             }
-            verification.ok_or_else(|| {
-                ProbeError::new(
-                    ErrorKind::NotDelivered,
-                    "the message vanished before it could be fetched",
-                )
-            })
+            Ok(read)
         };
-        timed(ctx.settings.timeouts.body(), step)
+        // Notifications are few and small; reading them may take a few commands.
+        let read = timed(limit * 2, step)
             .await
-            .map_err(|e| e.at(Protocol::Imap, Phase::Fetch))
+            .map_err(|e| e.at(Protocol::Imap, Phase::Search))?;
+        let mut notices = Vec::new();
+        for (uid, parsed) in read {
+            let at = if folder == "INBOX" {
+                Locator::ImapUid(uid)
+            } else {
+                Locator::ImapIn {
+                    folder: folder.to_string(),
+                    uid,
+                }
+            };
+            let notice = parsed.and_then(|n| {
+                let (probe_id, matched_by) = n.about(|id| wanted.matches(id))?;
+                let bounce = n.bounce(matched_by, folder)?;
+                Some(Notice {
+                    probe_id,
+                    bounce,
+                    at,
+                })
+            });
+            match notice {
+                Some(n) => notices.push(n),
+                // Not about the wanted messages (a foreign bounce, mail quoting an
+                // id): never read again in this session.
+                None => {
+                    self.not_notices.insert((folder.to_string(), uid));
+                }
+            }
+        }
+        Ok(notices)
     }
 
-    async fn delete(
-        &mut self,
-        ctx: &Context,
-        which: &[(String, Locator)],
-    ) -> ProbeResult<Vec<String>> {
-        let ours: Vec<(String, u32)> = which
-            .iter()
-            .filter(|(id, _)| is_probe_id(id))
-            .filter_map(|(id, at)| match at {
-                Locator::ImapUid(uid) => Some((id.clone(), *uid)),
-                _ => None,
-            })
-            .collect();
-        if ours.is_empty() {
-            return Ok(Vec::new());
-        }
-        let set = uid_set(ours.iter().map(|(_, u)| *u));
+    /// Flag and expunge exactly these UIDs in the selected folder.
+    async fn expunge_uids(&mut self, ctx: &Context, uids: &[u32]) -> ProbeResult<()> {
+        let set = uid_set(uids.iter().copied());
         let uidplus = self.uidplus;
         self.allowance.grant(STEP_BUDGET);
         let session = self.session()?;
@@ -381,7 +443,7 @@ impl Mailbox for ImapMailbox {
                 // Without UID EXPUNGE a bare EXPUNGE would also remove other messages
                 // someone marked \Deleted: only expunge when ours are the only ones.
                 let flagged = session.uid_search("DELETED").await.map_err(from_imap)?;
-                let mine: HashSet<u32> = ours.iter().map(|(_, u)| *u).collect();
+                let mine: HashSet<u32> = uids.iter().copied().collect();
                 if flagged.iter().all(|u| mine.contains(u)) {
                     let _: Vec<_> = session
                         .expunge()
@@ -397,37 +459,247 @@ impl Mailbox for ImapMailbox {
                     ));
                 }
             }
-            Ok(ours.iter().map(|(id, _)| id.clone()).collect())
+            Ok(())
         };
-        let outcome = timed(ctx.settings.timeouts.command, step)
+        timed(ctx.settings.timeouts.command, step)
             .await
-            .map_err(|e| e.at(Protocol::Imap, Phase::Delete));
-        match outcome {
-            // An answer we could not parse (Mailutils answers EXPUNGE with
-            // `* n EXPUNGED`) or a lost session says nothing about what was
-            // deleted: look again in a fresh session.
-            Err(e)
-                if matches!(
-                    e.kind,
-                    ErrorKind::Protocol | ErrorKind::Closed | ErrorKind::Reset
-                ) =>
-            {
-                self.session = None;
-                let ids: Vec<&str> = ours.iter().map(|(id, _)| id.as_str()).collect();
-                Self::still_there(ctx, &ids)
-                    .await
-                    .map(|left| {
-                        ids.iter()
-                            .filter(|id| !left.contains(**id))
-                            .map(|id| id.to_string())
-                            .collect()
-                    })
-                    .map_err(|_| e)
-            }
-            other => other,
-        }
+            .map_err(|e| e.at(Protocol::Imap, Phase::Delete))
     }
 
+    /// Fetch one message of the selected folder and verify it while it streams.
+    async fn fetch_selected(
+        &mut self,
+        ctx: &Context,
+        uid: u32,
+        message: &Accepted,
+    ) -> ProbeResult<Verification> {
+        // Delivery adds trace headers; far more than was sent is not our message.
+        self.allowance.grant(message.encoded_len * 2 + (1 << 20));
+        let session = self.session()?;
+        let step = async {
+            let mut fetches = session
+                .uid_fetch(uid.to_string(), "(UID BODY.PEEK[])")
+                .await
+                .map_err(from_imap)?;
+            let mut verification = None;
+            while let Some(f) = fetches.try_next().await.map_err(from_imap)? {
+                if f.uid == Some(uid)
+                    && let Some(body) = f.body()
+                {
+                    verification = Some(Verifier::verify_bytes(&message.expected, body));
+                }
+            }
+            verification.ok_or_else(|| {
+                ProbeError::new(
+                    ErrorKind::NotDelivered,
+                    "the message vanished before it could be fetched",
+                )
+            })
+        };
+        timed(ctx.settings.timeouts.body(), step)
+            .await
+            .map_err(|e| e.at(Protocol::Imap, Phase::Fetch))
+    }
+
+    /// INBOX (`None`) and then every watched folder.
+    fn all_folders(&self) -> Vec<Option<String>> {
+        std::iter::once(None)
+            .chain(self.folders.iter().cloned().map(Some))
+            .collect()
+    }
+}
+
+/// The folders to watch besides INBOX: the Junk folder (when asked for) and
+/// `--folders` that exist, as LIST names them.
+async fn watched_folders(
+    ctx: &Context,
+    session: &mut Session<BoxStream>,
+) -> ProbeResult<Vec<String>> {
+    let e = &ctx.settings.elsewhere;
+    if !e.junk && e.folders.is_empty() {
+        return Ok(Vec::new());
+    }
+    let names: Vec<_> = session
+        .list(Some(""), Some("*"))
+        .await
+        .map_err(from_imap)?
+        .try_collect()
+        .await
+        .map_err(from_imap)?;
+    let listed: Vec<Listed> = names
+        .iter()
+        .map(|n| Listed {
+            name: n.name().to_string(),
+            delimiter: n.delimiter().map(str::to_string),
+            junk: n.attributes().contains(&NameAttribute::Junk),
+            selectable: !n.attributes().contains(&NameAttribute::NoSelect),
+        })
+        .collect();
+    let mut folders = Vec::new();
+    if e.junk
+        && let Some(junk) = junk_folder(&listed)
+    {
+        folders.push(junk);
+    }
+    for wanted in &e.folders {
+        if let Some(l) = listed.iter().find(|l| &l.name == wanted)
+            && !folders.contains(&l.name)
+            && !l.name.eq_ignore_ascii_case("INBOX")
+        {
+            folders.push(l.name.clone());
+        }
+    }
+    Ok(folders)
+}
+
+impl ImapMailbox {
+    fn session(&mut self) -> ProbeResult<&mut Session<BoxStream>> {
+        self.session
+            .as_mut()
+            .ok_or_else(|| ProbeError::new(ErrorKind::Closed, "the IMAP session ended during IDLE"))
+    }
+}
+
+impl Mailbox for ImapMailbox {
+    const PROTOCOL: Protocol = Protocol::Imap;
+    const SNAPSHOT: bool = false;
+
+    async fn open(ctx: &Context) -> Result<(Self, Phases, Option<TlsInfo>), (ProbeError, Phases)> {
+        let Some(login) = ctx.settings.target.imap_login.as_ref() else {
+            return Err((ProbeError::config("no IMAP login"), Phases::new()));
+        };
+        open_timed(Protocol::Imap, async |clock, tls| {
+            Self::connect(ctx, login, clock, tls).await
+        })
+        .await
+    }
+
+    async fn find(
+        &mut self,
+        ctx: &Context,
+        wanted: Wanted<'_>,
+    ) -> ProbeResult<HashMap<String, Locator>> {
+        let mut found = HashMap::new();
+        for folder in self.all_folders() {
+            self.select(ctx, folder.as_deref().unwrap_or("INBOX"))
+                .await?;
+            found.extend(self.find_here(ctx, wanted, folder.as_deref()).await?);
+        }
+        self.select(ctx, "INBOX").await?;
+        Ok(found)
+    }
+
+    async fn fetch(
+        &mut self,
+        ctx: &Context,
+        at: &Locator,
+        message: &Accepted,
+    ) -> ProbeResult<Verification> {
+        let (folder, uid) = match at {
+            Locator::ImapUid(uid) => ("INBOX", uid),
+            Locator::ImapIn { folder, uid } => (folder.as_str(), uid),
+            Locator::Pop3 { .. } => return Err(ProbeError::config("not an IMAP locator")),
+        };
+        self.select(ctx, folder).await?;
+        let verified = self.fetch_selected(ctx, *uid, message).await;
+        self.select(ctx, "INBOX").await?;
+        verified
+    }
+
+    async fn delete(
+        &mut self,
+        ctx: &Context,
+        which: &[(String, Locator)],
+    ) -> ProbeResult<Vec<String>> {
+        let mut deleted = Vec::new();
+        for folder in self.all_folders() {
+            let here = folder.as_deref().unwrap_or("INBOX");
+            let ours: Vec<(String, u32)> = which
+                .iter()
+                .filter(|(id, _)| is_probe_id(id))
+                .filter_map(|(id, at)| match at {
+                    Locator::ImapUid(uid) if folder.is_none() => Some((id.clone(), *uid)),
+                    Locator::ImapIn { folder: f, uid } if f == here => Some((id.clone(), *uid)),
+                    _ => None,
+                })
+                .collect();
+            if ours.is_empty() {
+                continue;
+            }
+            self.select(ctx, here).await?;
+            let uids: Vec<u32> = ours.iter().map(|(_, u)| *u).collect();
+            match self.expunge_uids(ctx, &uids).await {
+                Ok(()) => deleted.extend(ours.into_iter().map(|(id, _)| id)),
+                // An answer we could not parse (Mailutils answers EXPUNGE with
+                // `* n EXPUNGED`) or a lost session says nothing about what was
+                // deleted: look again in a fresh session.
+                Err(e)
+                    if matches!(
+                        e.kind,
+                        ErrorKind::Protocol | ErrorKind::Closed | ErrorKind::Reset
+                    ) =>
+                {
+                    self.session = None;
+                    let ids: Vec<&str> = which
+                        .iter()
+                        .map(|(id, _)| id.as_str())
+                        .filter(|id| is_probe_id(id))
+                        .collect();
+                    let left = Self::still_there(ctx, &ids).await.map_err(|_| e)?;
+                    return Ok(ids
+                        .into_iter()
+                        .filter(|id| !left.contains(*id))
+                        .map(str::to_string)
+                        .collect());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.select(ctx, "INBOX").await?;
+        Ok(deleted)
+    }
+
+    async fn notifications(
+        &mut self,
+        ctx: &Context,
+        wanted: Wanted<'_>,
+    ) -> ProbeResult<Vec<Notice>> {
+        let mut notices = Vec::new();
+        for folder in self.all_folders() {
+            let here = folder.as_deref().unwrap_or("INBOX");
+            self.select(ctx, here).await?;
+            notices.extend(self.notifications_here(ctx, wanted, here).await?);
+        }
+        self.select(ctx, "INBOX").await?;
+        Ok(notices)
+    }
+
+    async fn delete_notifications(
+        &mut self,
+        ctx: &Context,
+        which: &[Notice],
+    ) -> ProbeResult<usize> {
+        let mut deleted = 0;
+        for folder in self.all_folders() {
+            let here = folder.as_deref().unwrap_or("INBOX");
+            let uids: Vec<u32> = which
+                .iter()
+                .filter_map(|n| match &n.at {
+                    Locator::ImapUid(uid) if folder.is_none() => Some(*uid),
+                    Locator::ImapIn { folder: f, uid } if f == here => Some(*uid),
+                    _ => None,
+                })
+                .collect();
+            if uids.is_empty() {
+                continue;
+            }
+            self.select(ctx, here).await?;
+            self.expunge_uids(ctx, &uids).await?;
+            deleted += uids.len();
+        }
+        self.select(ctx, "INBOX").await?;
+        Ok(deleted)
+    }
     async fn wait_for_change(&mut self, ctx: &Context, limit: Duration) -> ProbeResult<()> {
         if !self.idle {
             tokio::time::sleep(limit.min(ctx.settings.plan.poll_interval)).await;

@@ -3,6 +3,7 @@
 //! verify, the liveness sampler, the cleanup sweep and domain checks.
 
 pub(crate) mod bisect;
+pub(crate) mod bounces;
 pub mod check;
 pub(crate) mod context;
 pub(crate) mod domain;

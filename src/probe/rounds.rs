@@ -192,6 +192,8 @@ fn merge(rounds: Vec<Round>, settings: &Settings, elapsed_ms: f64) -> Report {
         report.messages.extend(r.messages);
         report.cleanup.deleted += r.cleanup.deleted;
         report.cleanup.leftovers.extend(r.cleanup.leftovers);
+        report.cleanup.places.extend(r.cleanup.places);
+        report.cleanup.notifications_deleted += r.cleanup.notifications_deleted;
         report.cleanup.errors.extend(r.cleanup.errors);
         if r.smtp_server.is_some() {
             report.smtp_server = r.smtp_server;
@@ -393,6 +395,7 @@ mod tests {
             severity: Severity::Failing,
             summary: code.as_str().into(),
             cause,
+            reason: None,
             protocol: None,
             evidence: vec!["e".into()],
             hints: vec![],

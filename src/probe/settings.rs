@@ -21,6 +21,33 @@ pub struct Settings {
     pub(crate) plan: Plan,
     /// When phases count as slow and certificates as expiring soon.
     pub(crate) thresholds: Thresholds,
+    /// DSN requests, bounce watching and the folders besides INBOX.
+    pub(crate) elsewhere: Elsewhere,
+}
+
+/// Where mail goes besides INBOX, and what the probe asks and watches for it.
+#[derive(Debug, Clone)]
+pub(crate) struct Elsewhere {
+    /// `--dsn auto`: ask for notifications (RFC 3461) when EHLO offers DSN.
+    pub(crate) request_dsn: bool,
+    /// Look for notifications about the probe's messages in the watched mailbox
+    /// (it is the sender's: sender = login).
+    pub(crate) bounces_in_mailbox: bool,
+    /// Find the Junk folder (SPECIAL-USE `\Junk` or a common name) and watch it.
+    pub(crate) junk: bool,
+    /// `--folders`: more folders to watch and clean.
+    pub(crate) folders: Vec<String>,
+}
+
+impl Default for Elsewhere {
+    fn default() -> Self {
+        Elsewhere {
+            request_dsn: true,
+            bounces_in_mailbox: true,
+            junk: true,
+            folders: Vec::new(),
+        }
+    }
 }
 
 /// Where the probe goes and as whom.
@@ -32,6 +59,9 @@ pub(crate) struct Target {
     pub(crate) smtp_login: Option<Login>,
     pub(crate) imap_login: Option<Login>,
     pub(crate) pop3_login: Option<Login>,
+    /// `--bounce-mailbox` / `[login.bounces]`: the sender's own mailbox on the IMAP
+    /// server, when it is not the one the probe reads.
+    pub(crate) bounce_login: Option<Login>,
     pub(crate) from: String,
     pub(crate) to: String,
     pub(crate) helo_name: String,
@@ -66,6 +96,7 @@ impl Target {
                 .collect();
         let mut all: Vec<String> = [&self.smtp_login, &self.imap_login, &self.pop3_login]
             .into_iter()
+            .chain([&self.bounce_login])
             .flatten()
             .flat_map(|l| {
                 let mut forms = secret_forms(&l.user, l.password.expose());

@@ -11,7 +11,7 @@ use lettre::Address;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
-use lettre::transport::smtp::extension::{ClientId, MailParameter};
+use lettre::transport::smtp::extension::{ClientId, MailParameter, RcptParameter};
 use tokio::io::BufReader;
 
 use crate::core::auth::{AuthReason, Mechanism as AuthMechanism};
@@ -29,6 +29,7 @@ use crate::io::connect::{
 use crate::io::net::{BoxStream, Replay};
 use crate::model::result::{ProtocolResult, SmtpServerInfo};
 use crate::probe::context::Context;
+use crate::protocol::dsn;
 use crate::protocol::message::ProbeMessage;
 use crate::protocol::sasl::{Exchange, check_not_expired, pick};
 use crate::protocol::smtp::{
@@ -81,12 +82,21 @@ pub(crate) async fn send(ctx: &Context, message: &ProbeMessage) -> Sent {
     let mut server = None;
     let mut tls = None;
     let started = Instant::now();
-    let outcome = converse(ctx, message, &mut clock, &mut server, &mut tls)
-        .await
-        .map_err(|e| classify_refusal(e, message, server.as_ref(), tls.is_some()));
+    let mut dsn_requested = None;
+    let outcome = converse(
+        ctx,
+        message,
+        &mut clock,
+        &mut server,
+        &mut tls,
+        &mut dsn_requested,
+    )
+    .await
+    .map_err(|e| classify_refusal(e, message, server.as_ref(), tls.is_some()));
     let accepted_at = outcome.as_ref().ok().map(|_| Instant::now());
     let total_ms = millis(started.elapsed());
-    let result = smtp_result(outcome, clock.into_timings(), total_ms, tls);
+    let mut result = smtp_result(outcome, clock.into_timings(), total_ms, tls);
+    result.dsn_requested = dsn_requested;
     Sent {
         result,
         accepted_at,
@@ -193,6 +203,7 @@ async fn converse(
     clock: &mut PhaseClock,
     server: &mut Option<SmtpServerInfo>,
     tls_info: &mut Option<TlsInfo>,
+    dsn_requested: &mut Option<bool>,
 ) -> ProbeResult<Reply> {
     let s = &ctx.settings;
     let t = s.timeouts;
@@ -268,7 +279,18 @@ async fn converse(
             "AUTH was not used: the server did not offer AUTH PLAIN or LOGIN{why}; the probe went on without AUTH"
         ));
     }
-    let result = transaction(ctx, message, clock, &mut conn, announces_size, encrypted).await;
+    let dsn = s.elsewhere.request_dsn && server.as_ref().is_some_and(|i| i.has("DSN"));
+    *dsn_requested = Some(dsn);
+    let result = transaction(
+        ctx,
+        message,
+        clock,
+        &mut conn,
+        announces_size,
+        dsn,
+        encrypted,
+    )
+    .await;
     match result {
         Ok(reply) => {
             // QUIT's answer does not change acceptance; a server dying here is still noted.
@@ -298,6 +320,7 @@ async fn transaction(
     clock: &mut PhaseClock,
     conn: &mut AsyncSmtpConnection,
     announce_size: bool,
+    request_dsn: bool,
     encrypted: bool,
 ) -> ProbeResult<Reply> {
     let s = &ctx.settings;
@@ -375,6 +398,20 @@ async fn transaction(
     if announce_size {
         params.push(MailParameter::Size(message.encoded_len() as usize));
     }
+    let mut rcpt_params = Vec::new();
+    if request_dsn {
+        for (keyword, value) in dsn::mail_parameters(message.probe_id()) {
+            params.push(MailParameter::Other {
+                keyword: keyword.to_string(),
+                value: Some(value),
+            });
+        }
+        let (keyword, value) = dsn::RCPT_NOTIFY;
+        rcpt_params.push(RcptParameter::Other {
+            keyword: keyword.to_string(),
+            value: Some(value.to_string()),
+        });
+    }
     clock
         .run(Phase::MailFrom, t.command, async {
             lift(conn.command(Mail::new(Some(from), params)).await)
@@ -382,7 +419,7 @@ async fn transaction(
         .await?;
     clock
         .run(Phase::RcptTo, t.command, async {
-            lift(conn.command(Rcpt::new(to, vec![])).await)
+            lift(conn.command(Rcpt::new(to, rcpt_params)).await)
         })
         .await?;
     let body_limit = s.timeouts.body();

@@ -3,6 +3,8 @@
 //! verifying retrieved copies byte for byte. Knows no settings, report or analysis.
 
 pub(crate) mod dns;
+pub(crate) mod dsn;
+pub(crate) mod folders;
 pub mod imap;
 pub mod message;
 pub mod pop3;

@@ -664,6 +664,7 @@ mod tests {
             deleted: 3,
             leftovers: vec!["mailprobe-1-<x>".into()],
             errors: Vec::new(),
+            ..Default::default()
         };
         r
     }

@@ -39,6 +39,7 @@ pub(crate) mod tests {
                 crate::core::error::ErrorKind::Timeout,
                 "no answer",
             )],
+            ..Default::default()
         };
         r.mx = Some(crate::model::mx::MxReport {
             domain: "h".into(),

@@ -3,7 +3,7 @@
 //! not delivered or altered, and retrieval that works over one protocol only.
 
 use super::refusals::refusal_of;
-use super::results_of;
+use super::{elsewhere, results_of};
 use crate::core::error::{ErrorKind, ProbeError};
 use crate::core::phase::{Phase, Protocol};
 use crate::core::units::format_size;
@@ -64,6 +64,9 @@ pub(super) fn fate(m: &MessageReport) -> Fate {
     {
         return Fate::Failed(Cause::Altered);
     }
+    if let Some(cause) = elsewhere::bounce_cause(&retrievals) {
+        return Fate::Failed(cause);
+    }
     if retrievals.iter().any(|r| {
         r.error
             .as_ref()
@@ -121,6 +124,7 @@ pub(super) fn cause_hints(cause: Cause) -> Vec<String> {
         | Cause::InsufficientScope
         | Cause::UnknownUser
         | Cause::MechanismNotOffered => &[],
+        Cause::Bounced | Cause::Deferred => &[],
     };
     v.iter().map(|s| s.to_string()).collect()
 }
@@ -175,6 +179,11 @@ pub(super) fn message_diagnoses(report: &Report, out: &mut Vec<Diagnosis>) {
         .min()
         .expect("non-empty");
     let all_failed_have_attachments = failed.iter().all(|(m, _)| m.attachment);
+    let reason = elsewhere::lead_reason(&failed, lead);
+    let hints = match reason {
+        Some(_) => elsewhere::hints(lead, reason),
+        None => cause_hints(lead),
+    };
 
     match largest_ok {
         Some(ok_size)
@@ -187,9 +196,10 @@ pub(super) fn message_diagnoses(report: &Report, out: &mut Vec<Diagnosis>) {
                 severity: Severity::Failing,
                 summary,
                 cause: Some(lead),
+                reason,
                 protocol: None,
                 evidence: with_size_evidence(report, evidence),
-                hints: attachment_hints(report, lead, smallest_failed_encoded(&failed)),
+                hints: attachment_hints(report, lead, smallest_failed_encoded(&failed), hints),
             });
         }
         Some(_) => out.push(Diagnosis {
@@ -201,6 +211,7 @@ pub(super) fn message_diagnoses(report: &Report, out: &mut Vec<Diagnosis>) {
                 report.messages.len()
             ),
             cause: Some(lead),
+            reason,
             protocol: None,
             evidence,
             hints: vec![
@@ -209,10 +220,22 @@ pub(super) fn message_diagnoses(report: &Report, out: &mut Vec<Diagnosis>) {
         }),
         None => {
             let (code, summary) = match lead {
-                Cause::NotDelivered if failed.iter().all(|(_, c)| *c == Cause::NotDelivered) => (
-                    Code::NotDelivered,
-                    "Every message was accepted by SMTP but none arrived in the mailbox".to_string(),
-                ),
+                Cause::NotDelivered | Cause::Bounced | Cause::Deferred
+                    if failed.iter().all(|(_, c)| {
+                        matches!(c, Cause::NotDelivered | Cause::Bounced | Cause::Deferred)
+                    }) =>
+                {
+                    let bounced = match lead {
+                        Cause::NotDelivered => String::new(),
+                        _ => format!(": they {}", elsewhere::how(&failed, lead)),
+                    };
+                    (
+                        Code::NotDelivered,
+                        format!(
+                            "Every message was accepted by SMTP but none arrived in the mailbox{bounced}"
+                        ),
+                    )
+                }
                 Cause::Altered if failed.iter().all(|(_, c)| *c == Cause::Altered) => (
                     Code::MessageAltered,
                     "Every message arrives altered: content differs from what was sent".to_string(),
@@ -227,9 +250,10 @@ pub(super) fn message_diagnoses(report: &Report, out: &mut Vec<Diagnosis>) {
                 severity: Severity::Failing,
                 summary,
                 cause: Some(lead),
+                reason,
                 protocol: None,
                 evidence,
-                hints: cause_hints(lead),
+                hints,
             });
         }
     }
@@ -243,11 +267,15 @@ fn smallest_failed_encoded(failed: &[(&MessageReport, Cause)]) -> u64 {
         .unwrap_or(0)
 }
 
-/// The cause's hints; for a size limit, the advice on the advertised SIZE only
+/// The cause's `hints`; for a size limit, the advice on the advertised SIZE only
 /// when the advertised value is off (bisection says so, or without bisection it
 /// is above a size that was refused).
-fn attachment_hints(report: &Report, cause: Cause, smallest_refused: u64) -> Vec<String> {
-    let mut hints = cause_hints(cause);
+fn attachment_hints(
+    report: &Report,
+    cause: Cause,
+    smallest_refused: u64,
+    mut hints: Vec<String>,
+) -> Vec<String> {
     if cause == Cause::SizeLimit {
         let advertised = report
             .smtp_server
@@ -337,6 +365,7 @@ pub(super) fn attachments_summary(
         | Cause::InsufficientScope
         | Cause::UnknownUser
         | Cause::MechanismNotOffered => "fail".into(),
+        Cause::Bounced | Cause::Deferred => elsewhere::how(failed, cause),
     };
     format!(
         "{ok}; messages with attachments of {} and more {how}.",
@@ -386,6 +415,7 @@ fn partial_retrieval(report: &Report, out: &mut Vec<Diagnosis>) {
                     }
                 ),
                 cause: None,
+                reason: None,
                 protocol: Some(protocol),
                 evidence: failures,
                 hints: vec![format!("check the {} service's log", protocol.label())],

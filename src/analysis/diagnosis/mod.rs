@@ -13,6 +13,7 @@ use crate::model::report::{MessageReport, Report, Verdict};
 use crate::model::result::ProtocolResult;
 
 mod auth;
+mod elsewhere;
 mod endpoints;
 mod messages;
 mod mx;
@@ -45,6 +46,7 @@ pub(crate) fn apply_sweep(report: &mut Report) {
             severity: Severity::Failing,
             summary: format!("the cleanup could not sweep every mailbox: {first}"),
             cause: None,
+            reason: None,
             protocol: first.protocol,
             evidence: report.cleanup.errors.iter().map(ToString::to_string).collect(),
             hints: vec![
@@ -143,6 +145,7 @@ fn diagnose(report: &Report, t: &Thresholds) -> Vec<Diagnosis> {
                 severity: Severity::Failing,
                 summary: format!("{} refuses the login: {}", protocol.label(), err.message),
                 cause: err.auth_reason.map(auth::cause),
+                reason: None,
                 protocol: Some(protocol),
                 evidence: vec![err.to_string()],
                 hints: auth::hints(&err),
@@ -168,6 +171,7 @@ fn diagnose(report: &Report, t: &Thresholds) -> Vec<Diagnosis> {
                 configured.iter().map(|p| p.label()).collect::<Vec<_>>().join(", ")
             ),
             cause: None,
+            reason: None,
             protocol: None,
             evidence: down.iter().map(|(_, e)| e.to_string()).collect(),
             hints: vec![
@@ -187,6 +191,7 @@ fn diagnose(report: &Report, t: &Thresholds) -> Vec<Diagnosis> {
                     err.phase.map_or("connect", Phase::as_str)
                 ),
                 cause: None,
+                reason: None,
                 protocol: Some(*protocol),
                 evidence: vec![err.to_string()],
                 hints: endpoint_hints(err),
@@ -196,6 +201,7 @@ fn diagnose(report: &Report, t: &Thresholds) -> Vec<Diagnosis> {
 
     refusal_diagnoses(report, &mut out);
     message_diagnoses(report, &mut out);
+    elsewhere::junk_diagnoses(report, t, &mut out);
     out.extend(mx_diagnoses(report));
     slow_diagnoses(report, t, &mut out);
 
@@ -204,7 +210,14 @@ fn diagnose(report: &Report, t: &Thresholds) -> Vec<Diagnosis> {
             .cleanup
             .leftovers
             .iter()
-            .map(|id| format!("left in the mailbox: {id}"))
+            .map(|id| {
+                let place = report.cleanup.places.iter().find(|p| &p.probe_id == id);
+                match place.map(|p| p.place.as_str()) {
+                    Some("not_arrived") => format!("not arrived yet (may still arrive): {id}"),
+                    Some(folder) => format!("left in {folder}: {id}"),
+                    None => format!("left in the mailbox: {id}"),
+                }
+            })
             .collect();
         evidence.extend(report.cleanup.errors.iter().map(ToString::to_string));
         out.push(Diagnosis {
@@ -215,6 +228,7 @@ fn diagnose(report: &Report, t: &Thresholds) -> Vec<Diagnosis> {
                 report.cleanup.leftovers.len()
             ),
             cause: None,
+            reason: None,
             protocol: None,
             evidence,
             hints: vec!["run `mailprobe cleanup` later; it deletes only probe messages".into()],

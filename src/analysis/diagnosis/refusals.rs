@@ -109,6 +109,7 @@ pub(super) fn refusal_diagnoses(report: &Report, out: &mut Vec<Diagnosis>) {
             severity,
             summary: summary(class, refused.len(), &reply),
             cause: None,
+            reason: None,
             protocol: Some(Protocol::Smtp),
             evidence,
             hints: hints(class),
@@ -139,6 +140,7 @@ pub(super) fn plaintext_diagnoses(report: &Report, out: &mut Vec<Diagnosis>) {
                     .map_or_else(|| err.message.clone(), ToString::to_string)
             ),
             cause: None,
+            reason: None,
             protocol: Some(protocol),
             evidence: vec![format!("{}: {}", describe(m), err)],
             hints: vec![format!(

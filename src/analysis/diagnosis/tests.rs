@@ -457,6 +457,7 @@ fn added_diagnoses_settle_verdict_and_summary_like_the_first_ones() {
         severity,
         summary: summary.into(),
         cause: None,
+        reason: None,
         protocol: None,
         evidence: Vec::new(),
         hints: Vec::new(),
