@@ -101,6 +101,12 @@ pub struct MailboxArgs {
     /// by `;` (default: no pin).
     #[arg(long, value_name = "sha256//HASH")]
     pub pin_sha256: Option<String>,
+    /// The most the whole check may take, from start to report, like a monitoring
+    /// plugin's -t: each phase's timeout is cut to what remains and the last sixth
+    /// (at most 5 s) is kept for cleanup [default: 45s, inside the 60 s after which
+    /// Nagios and Icinga kill a check]. --rounds and verify: the bound of each round.
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
     #[arg(long, value_name = "DURATION")]
     pub connect_timeout: Option<String>,
     #[arg(long, value_name = "DURATION")]

@@ -37,6 +37,8 @@ pub enum Code {
     Restarted,
     /// Probe messages were filed into Junk (or another watched folder), not INBOX.
     DeliveredToJunk,
+    /// The check's time limit (`--timeout`) ran out before it was done.
+    TimeLimit,
     /// SMTP wants AUTH before it takes mail.
     AuthRequired,
     /// SMTP wants TLS before it takes mail.
@@ -77,6 +79,7 @@ impl Code {
             Code::Regression => "regression",
             Code::Restarted => "restarted",
             Code::DeliveredToJunk => "delivered_to_junk",
+            Code::TimeLimit => "time_limit",
             Code::AuthRequired => "auth_required",
             Code::TlsRequired => "tls_required",
             Code::RelayDenied => "relay_denied",
