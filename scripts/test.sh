@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as a new user or CI runs it: installs what the tests need
-# (Debian's promtool and chromium), starts the real test mail server, runs cargo test.
+# (Debian's promtool and chromium), starts the real test mail server and the interop
+# servers (Exim + GNU Mailutils), runs cargo test.
 # The tests write into the test server's Maildirs, so they run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 scripts/testserver.sh start
+# Exim + GNU Mailutils for tests/interop.rs (installs them on first use).
+scripts/interop.sh start
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e

@@ -13,3 +13,4 @@ pub(crate) mod shared;
 pub(crate) mod tls;
 pub(crate) mod tls_inspect;
 pub(crate) mod transcript;
+pub(crate) mod trust;

@@ -16,6 +16,7 @@ use futures::TryStreamExt;
 use tokio::io::BufReader;
 
 use crate::core::auth::Mechanism as AuthMechanism;
+use crate::core::classify::{Evidence, ReplyClass};
 use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
 use crate::core::phase::{Phase, Phases, Protocol};
 use crate::core::probe_id::{PROBE_HEADER, PROBE_ID_PREFIX, header_probe_id, is_probe_id};
@@ -155,11 +156,13 @@ impl ImapMailbox {
         };
         if tls_info.is_none() {
             if !sasl && has(&capabilities, "LOGINDISABLED") {
-                return Err(ProbeError::new(
+                let mut err = ProbeError::new(
                     ErrorKind::Unsupported,
-                    "the IMAP server disables LOGIN without TLS; use imaps:// or allow STARTTLS",
+                    "the IMAP server disables LOGIN without TLS (LOGINDISABLED); use imaps:// or allow STARTTLS",
                 )
-                .at(Protocol::Imap, Phase::Login));
+                .at(Protocol::Imap, Phase::Login);
+                err.class = Some(ReplyClass::PlaintextDisabled);
+                return Err(err);
             }
             check_plaintext_login(
                 endpoint,
@@ -169,6 +172,10 @@ impl ImapMailbox {
             )?;
         }
 
+        let encrypted = tls_info.is_some();
+        let tls_offered = ["STARTTLS", "LOGINDISABLED", "XTLSREQUIRED"]
+            .iter()
+            .any(|c| has(&capabilities, c));
         let (stream, allowance) = Budgeted::imap(stream, STEP_BUDGET);
         let client = async_imap::Client::new(Box::new(stream) as BoxStream);
         ctx.count_login(Protocol::Imap);
@@ -198,7 +205,23 @@ impl ImapMailbox {
                         }
                     })
             })
-            .await?;
+            .await
+            .map_err(|e| {
+                let e = e.classified(|reply| Evidence {
+                    protocol: Protocol::Imap,
+                    phase: Phase::Login,
+                    reply,
+                    declared_size: None,
+                    advertised_size: None,
+                    encrypted,
+                    tls_offered,
+                });
+                if e.is_class(ReplyClass::PlaintextDisabled) {
+                    e.with_kind(ErrorKind::Unsupported)
+                } else {
+                    e
+                }
+            })?;
         let caps = clock
             .run(Phase::Capability, t.command, async {
                 session.capabilities().await.map_err(from_imap)
@@ -228,6 +251,14 @@ impl ImapMailbox {
             selected: "INBOX".to_string(),
             not_notices: HashSet::new(),
         })
+    }
+
+    /// Which of `ids` a fresh session still finds.
+    async fn still_there(ctx: &Context, ids: &[&str]) -> ProbeResult<HashSet<String>> {
+        let (mut fresh, _, _) = Self::open(ctx).await.map_err(|(e, _)| e)?;
+        let found = fresh.find(ctx, Wanted::Ids(ids)).await;
+        fresh.close(ctx).await;
+        Ok(found?.into_keys().collect())
     }
 
     /// Log in as `login` (the `--bounce-mailbox`) instead of the IMAP login.
@@ -678,8 +709,32 @@ impl Mailbox for ImapMailbox {
             }
             self.select(ctx, here).await?;
             let uids: Vec<u32> = ours.iter().map(|(_, u)| *u).collect();
-            self.expunge_uids(ctx, &uids).await?;
-            deleted.extend(ours.into_iter().map(|(id, _)| id));
+            match self.expunge_uids(ctx, &uids).await {
+                Ok(()) => deleted.extend(ours.into_iter().map(|(id, _)| id)),
+                // An answer we could not parse (Mailutils answers EXPUNGE with
+                // `* n EXPUNGED`) or a lost session says nothing about what was
+                // deleted: look again in a fresh session.
+                Err(e)
+                    if matches!(
+                        e.kind,
+                        ErrorKind::Protocol | ErrorKind::Closed | ErrorKind::Reset
+                    ) =>
+                {
+                    self.session = None;
+                    let ids: Vec<&str> = which
+                        .iter()
+                        .map(|(id, _)| id.as_str())
+                        .filter(|id| is_probe_id(id))
+                        .collect();
+                    let left = Self::still_there(ctx, &ids).await.map_err(|_| e)?;
+                    return Ok(ids
+                        .into_iter()
+                        .filter(|id| !left.contains(*id))
+                        .map(str::to_string)
+                        .collect());
+                }
+                Err(e) => return Err(e),
+            }
         }
         self.select(ctx, "INBOX").await?;
         Ok(deleted)

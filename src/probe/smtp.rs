@@ -16,6 +16,7 @@ use lettre::transport::smtp::extension::{ClientId, MailParameter, RcptParameter}
 use tokio::io::{AsyncWriteExt, BufReader};
 
 use crate::core::auth::{AuthReason, Mechanism as AuthMechanism};
+use crate::core::classify::{Evidence, ReplyClass};
 use crate::core::endpoint::Endpoint;
 use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
 use crate::core::phase::{Phase, Phases, Protocol, millis};
@@ -115,7 +116,8 @@ pub(crate) async fn send(ctx: &Context, message: &ProbeMessage) -> Sent {
         &mut tls,
         &mut dsn_requested,
     )
-    .await;
+    .await
+    .map_err(|e| classify_refusal(e, message, server.as_ref(), tls.is_some()));
     if let Err(e) = &outcome {
         ctx.note_failure(Protocol::Smtp, e);
     }
@@ -127,6 +129,32 @@ pub(crate) async fn send(ctx: &Context, message: &ProbeMessage) -> Sent {
         result,
         accepted_at,
         server,
+    }
+}
+
+/// What the refusal means, from its reply and what this session knew: the size
+/// declared against the size advertised, encryption, the STARTTLS offer.
+fn classify_refusal(
+    err: ProbeError,
+    message: &ProbeMessage,
+    server: Option<&SmtpServerInfo>,
+    encrypted: bool,
+) -> ProbeError {
+    let advertised_size = server.and_then(|i| i.advertised_size);
+    let err = err.classified(|reply| Evidence {
+        protocol: Protocol::Smtp,
+        phase: Phase::MailFrom,
+        reply,
+        // SIZE= is declared whenever the server advertises SIZE (see `converse`).
+        declared_size: advertised_size.map(|_| message.encoded_len()),
+        advertised_size,
+        encrypted,
+        tls_offered: server.is_some_and(|i| i.has("STARTTLS")),
+    });
+    if err.is_class(ReplyClass::AuthFailed) {
+        err.with_kind(ErrorKind::Auth)
+    } else {
+        err
     }
 }
 
@@ -268,6 +296,19 @@ async fn converse(
         .await
         .map_err(|e| e.at(Protocol::Smtp, Phase::Ehlo))?;
     let announces_size = server.as_ref().is_some_and(|i| i.advertised_size.is_some());
+    if s.target.smtp_login.as_ref().is_some_and(|l| !l.is_token())
+        && !offers_password_auth(&conn)
+        && let Some(info) = server.as_mut()
+    {
+        let why = if encrypted {
+            ""
+        } else {
+            " before TLS (STARTTLS was not used)"
+        };
+        info.notes.push(format!(
+            "AUTH was not used: the server did not offer AUTH PLAIN or LOGIN{why}; the probe went on without AUTH"
+        ));
+    }
     let dsn = s.elsewhere.request_dsn && server.as_ref().is_some_and(|i| i.has("DSN"));
     *dsn_requested = Some(dsn);
     let mut session = Session { conn, body };
@@ -304,6 +345,11 @@ async fn converse(
 struct Session {
     conn: AsyncSmtpConnection,
     body: Shared<BoxStream>,
+}
+
+fn offers_password_auth(conn: &AsyncSmtpConnection) -> bool {
+    conn.server_info().supports_auth_mechanism(Mechanism::Plain)
+        || conn.server_info().supports_auth_mechanism(Mechanism::Login)
 }
 
 async fn transaction(

@@ -55,6 +55,7 @@ impl SmtpServerInfo {
             banner,
             capabilities,
             advertised_size,
+            notes: Vec::new(),
         }
     }
 }

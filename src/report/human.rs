@@ -42,6 +42,9 @@ pub(crate) fn render(report: &Report) -> Vec<u8> {
             "  WARNING: TLS certificates were NOT verified (--insecure)"
         );
     }
+    for note in report.smtp_server.iter().flat_map(|s| &s.notes) {
+        let _ = writeln!(o, "  note: {note}");
+    }
     for d in &report.diagnoses {
         let _ = writeln!(o);
         let cause = d
@@ -276,7 +279,11 @@ pub(crate) fn tls_lines(report: &Report) -> Vec<String> {
 
 /// `TLSv1.3 TLS13_AES_256_GCM_SHA384, CN=mail.example.com, expires in 80 days, verified`.
 pub(crate) fn describe_tls(tls: &TlsInfo) -> String {
-    let mut line = format!("{} {}", tls.version, tls.cipher);
+    let mut line = if tls.version.is_empty() {
+        "handshake failed".to_string()
+    } else {
+        format!("{} {}", tls.version, tls.cipher)
+    };
     if let Some(c) = &tls.certificate {
         line.push_str(&format!(", {}", c.subject));
         if c.days_to_expiry < 0 {
