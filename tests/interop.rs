@@ -814,3 +814,42 @@ fn tls_failures_are_told_apart_in_words() {
     }
     Interop::get().clear("probe");
 }
+
+/// Needs the polite watcher's STATUS fallback: imap4d never reports new mail to
+/// a selected Maildir mailbox (docs/INTEROP.md).
+#[test]
+fn imap_and_pop3_ladder_on_exim_and_mailutils_is_healthy() {
+    let i = Interop::get();
+    i.clear("test02");
+    let run = i.check(
+        "test02",
+        i.var("MAILPROBE_INTEROP_CA_FILE"),
+        &[
+            "--smtp",
+            &i.url("smtp", "MAILPROBE_INTEROP_SUBMISSION_PORT"),
+            "--imap",
+            &i.url("imaps", "MAILPROBE_INTEROP_IMAPS_PORT"),
+            "--pop3",
+            &i.url("pop3s", "MAILPROBE_INTEROP_POP3S_PORT"),
+            "--sizes",
+            LADDER,
+        ],
+    );
+    assert_eq!(run.json["verdict"], "healthy", "{:#}", run.json);
+    assert_eq!(run.code, 0);
+    for m in run.json["messages"].as_array().unwrap() {
+        assert_eq!(m["imap"]["verified"], true, "{m:#}");
+        assert_eq!(m["pop3"]["verified"], true, "{m:#}");
+    }
+    assert!(
+        run.json["cleanup"]["leftovers"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        i.probe_messages("test02"),
+        0,
+        "probe mail left in the Maildir"
+    );
+}
