@@ -405,9 +405,9 @@ impl FlapServer {
     }
     fn args(&self) -> CheckArgs {
         CheckArgs {
-            smtp: Some("smtp://127.0.0.1:3587".into()),
+            smtp: Some("smtp://127.0.0.1:6587".into()),
             mailbox: MailboxArgs {
-                imap: Some("imap://127.0.0.1:3143".into()),
+                imap: Some("imap://127.0.0.1:6143".into()),
                 user: Some("test01@mailprobe.test".into()),
                 password_file: Some(PathBuf::from(FLAP_DIR).join("password")),
                 ca_file: Some(PathBuf::from(FLAP_DIR).join("tls/ca.pem")),
