@@ -284,11 +284,11 @@ impl ImapMailbox {
         }
         let limit = ctx.settings.timeouts.command;
         let session = self.session()?;
-        timed(limit, async {
-            session.select(folder).await.map_err(from_imap)
-        })
-        .await
-        .map_err(|e| e.at(Protocol::Imap, Phase::Select))?;
+        ctx.deadline()
+            .run(Protocol::Imap, Phase::Select, limit, async {
+                session.select(folder).await.map_err(from_imap)
+            })
+            .await?;
         self.selected = folder.to_string();
         Ok(())
     }
@@ -345,9 +345,9 @@ impl ImapMailbox {
             }
             Ok(found)
         };
-        timed(limit, step)
+        ctx.deadline()
+            .run(Protocol::Imap, Phase::Search, limit, step)
             .await
-            .map_err(|e| e.at(Protocol::Imap, Phase::Search))
     }
 
     /// Notifications about the wanted probe messages in the selected folder.
@@ -404,9 +404,10 @@ impl ImapMailbox {
             Ok(read)
         };
         // Notifications are few and small; reading them may take a few commands.
-        let read = timed(limit * 2, step)
-            .await
-            .map_err(|e| e.at(Protocol::Imap, Phase::Search))?;
+        let read = ctx
+            .deadline()
+            .run(Protocol::Imap, Phase::Search, limit * 2, step)
+            .await?;
         let mut notices = Vec::new();
         for (uid, parsed) in read {
             let at = if folder == "INBOX" {
@@ -482,9 +483,14 @@ impl ImapMailbox {
             }
             Ok(())
         };
-        timed(ctx.settings.timeouts.command, step)
+        ctx.deadline()
+            .run(
+                Protocol::Imap,
+                Phase::Delete,
+                ctx.settings.timeouts.command,
+                step,
+            )
             .await
-            .map_err(|e| e.at(Protocol::Imap, Phase::Delete))
     }
 
     /// Fetch one message of the selected folder and verify it while it streams.
@@ -503,7 +509,16 @@ impl ImapMailbox {
         // (async-imap would hold the whole message in memory).
         let mut sink = |line: &[u8]| verifier.line(line);
         let step = uid_fetch_body(session.get_mut(), "mpf", uid, max_bytes, &mut sink);
-        match timed(ctx.settings.timeouts.body(), step).await {
+        let fetched = ctx
+            .deadline()
+            .run(
+                Protocol::Imap,
+                Phase::Fetch,
+                ctx.settings.timeouts.body(),
+                step,
+            )
+            .await;
+        match fetched {
             Ok(true) => Ok(verifier.finish()),
             Ok(false) => Err(ProbeError::new(
                 ErrorKind::NotDelivered,

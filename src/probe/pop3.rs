@@ -248,10 +248,9 @@ impl Mailbox for Pop3Mailbox {
             Ok(found)
         };
         // Scanning a large mailbox the first time takes a TOP per message.
-        tokio::time::timeout(limit * 4, step)
+        ctx.deadline()
+            .run(Protocol::Pop3, Phase::Search, limit * 4, step)
             .await
-            .unwrap_or_else(|_| Err(ProbeError::timeout(limit * 4)))
-            .map_err(|e| e.at(Protocol::Pop3, Phase::Search))
     }
 
     async fn fetch(
@@ -270,11 +269,9 @@ impl Mailbox for Pop3Mailbox {
         let mut verifier = Verifier::new(&message.expected);
         let mut sink = |line: &[u8]| verifier.line(line);
         let step = client.retr(*number, max_bytes, &mut sink);
-        match tokio::time::timeout(limit, step).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(e.at(Protocol::Pop3, Phase::Fetch)),
-            Err(_) => return Err(ProbeError::timeout(limit).at(Protocol::Pop3, Phase::Fetch)),
-        }
+        ctx.deadline()
+            .run(Protocol::Pop3, Phase::Fetch, limit, step)
+            .await?;
         Ok(verifier.finish())
     }
 
@@ -302,10 +299,9 @@ impl Mailbox for Pop3Mailbox {
             client.quit().await?;
             Ok(deleted)
         };
-        tokio::time::timeout(limit, step)
+        ctx.deadline()
+            .run(Protocol::Pop3, Phase::Delete, limit, step)
             .await
-            .unwrap_or_else(|_| Err(ProbeError::timeout(limit)))
-            .map_err(|e| e.at(Protocol::Pop3, Phase::Delete))
     }
 
     async fn close(mut self, ctx: &Context) {
