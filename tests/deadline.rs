@@ -414,3 +414,46 @@ fn usage_errors_exit_3() {
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(out.stderr.contains("--timeout"), "{}", out.stderr);
 }
+
+#[test]
+fn imap_fetch_stalling_mid_message_ends_at_the_time_limit() {
+    // The body timeout (120 s) alone would outlast --timeout: the deadline cuts it.
+    let _shared = common::shared_server();
+    let server = TestServer::get();
+    server.clear_maildir("test26");
+    let fake = Fake::spawn(|mut c: Conn| {
+        server::imap::serve(&mut c, &|c, _tag, id| {
+            let head = format!("* 1 FETCH (UID 7 BODY[] {{400000}}\r\nX-Mailprobe-Id: {id}\r\n");
+            if c.send(&head) {
+                c.silence();
+            }
+        })
+    });
+    let what = "imap FETCH stall --timeout 8s";
+    let args = retrieval(
+        Protocol::Imap,
+        &fake.url("imap"),
+        &["--sizes", "0", "--timeout", "8s"],
+    );
+    let run = run::run(&args, &[], HANG);
+    let report = run.assert_contained(what).clone();
+    assert_eq!(run.code, 2, "{what}: exit code\n{}", run.stdout);
+    assert!(
+        run.elapsed < SHORT_BOUND,
+        "{what}: took {:?}, more than {SHORT_BOUND:?}\n{}",
+        run.elapsed,
+        run.stdout
+    );
+    let err = results(&report, Protocol::Imap)[0]
+        .error
+        .clone()
+        .unwrap_or_else(|| panic!("{what}: no IMAP error: {report:#?}"));
+    assert_eq!(err.kind, ErrorKind::Timeout, "{what}: {err}");
+    assert_eq!(err.phase, Some(Phase::Fetch), "{what}: {err}");
+    assert!(
+        report.diagnoses.iter().any(|d| d.code == Code::TimeLimit),
+        "{what}: no time_limit diagnosis: {:#?}",
+        report.diagnoses
+    );
+    server.clear_maildir("test26");
+}
