@@ -285,13 +285,13 @@ fn baseline_flags_a_slowed_imap_greeting_and_nothing_when_unchanged() {
 /// The second test server instance (its own directory and ports).
 const FLAP_DIR: &str = "/var/lib/mailprobe-testserver-flap";
 const FLAP_PORTS: [(&str, &str); 7] = [
-    ("MAILPROBE_TEST_SMTP_PORT", "3525"),
-    ("MAILPROBE_TEST_SUBMISSION_PORT", "3587"),
-    ("MAILPROBE_TEST_SMTPS_PORT", "3465"),
-    ("MAILPROBE_TEST_IMAP_PORT", "3143"),
-    ("MAILPROBE_TEST_IMAPS_PORT", "3993"),
-    ("MAILPROBE_TEST_POP3_PORT", "3110"),
-    ("MAILPROBE_TEST_POP3S_PORT", "3995"),
+    ("MAILPROBE_TEST_SMTP_PORT", "6525"),
+    ("MAILPROBE_TEST_SUBMISSION_PORT", "6587"),
+    ("MAILPROBE_TEST_SMTPS_PORT", "6465"),
+    ("MAILPROBE_TEST_IMAP_PORT", "6143"),
+    ("MAILPROBE_TEST_IMAPS_PORT", "6993"),
+    ("MAILPROBE_TEST_POP3_PORT", "6110"),
+    ("MAILPROBE_TEST_POP3S_PORT", "6995"),
 ];
 
 fn flap_script(action: &str) -> bool {
@@ -379,6 +379,8 @@ fn verify_reports_flapping_during_a_restart_loop_and_stable_after() {
         deadline: Duration::from_secs(90),
         interval: Duration::from_millis(400),
         max_rounds: 300,
+        // Round-level flapping on its own; the liveness sampler has tests/crashloop.rs.
+        sample_interval: None,
     };
     let report = runtime()
         .block_on(mailprobe::probe::rounds::verify(

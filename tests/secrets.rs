@@ -6,7 +6,9 @@
 //! submission + IMAP + POP3), one with a wrong password, and one against fakes
 //! that echo the password they were sent in their refusal (SMTP AUTH, IMAP
 //! LOGIN, POP3 PASS). Every form the password takes on the wire (plain, quoted,
-//! base64, SASL PLAIN) is searched for.
+//! base64, SASL PLAIN) is searched for. The same for an OAuth access token
+//! (accepted and refused, XOAUTH2 and OAUTHBEARER, against the private OAuth
+//! server of tests/common/oauth.rs, mailbox test24), including the servers' logs.
 
 mod common;
 #[path = "hostile/server.rs"]
@@ -45,6 +47,11 @@ fn formats() -> Vec<&'static str> {
 /// and a transcript; collect everything it wrote and its command line as seen
 /// in /proc while it ran.
 fn run(args: Vec<String>, password: &str) -> Outcome {
+    run_with(args, "MAILPROBE_PASSWORD", password)
+}
+
+/// [`run`] with the secret in the variable `var`.
+fn run_with(args: Vec<String>, var: &str, password: &str) -> Outcome {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut args = args;
     let mut files: Vec<PathBuf> = Vec::new();
@@ -62,7 +69,7 @@ fn run(args: Vec<String>, password: &str) -> Outcome {
     let err = std::fs::File::create(dir.path().join("stderr")).expect("stderr");
     let mut child = Command::new(env!("CARGO_BIN_EXE_mailprobe"))
         .args(&args)
-        .env("MAILPROBE_PASSWORD", password)
+        .env(var, password)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -319,4 +326,89 @@ fn a_server_echoing_the_password_does_not_leak_it() {
     );
     // ... but never the password.
     assert_no_secret("echoing servers", &o, user, password);
+}
+
+/// Every form an access token takes in a bearer exchange with these endpoints.
+fn token_forms(user: &str, token: &str, endpoints: &[(&str, u16)]) -> Vec<String> {
+    let b64 = |s: String| base64::engine::general_purpose::STANDARD.encode(s);
+    let mut forms = vec![
+        token.to_string(),
+        b64(format!("user={user}\x01auth=Bearer {token}\x01\x01")),
+        b64(format!("n,a={user},\x01auth=Bearer {token}\x01\x01")),
+    ];
+    for (host, port) in endpoints {
+        forms.push(b64(format!(
+            "n,a={user},\x01host={host}\x01port={port}\x01auth=Bearer {token}\x01\x01"
+        )));
+    }
+    forms
+}
+
+#[test]
+fn access_tokens_never_show_accepted_or_refused() {
+    let server = common::oauth::OauthServer::start();
+    let user = server.user("test24");
+    let logs = [
+        "/var/lib/mailprobe-oauth/log/dovecot.log",
+        "/var/lib/mailprobe-oauth/log/postfix.log",
+    ];
+    for (auth, good, code) in [
+        ("oauthbearer", true, 0),
+        ("xoauth2", true, 0),
+        ("auto", false, 2),
+    ] {
+        let token = common::oauth::token(&user, 600, good);
+        let args: Vec<String> = [
+            "check",
+            "--smtp",
+            &server.url("smtp"),
+            "--imap",
+            &server.url("imaps"),
+            "--pop3",
+            &server.url("pop3s"),
+            "--user",
+            &user,
+            "--ca-file",
+            &server.ca_file.to_string_lossy(),
+            "--auth",
+            auth,
+            "--token-env",
+            "PROBE_TOKEN",
+            "--sizes",
+            "0",
+            "--command-timeout",
+            "20s",
+            "--delivery-timeout",
+            "30s",
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut o = run_with(args, "PROBE_TOKEN", &token);
+        assert_eq!(o.code, code, "{auth}: {}", text(&o, "stdout"));
+        let t = text(&o, "transcript.txt");
+        assert!(
+            t.contains("C: AUTH OAUTHBEARER <redacted>")
+                || t.contains("C: AUTH XOAUTH2 <redacted>"),
+            "{t}"
+        );
+        assert!(t.contains("AUTHENTICATE"), "{t}");
+        for log in logs {
+            o.texts
+                .push((log.to_string(), std::fs::read(log).unwrap_or_default()));
+        }
+        let endpoints = [
+            ("127.0.0.1", 5787),
+            ("127.0.0.1", 5793),
+            ("127.0.0.1", 5795),
+        ];
+        for (name, bytes) in &o.texts {
+            for form in token_forms(&user, &token, &endpoints) {
+                assert!(
+                    !common::contains(bytes, form.as_bytes()),
+                    "{auth}: the token (as {form:?}) appears in {name}:\n{}",
+                    String::from_utf8_lossy(bytes)
+                );
+            }
+        }
+    }
 }

@@ -160,6 +160,7 @@ pub(crate) fn diagnoses(c: &Comparison) -> Vec<Diagnosis> {
                 c.baseline_started_at
             ),
             cause: None,
+            reason: None,
             protocol: None,
             evidence: sizes
                 .iter()
@@ -190,6 +191,7 @@ pub(crate) fn diagnoses(c: &Comparison) -> Vec<Diagnosis> {
                 w.current_ms
             ),
             cause: None,
+            reason: None,
             protocol: Some(w.protocol),
             evidence: worst
                 .iter()

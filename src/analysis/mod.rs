@@ -1,8 +1,10 @@
 //! Judging a report: diagnoses and the verdict, latency statistics, stability over
-//! rounds and the comparison with a baseline. Pure: no tokio, no network, no
-//! protocol code; only `core` and `model` data in and out.
+//! rounds, the comparison with a baseline, the liveness timeline's crash loops.
+//! Pure: no tokio, no network, no protocol code; only `core` and `model` data in
+//! and out.
 
 pub(crate) mod baseline;
 pub(crate) mod diagnosis;
 pub(crate) mod stability;
 pub(crate) mod stats;
+pub(crate) mod timeline;

@@ -1,15 +1,17 @@
 //! Is the server healthy, and does it stay healthy? Pure: round reports in,
 //! round states, a stability analysis and its diagnosis out.
 //!
-//! A round is `up` when its check was healthy, `down` when some protocol failed at
-//! connection level (refused, reset, closed, no greeting, 421), and `degraded`
-//! otherwise. Rounds that alternate between up and down are the crash-and-restart
-//! loop: `flapping`.
+//! A round is `up` when its check was healthy, `down` when nothing got through
+//! (no message was accepted and read back), and `degraded` otherwise (some sizes or
+//! some protocols fail). Any change of state is a transition; rounds that change
+//! state again and again, some of them down, are `flapping` (also "all down"
+//! alternating with "attachments fail"). A round that passed while the liveness
+//! sampler saw a service down or restarting does not count towards stability.
 
 use crate::core::error::{ErrorKind, ProbeError};
 use crate::core::phase::{Phase, Protocol};
 use crate::model::diagnosis::{Code, Diagnosis, Severity};
-use crate::model::report::{Report, Verdict};
+use crate::model::report::{MessageReport, Report, Verdict};
 use crate::model::stats::{RoundState, Stability};
 
 /// A failure that means the service itself is not there (or is going away).
@@ -27,7 +29,8 @@ pub(crate) fn is_connection_failure(err: &ProbeError) -> bool {
                 .any(|k| err.message.contains(k)))
 }
 
-/// How one round went, and which protocols were down in it.
+/// How one round went, and which protocols were down in it (failed at
+/// connection level: refused, reset, closed, no greeting, 421).
 pub(crate) fn classify(report: &Report) -> (RoundState, Vec<Protocol>) {
     let mut down: Vec<Protocol> = Vec::new();
     for m in &report.messages {
@@ -48,10 +51,15 @@ pub(crate) fn classify(report: &Report) -> (RoundState, Vec<Protocol>) {
         }
     }
     down.sort();
-    let state = if !down.is_empty() {
-        RoundState::Down
-    } else if report.verdict == Verdict::Healthy {
+    // Through: accepted, and read back by at least one retrieval protocol when any was asked.
+    let through = |m: &MessageReport| {
+        let mut retrievals = m.retrievals().peekable();
+        m.smtp.ok && (retrievals.peek().is_none() || retrievals.any(|(_, r)| r.ok))
+    };
+    let state = if report.verdict == Verdict::Healthy {
         RoundState::Up
+    } else if !report.messages.is_empty() && !report.messages.iter().any(through) {
+        RoundState::Down
     } else {
         RoundState::Degraded
     };
@@ -63,6 +71,9 @@ pub(crate) fn classify(report: &Report) -> (RoundState, Vec<Protocol>) {
 pub(crate) struct RoundOutcome {
     pub(crate) state: RoundState,
     pub(crate) down: Vec<Protocol>,
+    /// Services the liveness sampler saw down or restarting during the round (and
+    /// the pause before it).
+    pub(crate) sampled_down: Vec<Protocol>,
 }
 
 /// Analyse the rounds so far. `stable_target` is the number of consecutive up
@@ -71,6 +82,15 @@ pub(crate) struct RoundOutcome {
 /// ran for K rounds and crashed has not proven anything by running K rounds again.
 pub(crate) fn analyze(rounds: &[RoundOutcome], stable_target: u32) -> Stability {
     let is_up = |r: &RoundOutcome| r.state == RoundState::Up;
+    // Runs of one state; a change between any two states is a transition.
+    let mut runs: Vec<(RoundState, u32)> = Vec::new();
+    for r in rounds {
+        match runs.last_mut() {
+            Some((state, n)) if *state == r.state => *n += 1,
+            _ => runs.push((r.state, 1)),
+        }
+    }
+    // Stretches of up and not up, for the longest up and down.
     let mut stretches: Vec<(bool, u32)> = Vec::new();
     for r in rounds {
         match stretches.last_mut() {
@@ -78,13 +98,17 @@ pub(crate) fn analyze(rounds: &[RoundOutcome], stable_target: u32) -> Stability 
             _ => stretches.push((is_up(r), 1)),
         }
     }
-    let transitions = stretches.len().saturating_sub(1) as u32;
+    let transitions = runs.len().saturating_sub(1) as u32;
     let count = |s: RoundState| rounds.iter().filter(|r| r.state == s).count() as u32;
     let (up_rounds, down_rounds, degraded_rounds) = (
         count(RoundState::Up),
         count(RoundState::Down),
         count(RoundState::Degraded),
     );
+    let sampled_down_rounds = rounds
+        .iter()
+        .filter(|r| is_up(r) && !r.sampled_down.is_empty())
+        .count() as u32;
     let longest = |want: bool| {
         stretches
             .iter()
@@ -93,10 +117,12 @@ pub(crate) fn analyze(rounds: &[RoundOutcome], stable_target: u32) -> Stability 
             .max()
             .unwrap_or(0)
     };
-    let streak = match stretches.last() {
-        Some((true, n)) => *n,
-        _ => 0,
-    };
+    // Up rounds at the end during which the sampler saw every service up.
+    let streak = rounds
+        .iter()
+        .rev()
+        .take_while(|r| is_up(r) && r.sampled_down.is_empty())
+        .count() as u32;
     let flapping = transitions >= 2 && down_rounds > 0;
     let earlier_up = stretches
         .iter()
@@ -116,14 +142,16 @@ pub(crate) fn analyze(rounds: &[RoundOutcome], stable_target: u32) -> Stability 
     let mut protocols: Vec<Protocol> = rounds.iter().flat_map(|r| r.down.iter().copied()).collect();
     protocols.sort();
     protocols.dedup();
-    let last_state = rounds.last().map(|r| r.state);
+    let last = rounds.last();
     let state = if stable {
         "stable"
     } else if flapping {
         "flapping"
+    } else if last.is_some_and(|r| is_up(r) && !r.sampled_down.is_empty()) {
+        "restarting"
     } else if streak > 0 {
         "recovering"
-    } else if last_state == Some(RoundState::Down) {
+    } else if last.map(|r| r.state) == Some(RoundState::Down) {
         "down"
     } else {
         "degraded"
@@ -142,6 +170,7 @@ pub(crate) fn analyze(rounds: &[RoundOutcome], stable_target: u32) -> Stability 
         stable,
         flapping,
         protocols,
+        sampled_down_rounds,
     }
 }
 
@@ -167,7 +196,7 @@ pub(crate) fn diagnosis(s: &Stability, deadline_passed: bool) -> Option<Diagnosi
             code: Code::Flapping,
             severity: Severity::Failing,
             summary: format!(
-                "the server is flapping: {} transition(s) between up and down in {} rounds ({}); longest up {} round(s), longest down {}",
+                "the server is flapping: {} transition(s) between up, degraded and down in {} rounds ({}); longest up {} round(s), longest down {}",
                 s.transitions,
                 s.rounds,
                 if protocols.is_empty() { "no protocol named".into() } else { format!("down: {protocols}") },
@@ -175,6 +204,7 @@ pub(crate) fn diagnosis(s: &Stability, deadline_passed: bool) -> Option<Diagnosi
                 s.longest_down
             ),
             cause: None,
+            reason: None,
             protocol: None,
             evidence,
             hints: vec![
@@ -187,6 +217,12 @@ pub(crate) fn diagnosis(s: &Stability, deadline_passed: bool) -> Option<Diagnosi
         "down" => (
             "consistently down",
             vec!["the service is not coming back: start it and check why it stopped".into()],
+        ),
+        "restarting" => (
+            "restarting (rounds passed, but the liveness sampler saw a service go down or restart)",
+            vec![
+                "a service restarts between or during the checks: see the timeline and the crash_loop or restarted diagnosis".into(),
+            ],
         ),
         "recovering" => (
             "up, but not for long enough",
@@ -205,6 +241,7 @@ pub(crate) fn diagnosis(s: &Stability, deadline_passed: bool) -> Option<Diagnosi
             s.streak, s.required
         ),
         cause: None,
+        reason: None,
         protocol: None,
         evidence,
         hints,
@@ -226,6 +263,7 @@ mod tests {
                 } else {
                     vec![]
                 },
+                sampled_down: vec![],
             })
             .collect()
     }
@@ -289,6 +327,54 @@ mod tests {
         assert_eq!(s.state, "degraded");
         assert!(diagnosis(&s, true).unwrap().summary.contains("degraded"));
         assert_eq!(analyze(&[], 2).rounds, 0);
+    }
+
+    #[test]
+    fn all_down_alternating_with_attachments_failing_is_flapping() {
+        let s = analyze(&rounds(&[Down, Degraded, Down, Degraded, Down]), 3);
+        assert_eq!(s.transitions, 4);
+        assert!(s.flapping && !s.stable);
+        assert_eq!(s.state, "flapping");
+        // Degraded and up alone: transitions, but nothing was down.
+        let s = analyze(&rounds(&[Up, Degraded, Up, Degraded]), 3);
+        assert_eq!(s.transitions, 3);
+        assert!(!s.flapping);
+    }
+
+    #[test]
+    fn passing_rounds_with_a_sampled_restart_do_not_count() {
+        let mut seq = rounds(&[Up, Up, Up]);
+        seq[1].sampled_down = vec![Protocol::Pop3];
+        let s = analyze(&seq, 3);
+        assert!(!s.stable, "{s:?}");
+        assert_eq!((s.streak, s.sampled_down_rounds, s.transitions), (1, 1, 0));
+        assert_eq!(s.state, "recovering");
+        seq[2].sampled_down = vec![Protocol::Smtp];
+        let s = analyze(&seq, 3);
+        assert_eq!(s.state, "restarting");
+        let d = diagnosis(&s, true).unwrap();
+        assert_eq!(d.code, Code::NotStable);
+        assert!(d.summary.contains("restarting"), "{}", d.summary);
+        assert!(
+            s.describe()
+                .contains("2 passing round(s) with a service seen down")
+        );
+        seq.extend(rounds(&[Up, Up, Up]));
+        assert!(analyze(&seq, 3).stable);
+    }
+
+    #[test]
+    fn a_round_is_down_only_when_nothing_got_through() {
+        use crate::model::fixtures;
+        let mut r = fixtures::report();
+        // The sample: the plain message got through, attachments fail.
+        assert_eq!(classify(&r).0, Degraded);
+        for m in &mut r.messages {
+            m.smtp.ok = false;
+        }
+        assert_eq!(classify(&r).0, Down);
+        r.verdict = Verdict::Healthy;
+        assert_eq!(classify(&r).0, Up);
     }
 
     #[test]

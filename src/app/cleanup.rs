@@ -1,5 +1,6 @@
 //! `mailprobe cleanup`: delete leftover probe messages older than `--older-than`
-//! over IMAP and POP3. Its report (what was deleted, what failed) goes through the
+//! (in INBOX, Junk and `--folders`, with the notifications about them) over IMAP
+//! and POP3. Its report (what was deleted, what failed) goes through the
 //! same outputs as every other; on a terminal's human format it lists the deletions.
 
 use std::time::{Instant, SystemTime};
@@ -55,6 +56,8 @@ pub(crate) async fn run(args: CleanupArgs) -> i32 {
         deleted: done.deleted.len(),
         leftovers: Vec::new(),
         errors: done.errors,
+        notifications_deleted: done.notifications,
+        ..Cleanup::default()
     };
     let mut report = Report::new(target, started_at, started, Vec::new(), cleanup);
     diagnosis::apply_sweep(&mut report);
@@ -62,6 +65,12 @@ pub(crate) async fn run(args: CleanupArgs) -> i32 {
         if listing {
             for (protocol, id) in &done.deleted {
                 println!("deleted {id} ({})", protocol.label());
+            }
+            if report.cleanup.notifications_deleted > 0 {
+                println!(
+                    "deleted {} notification(s) (bounces, delays) about probe messages",
+                    report.cleanup.notifications_deleted
+                );
             }
             println!(
                 "{} leftover probe message(s) deleted; nothing else was touched",

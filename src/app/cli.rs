@@ -1,5 +1,6 @@
 //! Command-line interface. Secrets are never accepted as arguments: only the
-//! name of an environment variable or the path of a file that holds them.
+//! name of an environment variable, the path of a file that holds them, or (for
+//! an access token) a command that prints it.
 
 use std::path::PathBuf;
 
@@ -7,6 +8,7 @@ use clap::builder::PossibleValue;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
 
+use crate::core::auth::Mechanism;
 use crate::core::endpoint::StarttlsPolicy;
 use crate::report::Format;
 
@@ -21,6 +23,7 @@ pub(crate) mod heading {
     pub(crate) const THRESHOLDS: &str = "Thresholds";
     pub(crate) const OUTPUT: &str = "Output";
     pub(crate) const ROUNDS: &str = "Rounds";
+    pub(crate) const BOUNCES: &str = "Bounces and Junk";
 }
 
 #[derive(Debug, Parser)]
@@ -80,6 +83,25 @@ pub struct MailboxArgs {
     /// File whose first line is the password.
     #[arg(long, value_name = "FILE", help_heading = heading::LOGIN)]
     pub password_file: Option<PathBuf>,
+    /// SASL mechanism: auto (passwords: PLAIN or LOGIN as offered; tokens:
+    /// OAUTHBEARER or XOAUTH2 as offered), plain, login, xoauth2, oauthbearer
+    /// (per protocol in a profile's [login.*] `auth`). Default auto.
+    #[arg(long, value_name = "MECHANISM", value_parser = parse_mechanism, help_heading = heading::LOGIN)]
+    pub auth: Option<Mechanism>,
+    /// Name of the environment variable holding an OAuth access token (instead of a password).
+    #[arg(long, value_name = "VAR", conflicts_with_all = ["password_env", "password_file"], help_heading = heading::LOGIN)]
+    pub token_env: Option<String>,
+    /// File holding an OAuth access token (read once per check).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["password_env", "password_file", "token_env"], help_heading = heading::LOGIN)]
+    pub token_file: Option<PathBuf>,
+    /// Command whose standard output is an OAuth access token, run once per check
+    /// without a shell (words split like a shell, nothing expanded); its stderr is
+    /// shown when it fails.
+    #[arg(long, value_name = "COMMAND", conflicts_with_all = ["password_env", "password_file", "token_env", "token_file"], help_heading = heading::LOGIN)]
+    pub token_command: Option<String>,
+    /// How long --token-command may run before it is killed (default 30s).
+    #[arg(long, value_name = "DURATION", help_heading = heading::TIMEOUTS)]
+    pub token_timeout: Option<String>,
     /// Allow a password over an unencrypted connection to a host other than loopback.
     #[arg(long, help_heading = heading::LOGIN)]
     pub allow_plaintext_login: bool,
@@ -101,6 +123,38 @@ pub struct MailboxArgs {
     /// Timeout for transferring one message (DATA, FETCH, RETR; default 120s).
     #[arg(long, value_name = "DURATION", help_heading = heading::TIMEOUTS)]
     pub data_timeout: Option<String>,
+    #[command(flatten)]
+    pub folders: FolderArgs,
+}
+
+/// Where else than INBOX the probe's mail and the notifications about it may be.
+#[derive(Debug, Clone, Default, Args)]
+pub struct FolderArgs {
+    /// IMAP login of the sender's mailbox, where bounces arrive, when it is not the
+    /// mailbox being read (password as for the others, or [login.bounces] in a
+    /// profile) [default: the mailbox being read, when sender = login].
+    #[arg(long, value_name = "USER", help_heading = heading::BOUNCES)]
+    pub bounce_mailbox: Option<String>,
+    /// More IMAP folders to watch and clean besides INBOX and Junk (comma separated)
+    /// [default: none].
+    #[arg(long, value_name = "LIST", value_delimiter = ',', help_heading = heading::BOUNCES)]
+    pub folders: Vec<String>,
+    /// Do not look for a Junk folder [default: Junk is found by SPECIAL-USE or name
+    /// and watched].
+    #[arg(long, help_heading = heading::BOUNCES)]
+    pub no_junk: bool,
+}
+
+/// What a check asks for and how it judges mail that went elsewhere.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ElsewhereArgs {
+    /// Ask for delivery status notifications (RET=HDRS, ENVID, NOTIFY=FAILURE,DELAY)
+    /// when EHLO offers DSN [default: auto].
+    #[arg(long, value_name = "WHEN", value_parser = ["auto", "never"], help_heading = heading::BOUNCES)]
+    pub dsn: Option<String>,
+    /// A probe message filed into Junk makes the check failing [default: degraded].
+    #[arg(long, help_heading = heading::BOUNCES)]
+    pub junk_is_failure: bool,
 }
 
 /// Where the report goes (every command that reports).
@@ -179,6 +233,8 @@ pub struct CheckArgs {
     pub output: OutputArgs,
     #[command(flatten)]
     pub rounds: RoundArgs,
+    #[command(flatten)]
+    pub elsewhere: ElsewhereArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -229,6 +285,11 @@ pub struct RoundArgs {
     /// also at least twice the poll interval).
     #[arg(long, value_name = "DURATION", help_heading = heading::ROUNDS)]
     pub regression_min: Option<String>,
+    /// Liveness sampler: connect to each endpoint this often, read its greeting and
+    /// say goodbye (no login), to see restarts and crash loops; 0 turns it off
+    /// (default 250ms for verify and check --rounds, off for a single check).
+    #[arg(long, value_name = "DURATION", help_heading = heading::ROUNDS)]
+    pub sample_interval: Option<String>,
 }
 
 /// `mailprobe verify`: repeat rounds until the server is stable or the deadline passes.
@@ -268,6 +329,10 @@ pub(crate) struct CompletionsArgs {
     /// The shell to complete for.
     #[arg(value_enum)]
     pub(crate) shell: Shell,
+}
+
+fn parse_mechanism(text: &str) -> Result<Mechanism, String> {
+    Mechanism::parse(text)
 }
 
 // The core type stays free of clap; its values and help are given here.
@@ -347,6 +412,7 @@ mod tests {
             heading::THRESHOLDS,
             heading::OUTPUT,
             heading::ROUNDS,
+            heading::BOUNCES,
         ];
         let mut problems = Vec::new();
         let arguments = all_arguments();

@@ -11,6 +11,7 @@ pub mod profile;
 pub(crate) mod progress;
 pub mod rounds;
 pub(crate) mod serve;
+pub(crate) mod token;
 pub(crate) mod verify;
 
 use cli::{Cli, Command};

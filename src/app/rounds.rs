@@ -15,6 +15,9 @@ use crate::io::transcript::Transcript;
 use crate::model::report::Report;
 use crate::probe::rate::DEFAULT_IN_FLIGHT;
 use crate::probe::rounds::{self, RatePlan, RoundPlan};
+use crate::probe::sampler::{
+    DEFAULT_INTERVAL as DEFAULT_SAMPLE_INTERVAL, MIN_INTERVAL as MIN_SAMPLE_INTERVAL,
+};
 use crate::probe::settings::Settings;
 use crate::report::Format;
 
@@ -54,6 +57,26 @@ impl RoundArgs {
     pub(crate) fn load_baseline(&self) -> Result<Option<Baseline>, String> {
         self.baseline.as_deref().map(load_baseline).transpose()
     }
+    /// `--sample-interval`, or `default` when not given; `None` is off.
+    pub(crate) fn sample_interval(
+        &self,
+        default: Option<Duration>,
+    ) -> Result<Option<Duration>, String> {
+        let Some(text) = self.sample_interval.as_deref() else {
+            return Ok(default);
+        };
+        let interval = parse_duration(text)?;
+        if interval.is_zero() {
+            return Ok(None);
+        }
+        if interval < MIN_SAMPLE_INTERVAL {
+            return Err(format!(
+                "--sample-interval must be 0 (off) or at least {}",
+                humantime::format_duration(MIN_SAMPLE_INTERVAL)
+            ));
+        }
+        Ok(Some(interval))
+    }
     /// Anything beyond one plain check?
     pub(crate) fn multi(&self) -> bool {
         self.rounds.is_some_and(|n| n > 1) || self.rate.is_some() || self.baseline.is_some()
@@ -79,7 +102,11 @@ pub(crate) fn extra_outputs(args: &RoundArgs) -> Vec<(Format, Destination)> {
 /// check when none is given).
 pub(crate) fn plan(args: &RoundArgs, settings: &Settings) -> Result<RoundPlan, ProbeError> {
     if !args.multi() {
-        return Ok(RoundPlan::default());
+        // A single check samples only when asked.
+        return Ok(RoundPlan {
+            sample_interval: args.sample_interval(None).map_err(ProbeError::config)?,
+            ..RoundPlan::default()
+        });
     }
     let baseline = args.load_baseline().map_err(ProbeError::config)?;
     let threshold = args.threshold(Some(settings)).map_err(ProbeError::config)?;
@@ -101,6 +128,13 @@ pub(crate) fn plan(args: &RoundArgs, settings: &Settings) -> Result<RoundPlan, P
         interval,
         rate,
         baseline: baseline.map(|b| (b, threshold)),
+        sample_interval: args
+            .sample_interval(
+                args.rounds
+                    .filter(|&n| n > 1)
+                    .map(|_| DEFAULT_SAMPLE_INTERVAL),
+            )
+            .map_err(ProbeError::config)?,
     })
 }
 
@@ -139,5 +173,17 @@ mod tests {
         };
         assert!(a.multi());
         assert_eq!(extra_outputs(&a).len(), 1);
+        let every = |s: &str| RoundArgs {
+            sample_interval: Some(s.into()),
+            ..Default::default()
+        };
+        let default = Some(Duration::from_millis(250));
+        assert_eq!(RoundArgs::default().sample_interval(default), Ok(default));
+        assert_eq!(every("0").sample_interval(default), Ok(None));
+        assert_eq!(
+            every("1s").sample_interval(None),
+            Ok(Some(Duration::from_secs(1)))
+        );
+        assert!(every("10ms").sample_interval(None).is_err());
     }
 }

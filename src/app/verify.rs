@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::app::cli::VerifyArgs;
 use crate::app::output::Outputs;
 use crate::app::rounds::extra_outputs;
-use crate::app::{profile, usage_error};
+use crate::app::{profile, token, usage_error};
 use crate::core::units::parse_duration;
 use crate::model::stats::{RoundSummary, Stability};
 use crate::probe::rounds::{self, MAX_ROUNDS, VerifyPlan};
@@ -90,6 +90,13 @@ pub(crate) async fn run(args: VerifyArgs) -> i32 {
         Ok(d) => d,
         Err(e) => return usage_error(&e),
     };
+    let sample_interval = match c
+        .rounds
+        .sample_interval(Some(crate::probe::sampler::DEFAULT_INTERVAL))
+    {
+        Ok(i) => i,
+        Err(e) => return usage_error(&e),
+    };
     let baseline = match c.rounds.load_baseline() {
         Ok(b) => b,
         Err(e) => return usage_error(&e),
@@ -112,6 +119,9 @@ pub(crate) async fn run(args: VerifyArgs) -> i32 {
     };
     // A server may echo a password: no progress line, report or transcript shows one.
     outputs.protect(settings.target.secrets());
+    if let Some(warning) = token::expiry_warning(&settings, deadline) {
+        eprintln!("mailprobe: {warning}");
+    }
     let human = c.output.format == Format::Human && !c.output.quiet;
     let progress = (human || jsonl) && !c.output.quiet;
     let plan = VerifyPlan {
@@ -119,6 +129,7 @@ pub(crate) async fn run(args: VerifyArgs) -> i32 {
         deadline,
         interval,
         max_rounds: c.rounds.rounds.unwrap_or(MAX_ROUNDS).max(1),
+        sample_interval,
     };
     let outcome = rounds::verify_recorded(&settings, plan, outputs.transcript(), |summary, s| {
         if progress {
@@ -164,20 +175,24 @@ mod tests {
             verdict: Verdict::Failing,
             duration_ms: 120.0,
             down: vec![Protocol::Smtp],
+            sampled_down: vec![],
             summary: "SMTP is unreachable".into(),
         };
         let outcomes = vec![
             RoundOutcome {
                 state: RoundState::Down,
                 down: vec![Protocol::Smtp],
+                sampled_down: vec![],
             },
             RoundOutcome {
                 state: RoundState::Up,
                 down: vec![],
+                sampled_down: vec![],
             },
             RoundOutcome {
                 state: RoundState::Down,
                 down: vec![Protocol::Smtp],
+                sampled_down: vec![],
             },
         ];
         let s = stability::analyze(&outcomes, 3);

@@ -9,6 +9,7 @@ use std::io;
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::auth::AuthReason;
 use crate::core::phase::{Phase, Protocol};
 use crate::core::reply::Reply;
 use crate::core::tls_info::TlsInfo;
@@ -79,6 +80,9 @@ pub struct ProbeError {
     /// A failed TLS handshake: the certificate the server presented anyway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<Box<TlsInfo>>,
+    /// A refused login: why, when the evidence says (`invalid_token`, `expired_token`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_reason: Option<AuthReason>,
 }
 
 impl ProbeError {
@@ -90,6 +94,7 @@ impl ProbeError {
             reply: None,
             message: message.into(),
             tls: None,
+            auth_reason: None,
         }
     }
 
@@ -155,6 +160,14 @@ impl ProbeError {
         self.protocol.get_or_insert(protocol);
         self.phase.get_or_insert(phase);
         self
+    }
+
+    /// A refused login and why.
+    pub(crate) fn auth_refused(reason: Option<AuthReason>, message: impl Into<String>) -> Self {
+        ProbeError {
+            auth_reason: reason,
+            ..Self::new(ErrorKind::Auth, message)
+        }
     }
 
     pub(crate) fn with_kind(mut self, kind: ErrorKind) -> Self {

@@ -1,7 +1,9 @@
 //! The vocabulary every layer shares: units, protocol and phase names, errors,
-//! typed replies, endpoints, TLS facts, secrets, probe ids and timestamps.
+//! typed replies, endpoints, TLS facts, secrets and how logins authenticate,
+//! probe ids and timestamps.
 //! Imports nothing else of the crate.
 
+pub mod auth;
 pub mod endpoint;
 pub mod error;
 pub mod phase;

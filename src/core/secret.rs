@@ -1,11 +1,14 @@
-//! Passwords and keeping them out of everything mailprobe writes: a [`Secret`]
-//! that never prints, the forms a password
-//! takes on the wire (plain, quoted, base64, SASL PLAIN), and scrubbing them
-//! from text, errors and whole reports (a server may echo what it was sent).
+//! Passwords and access tokens, and keeping them out of everything mailprobe
+//! writes: a [`Secret`] that never prints, the forms a password takes on the
+//! wire (plain, quoted, base64, SASL PLAIN; a token's SASL forms are added by
+//! `protocol::sasl`), and scrubbing them from text, errors and whole reports (a
+//! server may echo what it was sent).
 
 use std::fmt;
 
 use base64::Engine as _;
+
+use crate::core::auth::Mechanism;
 
 /// A password. Never printed: Debug and Display show a placeholder.
 #[derive(Clone, PartialEq, Eq)]
@@ -26,10 +29,38 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// What the secret of a login is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SecretKind {
+    #[default]
+    Password,
+    /// An OAuth 2.0 bearer access token.
+    Token,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Login {
     pub(crate) user: String,
+    /// The password, or the access token when `kind` is [`SecretKind::Token`].
     pub(crate) password: Secret,
+    pub(crate) kind: SecretKind,
+    /// `--auth`: the SASL mechanism asked for.
+    pub(crate) mechanism: Mechanism,
+}
+
+impl Login {
+    /// A password login with today's choice of mechanism.
+    pub(crate) fn with_password(user: impl Into<String>, password: Secret) -> Login {
+        Login {
+            user: user.into(),
+            password,
+            kind: SecretKind::Password,
+            mechanism: Mechanism::Auto,
+        }
+    }
+    pub(crate) fn is_token(&self) -> bool {
+        self.kind == SecretKind::Token
+    }
 }
 
 /// What a secret is replaced with.

@@ -4,11 +4,14 @@
 use serde::{Deserialize, Serialize};
 
 use crate::core::phase::Protocol;
+use crate::model::bounce::BounceReason;
 use crate::model::report::Verdict;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Code {
+    /// A service went down and came back at least twice (the liveness timeline).
+    CrashLoop,
     SharedOutage,
     EndpointDown,
     AuthFailed,
@@ -30,11 +33,16 @@ pub enum Code {
     NotStable,
     /// Slower than, or failing where it worked in, the `--baseline`.
     Regression,
+    /// A service restarted once during the run (the liveness timeline).
+    Restarted,
+    /// Probe messages were filed into Junk (or another watched folder), not INBOX.
+    DeliveredToJunk,
 }
 
 impl Code {
     pub fn as_str(self) -> &'static str {
         match self {
+            Code::CrashLoop => "crash_loop",
             Code::SharedOutage => "shared_outage",
             Code::EndpointDown => "endpoint_down",
             Code::AuthFailed => "auth_failed",
@@ -53,11 +61,13 @@ impl Code {
             Code::Flapping => "flapping",
             Code::NotStable => "not_stable",
             Code::Regression => "regression",
+            Code::Restarted => "restarted",
+            Code::DeliveredToJunk => "delivered_to_junk",
         }
     }
 }
 
-/// How messages fail, for `attachments_fail`.
+/// How messages fail, for `attachments_fail`; why a login was refused, for `auth_failed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Cause {
@@ -67,6 +77,20 @@ pub enum Cause {
     Timeout,
     NotDelivered,
     Altered,
+    /// `auth_failed`: the server refused the access token.
+    InvalidToken,
+    /// `auth_failed`: the token's `exp` has passed (found before connecting).
+    ExpiredToken,
+    /// `auth_failed`: the token lacks the scope the server wants.
+    InsufficientScope,
+    /// `auth_failed`: the token is for another user, or the user is unknown.
+    UnknownUser,
+    /// `auth_failed`: the server does not offer the mechanism the login needs.
+    MechanismNotOffered,
+    /// Accepted, then refused by a later hop: a failure notification came back.
+    Bounced,
+    /// Not delivered yet: a delay notification says the server keeps retrying.
+    Deferred,
 }
 
 impl Cause {
@@ -78,6 +102,13 @@ impl Cause {
             Cause::Timeout => "timeout",
             Cause::NotDelivered => "not_delivered",
             Cause::Altered => "altered",
+            Cause::InvalidToken => "invalid_token",
+            Cause::ExpiredToken => "expired_token",
+            Cause::InsufficientScope => "insufficient_scope",
+            Cause::UnknownUser => "unknown_user",
+            Cause::MechanismNotOffered => "mechanism_not_offered",
+            Cause::Bounced => "bounced",
+            Cause::Deferred => "deferred",
         }
     }
 }
@@ -106,6 +137,10 @@ pub struct Diagnosis {
     pub summary: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cause: Option<Cause>,
+    /// Why the messages bounced or are delayed (cause `bounced` / `deferred`):
+    /// from the notification's status code and text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<BounceReason>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub protocol: Option<Protocol>,
     /// What was observed: messages, phases, replies, timings.
@@ -124,6 +159,8 @@ pub(crate) struct Thresholds {
     /// Body transfers (DATA, FETCH): a base allowance plus this much per MiB.
     pub(crate) transfer_ms_per_mib: f64,
     pub(crate) cert_warn_days: i64,
+    /// `--junk-is-failure`: mail filed into Junk fails the check (else degraded).
+    pub(crate) junk_is_failure: bool,
 }
 
 impl Default for Thresholds {
@@ -133,6 +170,7 @@ impl Default for Thresholds {
             delivery_ms: 15_000.0,
             transfer_ms_per_mib: 1000.0,
             cert_warn_days: 14,
+            junk_is_failure: false,
         }
     }
 }

@@ -179,6 +179,7 @@ pub(crate) fn report() -> Report {
                 severity: Severity::Failing,
                 summary: "Attachments fail: \"<&>'\nsecond line | x".into(),
                 cause: Some(Cause::SizeLimit),
+                reason: None,
                 protocol: Some(Protocol::Smtp),
                 evidence: vec!["5 MiB: 552 <too big>".into()],
                 hints: vec!["raise message_size_limit & retry".into()],
@@ -188,6 +189,7 @@ pub(crate) fn report() -> Report {
                 severity: Severity::Degraded,
                 summary: "POP3 delivery is slow".into(),
                 cause: None,
+                reason: None,
                 protocol: Some(Protocol::Pop3),
                 evidence: Vec::new(),
                 hints: Vec::new(),
@@ -196,6 +198,7 @@ pub(crate) fn report() -> Report {
         cleanup: Cleanup::default(),
         mx: None,
         stats: None,
+        timeline: None,
     }
 }
 
@@ -281,6 +284,7 @@ pub(crate) fn tls_failure_report() -> Report {
         severity: Severity::Failing,
         summary: "SMTP TLS handshake failed: invalid peer certificate (unknown issuer)".into(),
         cause: None,
+        reason: None,
         protocol: Some(Protocol::Smtp),
         evidence: vec![
             "smtp starttls: invalid peer certificate: UnknownIssuer".into(),
@@ -313,6 +317,7 @@ pub(crate) fn outage_report() -> Report {
         severity: Severity::Failing,
         summary: "SMTP, IMAP and POP3 all refuse connections".into(),
         cause: None,
+        reason: None,
         protocol: None,
         evidence: vec!["smtp, imap, pop3 connect: connection refused".into()],
         hints: vec!["is the host up and are the services running?".into()],

@@ -12,6 +12,7 @@ use crate::model::diagnosis::Diagnosis;
 use crate::model::mx::MxReport;
 use crate::model::result::{ProtocolResult, SmtpServerInfo};
 use crate::model::stats::Stats;
+use crate::model::timeline::Timeline;
 
 /// The overall outcome; its order is its severity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -94,6 +95,25 @@ pub struct Cleanup {
     /// Probe ids that may still be in the mailbox.
     pub leftovers: Vec<String>,
     pub errors: Vec<ProbeError>,
+    /// Notifications (bounces, delays) about probe messages that were deleted.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub notifications_deleted: usize,
+    /// Where each probe message not deleted is: a folder (`INBOX`, `Junk`),
+    /// `bounced` (never in the mailbox; not a leftover) or `not_arrived` (may
+    /// still arrive).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub places: Vec<Place>,
+}
+
+/// Where one probe message the cleanup did not delete is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Place {
+    pub probe_id: String,
+    pub place: String,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,6 +140,10 @@ pub struct Report {
     /// `--rate`, `verify`, `--baseline`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<Stats>,
+    /// What the liveness sampler saw of each service (`verify`, rounds,
+    /// `--sample-interval`): up and down spans, restarts, crash loops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Timeline>,
 }
 
 /// Where the server's size limit really is, found by sending between the largest
@@ -162,6 +186,7 @@ impl Report {
             cleanup,
             mx: None,
             stats: None,
+            timeline: None,
         }
     }
 }

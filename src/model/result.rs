@@ -7,6 +7,7 @@ use crate::core::error::ProbeError;
 use crate::core::phase::Phases;
 use crate::core::reply::Reply;
 use crate::core::tls_info::TlsInfo;
+use crate::model::bounce::Bounce;
 
 /// What one protocol did with one message. The same shape for every protocol:
 /// SMTP fills `accepted` and `reply`; IMAP and POP3 fill `found`, `verified`,
@@ -42,6 +43,16 @@ pub struct ProtocolResult {
     /// Why this protocol did not try (e.g. SMTP never accepted the message).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+    /// SMTP: whether delivery status notifications were asked for (`RET`,
+    /// `ENVID`, `NOTIFY`; only when EHLO offers DSN and `--dsn auto`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dsn_requested: Option<bool>,
+    /// Retrieval: the notification that says the message bounced or is delayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bounce: Option<Bounce>,
+    /// Retrieval: the folder the message was found in, when it is not INBOX (e.g. `Junk`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<String>,
 }
 
 impl ProtocolResult {

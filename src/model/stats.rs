@@ -106,6 +106,10 @@ pub struct RoundSummary {
     /// Protocols that failed at connection level (refused, reset, no greeting, 421).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub down: Vec<Protocol>,
+    /// Services the liveness sampler saw down or restarting during the round
+    /// (and the pause before it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sampled_down: Vec<Protocol>,
     /// The round's first diagnosis, in words.
     pub summary: String,
 }
@@ -184,7 +188,7 @@ pub struct Stability {
     pub up_rounds: u32,
     pub down_rounds: u32,
     pub degraded_rounds: u32,
-    /// Changes between up and not up.
+    /// Changes of state between consecutive rounds (up, degraded, down).
     pub transitions: u32,
     /// Longest run of up rounds, and of rounds that were not up.
     pub longest_up: u32,
@@ -197,12 +201,20 @@ pub struct Stability {
     pub flapping: bool,
     /// Protocols seen down in any round.
     pub protocols: Vec<Protocol>,
+    /// Up rounds during which the liveness sampler saw a service down or
+    /// restarting (they do not count towards the streak).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sampled_down_rounds: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Stability {
     pub fn describe(&self) -> String {
         format!(
-            "{} after {} round(s): {} up, {} down, {} degraded; {} transition(s); longest up {} round(s), longest down {}; up streak {}/{}{}",
+            "{} after {} round(s): {} up, {} down, {} degraded; {} transition(s); longest up {} round(s), longest down {}; up streak {}/{}{}{}",
             self.state,
             self.rounds,
             self.up_rounds,
@@ -213,6 +225,14 @@ impl Stability {
             self.longest_down,
             self.streak,
             self.required,
+            if self.sampled_down_rounds == 0 {
+                String::new()
+            } else {
+                format!(
+                    "; {} passing round(s) with a service seen down or restarting",
+                    self.sampled_down_rounds
+                )
+            },
             if self.protocols.is_empty() {
                 String::new()
             } else {

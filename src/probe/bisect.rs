@@ -1,10 +1,13 @@
-//! `--bisect`: when the size limit refuses a rung, find the real limit by sending
-//! messages between the largest accepted and the smallest refused size.
+//! `--bisect`: when the size limit refuses a rung (at SMTP, or by a size bounce
+//! from a later hop), find the real limit by sending messages between the largest
+//! accepted and the smallest refused size.
 
 use tokio::sync::mpsc;
 
 use crate::core::probe_id::new_probe_id;
+use crate::model::bounce::{BounceAction, BounceReason};
 use crate::model::report::{MessageReport, SizeLimit};
+use crate::probe::bounces;
 use crate::probe::context::Context;
 use crate::probe::imap::ImapMailbox;
 use crate::probe::pop3::Pop3Mailbox;
@@ -35,11 +38,14 @@ pub(crate) async fn bisect_size_limit(
     };
     let refused = reports
         .iter()
-        .filter(refused_for_size)
+        .filter(|m| refused_for_size(m) || bounces::bounced_for_size(m))
         .min_by_key(|m| m.size_bytes)?;
+    // A later hop that bounces for size: every accepted probe must be waited for
+    // to know whether it bounces too.
+    let after_acceptance = !refused_for_size(&refused);
     let accepted = reports
         .iter()
-        .filter(|m| m.smtp.ok && m.size_bytes < refused.size_bytes)
+        .filter(|m| m.smtp.ok && !bounces::bounced_for_size(m) && m.size_bytes < refused.size_bytes)
         .max_by_key(|m| m.size_bytes)?;
     let s = &ctx.settings;
     let (mut lo, mut lo_bytes) = (accepted.size_bytes, accepted.encoded_bytes);
@@ -59,7 +65,31 @@ pub(crate) async fn bisect_size_limit(
         .ok()?;
         sends += 1;
         let outcome = smtp::send(ctx, &message).await;
-        if let Some(accepted_at) = outcome.accepted_at {
+        if let Some(accepted_at) = outcome.accepted_at
+            && after_acceptance
+        {
+            let accepted = Accepted {
+                index: 0,
+                expected: message.expected.clone(),
+                accepted_at,
+                encoded_len: message.encoded_len(),
+            };
+            let result = bounces::deliver_or_bounce(ctx, accepted).await;
+            let bounced = result.as_ref().and_then(|r| r.bounce.as_ref());
+            // Cleanup removes it, or the notification about it.
+            sent_ids.push(message.probe_id().to_string());
+            if bounced
+                .is_some_and(|b| b.reason == BounceReason::Size && b.action == BounceAction::Failed)
+            {
+                (hi, hi_bytes) = (size, message.encoded_len());
+            } else {
+                if result.is_some_and(|r| r.ok) {
+                    (lo, lo_bytes) = (size, message.encoded_len());
+                } else {
+                    break; // neither delivered nor refused for size: stop here
+                }
+            }
+        } else if let Some(accepted_at) = outcome.accepted_at {
             (lo, lo_bytes) = (size, message.encoded_len());
             sent_ids.push(message.probe_id().to_string());
             delivered.push(Accepted {

@@ -12,15 +12,16 @@ use crate::core::error::ProbeError;
 use crate::core::phase::{Phase, Protocol};
 use crate::core::probe_id::new_probe_id;
 use crate::io::transcript::Transcript;
-use crate::model::report::{Cleanup, MessageReport, Report};
+use crate::model::report::{Cleanup, MessageReport, Place, Report};
 use crate::model::result::ProtocolResult;
 use crate::probe::bisect::bisect_size_limit;
+use crate::probe::bounces;
 use crate::probe::context::Context;
 use crate::probe::imap::ImapMailbox;
 use crate::probe::pop3::Pop3Mailbox;
 use crate::probe::settings::Settings;
 use crate::probe::smtp;
-use crate::probe::watch::{self, Accepted, WatchOutcome};
+use crate::probe::watch::{self, Accepted, Wanted, WatchOutcome};
 use crate::protocol::message::ProbeMessage;
 
 /// Run one check against the configured server. Never panics on server behaviour;
@@ -103,10 +104,12 @@ pub(crate) async fn send_and_watch(
     let s = &ctx.settings;
     let (imap_tx, imap_rx) = mpsc::unbounded_channel::<Accepted>();
     let (pop3_tx, pop3_rx) = mpsc::unbounded_channel::<Accepted>();
+    let (bounce_tx, bounce_rx) = mpsc::unbounded_channel::<Accepted>();
     // Only watchers that run get a sender; dropping them tells the watchers sending is over.
     let senders: Vec<mpsc::UnboundedSender<Accepted>> = [
         s.target.imap.as_ref().map(|_| imap_tx),
         s.target.pop3.as_ref().map(|_| pop3_tx),
+        s.target.bounce_login.as_ref().map(|_| bounce_tx),
     ]
     .into_iter()
     .flatten()
@@ -158,7 +161,8 @@ pub(crate) async fn send_and_watch(
             None => None,
         }
     };
-    let (sent, imap, pop3) = tokio::join!(send_all, watch_imap, watch_pop3);
+    let watch_bounces = bounces::watch_sender_mailbox(ctx, bounce_rx);
+    let (sent, imap, pop3, ()) = tokio::join!(send_all, watch_imap, watch_pop3, watch_bounces);
     Dispatched { sent, imap, pop3 }
 }
 
@@ -250,7 +254,19 @@ pub(crate) async fn clean_up(
             Err(e) => errors.push(e),
         }
     }
+    // The notifications about them go too (only those about this run's messages).
+    let notifications_deleted = if ctx.settings.target.imap.is_some() {
+        bounces::delete_notifications(ctx, Wanted::Ids(&candidates), &|_| true)
+            .await
+            .unwrap_or_else(|e| {
+                errors.push(e);
+                0
+            })
+    } else {
+        0
+    };
     let mut leftovers = Vec::new();
+    let mut places = Vec::new();
     for r in reports.iter_mut() {
         let was_sent = ids.contains(&r.probe_id.as_str());
         let gone = deleted.iter().any(|d| d == &r.probe_id);
@@ -260,14 +276,30 @@ pub(crate) async fn clean_up(
             }
         }
         if was_sent && !gone {
-            leftovers.push(r.probe_id.clone());
+            let place = bounces::place_of(r);
+            // A bounced message never reached the mailbox: nothing is left of it.
+            if place != bounces::BOUNCED {
+                leftovers.push(r.probe_id.clone());
+            }
+            places.push(Place {
+                probe_id: r.probe_id.clone(),
+                place,
+            });
         }
     }
-    leftovers.extend(extra_ids.iter().filter(|id| !deleted.contains(id)).cloned());
+    // Extra (bisection) messages that bounced never reached the mailbox either.
+    leftovers.extend(
+        extra_ids
+            .iter()
+            .filter(|id| !deleted.contains(id) && !bounces::bounced(ctx, id))
+            .cloned(),
+    );
     Cleanup {
         deleted: deleted.len(),
         leftovers,
         errors,
+        notifications_deleted,
+        places,
     }
 }
 

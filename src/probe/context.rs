@@ -8,6 +8,7 @@ use crate::core::error::ProbeResult;
 use crate::io::connect::Connector;
 use crate::io::tls::TlsClient;
 use crate::io::transcript::Transcript;
+use crate::probe::bounces::Board;
 use crate::probe::settings::Settings;
 
 /// Shared by every prober in a run.
@@ -16,6 +17,8 @@ pub(crate) struct Context {
     pub(crate) conn: Connector,
     /// POP3 UIDL → probe id (None: not ours), so each header is read once per run.
     pub(crate) pop3_seen: Mutex<HashMap<String, Option<String>>>,
+    /// Bounces and Junk placements every watcher of the run sees.
+    pub(crate) board: Board,
 }
 
 impl Context {
@@ -33,6 +36,7 @@ impl Context {
             settings,
             conn,
             pop3_seen: Default::default(),
+            board: Board::default(),
         })
     }
 }

@@ -2,19 +2,23 @@
 //! delete exactly those (UID EXPUNGE, never a bare EXPUNGE of other messages).
 //!
 //! The greeting, CAPABILITY and STARTTLS are spoken by hand (async-imap has no
-//! STARTTLS); async-imap takes over at LOGIN.
+//! STARTTLS); async-imap takes over at LOGIN or, with a bearer token, at
+//! AUTHENTICATE (XOAUTH2 or OAUTHBEARER, SASL-IR when offered).
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_imap::Session;
+use async_imap::types::NameAttribute;
 use futures::TryStreamExt;
 use tokio::io::BufReader;
 
+use crate::core::auth::Mechanism as AuthMechanism;
 use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
 use crate::core::phase::{Phase, Phases, Protocol};
 use crate::core::probe_id::{PROBE_HEADER, PROBE_ID_PREFIX, header_probe_id, is_probe_id};
 use crate::core::reply::Reply;
+use crate::core::secret::Login;
 use crate::core::tls_info::TlsInfo;
 use crate::io::budget::{Allowance, Budgeted};
 use crate::io::clock::PhaseClock;
@@ -23,12 +27,16 @@ use crate::io::connect::{
 };
 use crate::io::net::{BoxStream, read_line_bounded};
 use crate::model::result::Verification;
+use crate::probe::bounces::Notice;
 use crate::probe::context::Context;
 use crate::probe::watch::{Accepted, Locator, Mailbox, Wanted, open_timed};
+use crate::protocol::dsn::{MAX_NOTIFICATION_BYTES, Notification};
+use crate::protocol::folders::{Listed, junk_folder, notification_query};
 use crate::protocol::imap::{
-    MAX_STATUS_LINE, from_imap, parse_capabilities, search_query, split_status_line, tagged, timed,
-    uid_set,
+    MAX_STATUS_LINE, auth_mechanisms, authenticate_sasl, from_imap, parse_capabilities,
+    search_query, split_status_line, tagged, timed, uid_set,
 };
+use crate::protocol::sasl::{Exchange, check_not_expired, pick};
 use crate::protocol::verifier::Verifier;
 
 /// What the server may send for one step other than a message FETCH (login,
@@ -44,11 +52,18 @@ pub(crate) struct ImapMailbox {
     uidplus: bool,
     /// Bytes the server may still send in the current step.
     allowance: Allowance,
+    /// Folders watched besides INBOX (Junk, `--folders`), as the server names them.
+    folders: Vec<String>,
+    /// The folder selected now (INBOX between steps, so IDLE watches it).
+    selected: String,
+    /// Messages already read and found to be no notification about a probe message.
+    not_notices: HashSet<(String, u32)>,
 }
 
 impl ImapMailbox {
     async fn connect(
         ctx: &Context,
+        login: &Login,
         clock: &mut PhaseClock,
         tls_info: &mut Option<TlsInfo>,
     ) -> ProbeResult<Self> {
@@ -59,11 +74,7 @@ impl ImapMailbox {
             .imap
             .as_ref()
             .ok_or_else(|| ProbeError::config("no IMAP endpoint"))?;
-        let login = s
-            .target
-            .imap_login
-            .as_ref()
-            .ok_or_else(|| ProbeError::config("no IMAP login"))?;
+        check_not_expired(login).map_err(|e| e.at(Protocol::Imap, Phase::Login))?;
         let stream = open_stream(&ctx.conn, endpoint, clock, tls_info).await?;
         let mut reader = BufReader::new(stream);
         let greeting = clock
@@ -116,8 +127,28 @@ impl ImapMailbox {
         } else {
             unbuffer(endpoint, reader)?
         };
+        // SASL (a bearer token, or `--auth plain`) needs the mechanisms on offer.
+        let sasl = login.is_token() || login.mechanism == AuthMechanism::Plain;
+        let (stream, capabilities) = if sasl && capabilities.is_empty() {
+            // After STARTTLS: the mechanisms on offer are only known by asking.
+            let mut reader = BufReader::new(stream);
+            let lines = clock
+                .run(
+                    Phase::Capability,
+                    t.command,
+                    tagged(&mut reader, "c2", "CAPABILITY"),
+                )
+                .await?;
+            let caps = lines
+                .iter()
+                .find_map(|l| parse_capabilities(l))
+                .unwrap_or_default();
+            (unbuffer(endpoint, reader)?, caps)
+        } else {
+            (stream, capabilities)
+        };
         if tls_info.is_none() {
-            if has(&capabilities, "LOGINDISABLED") {
+            if !sasl && has(&capabilities, "LOGINDISABLED") {
                 return Err(ProbeError::new(
                     ErrorKind::Unsupported,
                     "the IMAP server disables LOGIN without TLS; use imaps:// or allow STARTTLS",
@@ -134,8 +165,20 @@ impl ImapMailbox {
 
         let (stream, allowance) = Budgeted::imap(stream, STEP_BUDGET);
         let client = async_imap::Client::new(Box::new(stream) as BoxStream);
+        let mechanism = if sasl {
+            pick(login, &auth_mechanisms(&capabilities))
+                .map_err(|e| e.at(Protocol::Imap, Phase::Login))?
+        } else {
+            None
+        };
         let mut session = clock
             .run(Phase::Login, t.command, async {
+                if let Some(mechanism) = mechanism {
+                    let mut exchange =
+                        Exchange::new(mechanism, login, &endpoint.host, endpoint.port);
+                    let sasl_ir = has(&capabilities, "SASL-IR");
+                    return authenticate_sasl(client, &mut exchange, login, sasl_ir).await;
+                }
                 client
                     .login(&login.user, login.password.expose())
                     .await
@@ -156,9 +199,11 @@ impl ImapMailbox {
             .await?;
         let uidplus = caps.has_str("UIDPLUS");
         let idle = caps.has_str("IDLE");
-        clock
+        let folders = clock
             .run(Phase::Select, t.command, async {
-                session.select("INBOX").await.map_err(from_imap)
+                let folders = watched_folders(ctx, &mut session).await?;
+                session.select("INBOX").await.map_err(from_imap)?;
+                Ok(folders)
             })
             .await?;
         Ok(ImapMailbox {
@@ -166,33 +211,42 @@ impl ImapMailbox {
             idle,
             uidplus,
             allowance,
+            folders,
+            selected: "INBOX".to_string(),
+            not_notices: HashSet::new(),
         })
     }
-}
 
-impl ImapMailbox {
-    fn session(&mut self) -> ProbeResult<&mut Session<BoxStream>> {
-        self.session
-            .as_mut()
-            .ok_or_else(|| ProbeError::new(ErrorKind::Closed, "the IMAP session ended during IDLE"))
+    /// Log in as `login` (the `--bounce-mailbox`) instead of the IMAP login.
+    pub(crate) async fn open_as(ctx: &Context, login: &Login) -> ProbeResult<Self> {
+        let mut clock = PhaseClock::new(Protocol::Imap);
+        Self::connect(ctx, login, &mut clock, &mut None)
+            .await
+            .map_err(|e| e.at(Protocol::Imap, Phase::Connect))
     }
-}
 
-impl Mailbox for ImapMailbox {
-    const PROTOCOL: Protocol = Protocol::Imap;
-    const SNAPSHOT: bool = false;
-
-    async fn open(ctx: &Context) -> Result<(Self, Phases, Option<TlsInfo>), (ProbeError, Phases)> {
-        open_timed(Protocol::Imap, async |clock, tls| {
-            Self::connect(ctx, clock, tls).await
+    /// Select `folder` unless it is selected already.
+    async fn select(&mut self, ctx: &Context, folder: &str) -> ProbeResult<()> {
+        if self.selected == folder {
+            return Ok(());
+        }
+        let limit = ctx.settings.timeouts.command;
+        let session = self.session()?;
+        timed(limit, async {
+            session.select(folder).await.map_err(from_imap)
         })
         .await
+        .map_err(|e| e.at(Protocol::Imap, Phase::Select))?;
+        self.selected = folder.to_string();
+        Ok(())
     }
 
-    async fn find(
+    /// The probe messages in the selected folder (`None`: INBOX).
+    async fn find_here(
         &mut self,
         ctx: &Context,
         wanted: Wanted<'_>,
+        folder: Option<&str>,
     ) -> ProbeResult<HashMap<String, Locator>> {
         let limit = ctx.settings.timeouts.command;
         self.allowance.grant(STEP_BUDGET);
@@ -226,7 +280,14 @@ impl Mailbox for ImapMailbox {
                     if let (Some(uid), Some(id)) = (f.uid, f.header().and_then(header_probe_id))
                         && wanted.matches(&id)
                     {
-                        found.insert(id, Locator::ImapUid(uid));
+                        let at = match folder {
+                            None => Locator::ImapUid(uid),
+                            Some(f) => Locator::ImapIn {
+                                folder: f.to_string(),
+                                uid,
+                            },
+                        };
+                        found.insert(id, at);
                     }
                 }
             }
@@ -237,60 +298,97 @@ impl Mailbox for ImapMailbox {
             .map_err(|e| e.at(Protocol::Imap, Phase::Search))
     }
 
-    async fn fetch(
+    /// Notifications about the wanted probe messages in the selected folder.
+    async fn notifications_here(
         &mut self,
         ctx: &Context,
-        at: &Locator,
-        message: &Accepted,
-    ) -> ProbeResult<Verification> {
-        let Locator::ImapUid(uid) = at else {
-            return Err(ProbeError::config("not an IMAP locator"));
+        wanted: Wanted<'_>,
+        folder: &str,
+    ) -> ProbeResult<Vec<Notice>> {
+        let limit = ctx.settings.timeouts.command;
+        let queries: Vec<String> = match wanted {
+            Wanted::Ids(ids) => ids
+                .chunks(50)
+                .map(|c| notification_query(Some(c), SystemTime::now()))
+                .collect(),
+            Wanted::AllProbes => vec![notification_query(None, SystemTime::now())],
         };
-        // Delivery adds trace headers; far more than was sent is not our message.
-        self.allowance.grant(message.encoded_len * 2 + (1 << 20));
+        self.allowance.grant(STEP_BUDGET);
+        let known: HashSet<u32> = self
+            .not_notices
+            .iter()
+            .filter(|(f, _)| f == folder)
+            .map(|(_, u)| *u)
+            .collect();
         let session = self.session()?;
         let step = async {
-            let mut fetches = session
-                .uid_fetch(uid.to_string(), "(UID BODY.PEEK[])")
-                .await
-                .map_err(from_imap)?;
-            let mut verification = None;
-            while let Some(f) = fetches.try_next().await.map_err(from_imap)? {
-                if f.uid == Some(*uid)
-                    && let Some(body) = f.body()
-                {
-                    verification = Some(Verifier::verify_bytes(&message.expected, body));
+            let mut candidates = Vec::new();
+            for query in queries {
+                let uids = session.uid_search(query).await.map_err(from_imap)?;
+                candidates.extend(uids.into_iter().filter(|u| !known.contains(u)));
+            }
+            candidates.sort_unstable();
+            candidates.dedup();
+            let mut read = Vec::new();
+            // Only the first bytes: the report parts come first, and a returned
+            // message behind them is never needed whole.
+            for chunk in candidates.chunks(20) {
+                let fetches: Vec<_> = session
+                    .uid_fetch(
+                        uid_set(chunk.iter().copied()),
+                        format!("(UID BODY.PEEK[]<0.{MAX_NOTIFICATION_BYTES}>)"),
+                    )
+                    .await
+                    .map_err(from_imap)?
+                    .try_collect()
+                    .await
+                    .map_err(from_imap)?;
+                for f in fetches {
+                    if let (Some(uid), Some(body)) = (f.uid, f.body()) {
+                        read.push((uid, Notification::parse(body)));
+                    }
                 }
             }
-            verification.ok_or_else(|| {
-                ProbeError::new(
-                    ErrorKind::NotDelivered,
-                    "the message vanished before it could be fetched",
-                )
-            })
+            Ok(read)
         };
-        timed(ctx.settings.timeouts.body(), step)
+        // Notifications are few and small; reading them may take a few commands.
+        let read = timed(limit * 2, step)
             .await
-            .map_err(|e| e.at(Protocol::Imap, Phase::Fetch))
+            .map_err(|e| e.at(Protocol::Imap, Phase::Search))?;
+        let mut notices = Vec::new();
+        for (uid, parsed) in read {
+            let at = if folder == "INBOX" {
+                Locator::ImapUid(uid)
+            } else {
+                Locator::ImapIn {
+                    folder: folder.to_string(),
+                    uid,
+                }
+            };
+            let notice = parsed.and_then(|n| {
+                let (probe_id, matched_by) = n.about(|id| wanted.matches(id))?;
+                let bounce = n.bounce(matched_by, folder)?;
+                Some(Notice {
+                    probe_id,
+                    bounce,
+                    at,
+                })
+            });
+            match notice {
+                Some(n) => notices.push(n),
+                // Not about the wanted messages (a foreign bounce, mail quoting an
+                // id): never read again in this session.
+                None => {
+                    self.not_notices.insert((folder.to_string(), uid));
+                }
+            }
+        }
+        Ok(notices)
     }
 
-    async fn delete(
-        &mut self,
-        ctx: &Context,
-        which: &[(String, Locator)],
-    ) -> ProbeResult<Vec<String>> {
-        let ours: Vec<(String, u32)> = which
-            .iter()
-            .filter(|(id, _)| is_probe_id(id))
-            .filter_map(|(id, at)| match at {
-                Locator::ImapUid(uid) => Some((id.clone(), *uid)),
-                _ => None,
-            })
-            .collect();
-        if ours.is_empty() {
-            return Ok(Vec::new());
-        }
-        let set = uid_set(ours.iter().map(|(_, u)| *u));
+    /// Flag and expunge exactly these UIDs in the selected folder.
+    async fn expunge_uids(&mut self, ctx: &Context, uids: &[u32]) -> ProbeResult<()> {
+        let set = uid_set(uids.iter().copied());
         let uidplus = self.uidplus;
         self.allowance.grant(STEP_BUDGET);
         let session = self.session()?;
@@ -314,7 +412,7 @@ impl Mailbox for ImapMailbox {
                 // Without UID EXPUNGE a bare EXPUNGE would also remove other messages
                 // someone marked \Deleted: only expunge when ours are the only ones.
                 let flagged = session.uid_search("DELETED").await.map_err(from_imap)?;
-                let mine: HashSet<u32> = ours.iter().map(|(_, u)| *u).collect();
+                let mine: HashSet<u32> = uids.iter().copied().collect();
                 if flagged.iter().all(|u| mine.contains(u)) {
                     let _: Vec<_> = session
                         .expunge()
@@ -330,13 +428,223 @@ impl Mailbox for ImapMailbox {
                     ));
                 }
             }
-            Ok(ours.iter().map(|(id, _)| id.clone()).collect())
+            Ok(())
         };
         timed(ctx.settings.timeouts.command, step)
             .await
             .map_err(|e| e.at(Protocol::Imap, Phase::Delete))
     }
 
+    /// Fetch one message of the selected folder and verify it while it streams.
+    async fn fetch_selected(
+        &mut self,
+        ctx: &Context,
+        uid: u32,
+        message: &Accepted,
+    ) -> ProbeResult<Verification> {
+        // Delivery adds trace headers; far more than was sent is not our message.
+        self.allowance.grant(message.encoded_len * 2 + (1 << 20));
+        let session = self.session()?;
+        let step = async {
+            let mut fetches = session
+                .uid_fetch(uid.to_string(), "(UID BODY.PEEK[])")
+                .await
+                .map_err(from_imap)?;
+            let mut verification = None;
+            while let Some(f) = fetches.try_next().await.map_err(from_imap)? {
+                if f.uid == Some(uid)
+                    && let Some(body) = f.body()
+                {
+                    verification = Some(Verifier::verify_bytes(&message.expected, body));
+                }
+            }
+            verification.ok_or_else(|| {
+                ProbeError::new(
+                    ErrorKind::NotDelivered,
+                    "the message vanished before it could be fetched",
+                )
+            })
+        };
+        timed(ctx.settings.timeouts.body(), step)
+            .await
+            .map_err(|e| e.at(Protocol::Imap, Phase::Fetch))
+    }
+
+    /// INBOX (`None`) and then every watched folder.
+    fn all_folders(&self) -> Vec<Option<String>> {
+        std::iter::once(None)
+            .chain(self.folders.iter().cloned().map(Some))
+            .collect()
+    }
+}
+
+/// The folders to watch besides INBOX: the Junk folder (when asked for) and
+/// `--folders` that exist, as LIST names them.
+async fn watched_folders(
+    ctx: &Context,
+    session: &mut Session<BoxStream>,
+) -> ProbeResult<Vec<String>> {
+    let e = &ctx.settings.elsewhere;
+    if !e.junk && e.folders.is_empty() {
+        return Ok(Vec::new());
+    }
+    let names: Vec<_> = session
+        .list(Some(""), Some("*"))
+        .await
+        .map_err(from_imap)?
+        .try_collect()
+        .await
+        .map_err(from_imap)?;
+    let listed: Vec<Listed> = names
+        .iter()
+        .map(|n| Listed {
+            name: n.name().to_string(),
+            delimiter: n.delimiter().map(str::to_string),
+            junk: n.attributes().contains(&NameAttribute::Junk),
+            selectable: !n.attributes().contains(&NameAttribute::NoSelect),
+        })
+        .collect();
+    let mut folders = Vec::new();
+    if e.junk
+        && let Some(junk) = junk_folder(&listed)
+    {
+        folders.push(junk);
+    }
+    for wanted in &e.folders {
+        if let Some(l) = listed.iter().find(|l| &l.name == wanted)
+            && !folders.contains(&l.name)
+            && !l.name.eq_ignore_ascii_case("INBOX")
+        {
+            folders.push(l.name.clone());
+        }
+    }
+    Ok(folders)
+}
+
+impl ImapMailbox {
+    fn session(&mut self) -> ProbeResult<&mut Session<BoxStream>> {
+        self.session
+            .as_mut()
+            .ok_or_else(|| ProbeError::new(ErrorKind::Closed, "the IMAP session ended during IDLE"))
+    }
+}
+
+impl Mailbox for ImapMailbox {
+    const PROTOCOL: Protocol = Protocol::Imap;
+    const SNAPSHOT: bool = false;
+
+    async fn open(ctx: &Context) -> Result<(Self, Phases, Option<TlsInfo>), (ProbeError, Phases)> {
+        let Some(login) = ctx.settings.target.imap_login.as_ref() else {
+            return Err((ProbeError::config("no IMAP login"), Phases::new()));
+        };
+        open_timed(Protocol::Imap, async |clock, tls| {
+            Self::connect(ctx, login, clock, tls).await
+        })
+        .await
+    }
+
+    async fn find(
+        &mut self,
+        ctx: &Context,
+        wanted: Wanted<'_>,
+    ) -> ProbeResult<HashMap<String, Locator>> {
+        let mut found = HashMap::new();
+        for folder in self.all_folders() {
+            self.select(ctx, folder.as_deref().unwrap_or("INBOX"))
+                .await?;
+            found.extend(self.find_here(ctx, wanted, folder.as_deref()).await?);
+        }
+        self.select(ctx, "INBOX").await?;
+        Ok(found)
+    }
+
+    async fn fetch(
+        &mut self,
+        ctx: &Context,
+        at: &Locator,
+        message: &Accepted,
+    ) -> ProbeResult<Verification> {
+        let (folder, uid) = match at {
+            Locator::ImapUid(uid) => ("INBOX", uid),
+            Locator::ImapIn { folder, uid } => (folder.as_str(), uid),
+            Locator::Pop3 { .. } => return Err(ProbeError::config("not an IMAP locator")),
+        };
+        self.select(ctx, folder).await?;
+        let verified = self.fetch_selected(ctx, *uid, message).await;
+        self.select(ctx, "INBOX").await?;
+        verified
+    }
+
+    async fn delete(
+        &mut self,
+        ctx: &Context,
+        which: &[(String, Locator)],
+    ) -> ProbeResult<Vec<String>> {
+        let mut deleted = Vec::new();
+        for folder in self.all_folders() {
+            let here = folder.as_deref().unwrap_or("INBOX");
+            let ours: Vec<(String, u32)> = which
+                .iter()
+                .filter(|(id, _)| is_probe_id(id))
+                .filter_map(|(id, at)| match at {
+                    Locator::ImapUid(uid) if folder.is_none() => Some((id.clone(), *uid)),
+                    Locator::ImapIn { folder: f, uid } if f == here => Some((id.clone(), *uid)),
+                    _ => None,
+                })
+                .collect();
+            if ours.is_empty() {
+                continue;
+            }
+            self.select(ctx, here).await?;
+            let uids: Vec<u32> = ours.iter().map(|(_, u)| *u).collect();
+            self.expunge_uids(ctx, &uids).await?;
+            deleted.extend(ours.into_iter().map(|(id, _)| id));
+        }
+        self.select(ctx, "INBOX").await?;
+        Ok(deleted)
+    }
+
+    async fn notifications(
+        &mut self,
+        ctx: &Context,
+        wanted: Wanted<'_>,
+    ) -> ProbeResult<Vec<Notice>> {
+        let mut notices = Vec::new();
+        for folder in self.all_folders() {
+            let here = folder.as_deref().unwrap_or("INBOX");
+            self.select(ctx, here).await?;
+            notices.extend(self.notifications_here(ctx, wanted, here).await?);
+        }
+        self.select(ctx, "INBOX").await?;
+        Ok(notices)
+    }
+
+    async fn delete_notifications(
+        &mut self,
+        ctx: &Context,
+        which: &[Notice],
+    ) -> ProbeResult<usize> {
+        let mut deleted = 0;
+        for folder in self.all_folders() {
+            let here = folder.as_deref().unwrap_or("INBOX");
+            let uids: Vec<u32> = which
+                .iter()
+                .filter_map(|n| match &n.at {
+                    Locator::ImapUid(uid) if folder.is_none() => Some(*uid),
+                    Locator::ImapIn { folder: f, uid } if f == here => Some(*uid),
+                    _ => None,
+                })
+                .collect();
+            if uids.is_empty() {
+                continue;
+            }
+            self.select(ctx, here).await?;
+            self.expunge_uids(ctx, &uids).await?;
+            deleted += uids.len();
+        }
+        self.select(ctx, "INBOX").await?;
+        Ok(deleted)
+    }
     async fn wait_for_change(&mut self, ctx: &Context, limit: Duration) -> ProbeResult<()> {
         if !self.idle {
             tokio::time::sleep(limit.min(ctx.settings.plan.poll_interval)).await;

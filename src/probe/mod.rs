@@ -1,8 +1,9 @@
 //! The orchestration: settings and context, the SMTP, IMAP and POP3 probers, the
 //! mailbox watcher, one check (the ladder), bisection, constant rate, rounds and
-//! verify, the cleanup sweep and domain checks.
+//! verify, the liveness sampler, the cleanup sweep and domain checks.
 
 pub(crate) mod bisect;
+pub(crate) mod bounces;
 pub mod check;
 pub(crate) mod context;
 pub(crate) mod domain;
@@ -10,6 +11,7 @@ pub(crate) mod imap;
 pub(crate) mod pop3;
 pub(crate) mod rate;
 pub mod rounds;
+pub(crate) mod sampler;
 pub(crate) mod settings;
 pub(crate) mod smtp;
 pub(crate) mod sweep;

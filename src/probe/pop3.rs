@@ -16,7 +16,8 @@ use crate::io::transcript;
 use crate::model::result::Verification;
 use crate::probe::context::Context;
 use crate::probe::watch::{Accepted, Locator, Mailbox, Wanted, open_timed};
-use crate::protocol::pop3::{Pop3Client, has_capability};
+use crate::protocol::pop3::{Pop3Client, has_capability, sasl_mechanisms};
+use crate::protocol::sasl::{Exchange, check_not_expired, pick};
 use crate::protocol::verifier::Verifier;
 
 /// A header block larger than this is not read for a probe id.
@@ -45,6 +46,7 @@ impl Pop3Mailbox {
             .pop3_login
             .as_ref()
             .ok_or_else(|| ProbeError::config("no POP3 login"))?;
+        check_not_expired(login).map_err(|e| e.at(Protocol::Pop3, Phase::Login))?;
         let stream = open_stream(&ctx.conn, endpoint, clock, tls_info).await?;
         let (mut client, _banner) = clock
             .run(Phase::Greeting, t.greeting, Pop3Client::connect(stream))
@@ -78,12 +80,22 @@ impl Pop3Mailbox {
             s.target.allow_plaintext_login,
             Phase::Login,
         )?;
+        let mechanism =
+            pick(login, &sasl_mechanisms(&caps)).map_err(|e| e.at(Protocol::Pop3, Phase::Login))?;
         clock
-            .run(
-                Phase::Login,
-                t.command,
-                client.login(&login.user, login.password.expose(), &caps),
-            )
+            .run(Phase::Login, t.command, async {
+                match mechanism {
+                    Some(m) => {
+                        let mut exchange = Exchange::new(m, login, &endpoint.host, endpoint.port);
+                        client.authenticate_sasl(&mut exchange, login).await
+                    }
+                    None => {
+                        client
+                            .login(&login.user, login.password.expose(), &caps)
+                            .await
+                    }
+                }
+            })
             .await?;
         clock.run(Phase::Stat, t.command, client.stat()).await?;
         Ok(Pop3Mailbox {

@@ -10,6 +10,7 @@ use crate::io::connect::Timeouts;
 use crate::io::tls::TlsSettings;
 use crate::model::diagnosis::Thresholds;
 use crate::model::report;
+use crate::protocol::sasl::token_forms;
 
 /// Everything a check needs.
 #[derive(Debug, Clone)]
@@ -20,6 +21,33 @@ pub struct Settings {
     pub(crate) plan: Plan,
     /// When phases count as slow and certificates as expiring soon.
     pub(crate) thresholds: Thresholds,
+    /// DSN requests, bounce watching and the folders besides INBOX.
+    pub(crate) elsewhere: Elsewhere,
+}
+
+/// Where mail goes besides INBOX, and what the probe asks and watches for it.
+#[derive(Debug, Clone)]
+pub(crate) struct Elsewhere {
+    /// `--dsn auto`: ask for notifications (RFC 3461) when EHLO offers DSN.
+    pub(crate) request_dsn: bool,
+    /// Look for notifications about the probe's messages in the watched mailbox
+    /// (it is the sender's: sender = login).
+    pub(crate) bounces_in_mailbox: bool,
+    /// Find the Junk folder (SPECIAL-USE `\Junk` or a common name) and watch it.
+    pub(crate) junk: bool,
+    /// `--folders`: more folders to watch and clean.
+    pub(crate) folders: Vec<String>,
+}
+
+impl Default for Elsewhere {
+    fn default() -> Self {
+        Elsewhere {
+            request_dsn: true,
+            bounces_in_mailbox: true,
+            junk: true,
+            folders: Vec::new(),
+        }
+    }
 }
 
 /// Where the probe goes and as whom.
@@ -31,6 +59,9 @@ pub(crate) struct Target {
     pub(crate) smtp_login: Option<Login>,
     pub(crate) imap_login: Option<Login>,
     pub(crate) pop3_login: Option<Login>,
+    /// `--bounce-mailbox` / `[login.bounces]`: the sender's own mailbox on the IMAP
+    /// server, when it is not the one the probe reads.
+    pub(crate) bounce_login: Option<Login>,
     pub(crate) from: String,
     pub(crate) to: String,
     pub(crate) helo_name: String,
@@ -54,12 +85,26 @@ impl Target {
     pub(crate) fn retrieval_endpoints(&self) -> impl Iterator<Item = &Endpoint> {
         self.imap.iter().chain(self.pop3.iter())
     }
-    /// The secret forms of every login, longest first: what no output may show.
+    /// The secret forms of every login (a password's, or a token's in each SASL
+    /// exchange with these endpoints), longest first: what no output may show.
     pub(crate) fn secrets(&self) -> Vec<String> {
+        let endpoints: Vec<(&str, u16)> =
+            [Some(&self.smtp), self.imap.as_ref(), self.pop3.as_ref()]
+                .into_iter()
+                .flatten()
+                .map(|e| (e.host.as_str(), e.port))
+                .collect();
         let mut all: Vec<String> = [&self.smtp_login, &self.imap_login, &self.pop3_login]
             .into_iter()
+            .chain([&self.bounce_login])
             .flatten()
-            .flat_map(|l| secret_forms(&l.user, l.password.expose()))
+            .flat_map(|l| {
+                let mut forms = secret_forms(&l.user, l.password.expose());
+                if l.is_token() {
+                    forms.extend(token_forms(&l.user, l.password.expose(), &endpoints));
+                }
+                forms
+            })
             .collect();
         all.sort();
         all.dedup();

@@ -3,6 +3,7 @@
 //! We read the greeting, send the first EHLO and negotiate STARTTLS ourselves (to
 //! time them, keep the advertised capabilities and use our own TLS settings), then
 //! hand the live session to lettre for AUTH, MAIL, RCPT and the streamed DATA.
+//! AUTH with a bearer token (XOAUTH2, OAUTHBEARER) is ours too, before lettre.
 
 use std::time::{Duration, Instant};
 
@@ -10,9 +11,10 @@ use lettre::Address;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
-use lettre::transport::smtp::extension::{ClientId, MailParameter};
+use lettre::transport::smtp::extension::{ClientId, MailParameter, RcptParameter};
 use tokio::io::BufReader;
 
+use crate::core::auth::{AuthReason, Mechanism as AuthMechanism};
 use crate::core::endpoint::Endpoint;
 use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
 use crate::core::phase::{Phase, Phases, Protocol, millis};
@@ -26,8 +28,12 @@ use crate::io::connect::{
 use crate::io::net::{BoxStream, Replay};
 use crate::model::result::{ProtocolResult, SmtpServerInfo};
 use crate::probe::context::Context;
+use crate::protocol::dsn;
 use crate::protocol::message::ProbeMessage;
-use crate::protocol::smtp::{exchange, expect_positive, from_lettre, read_reply, wire_form};
+use crate::protocol::sasl::{Exchange, check_not_expired, pick};
+use crate::protocol::smtp::{
+    authenticate_sasl, exchange, expect_positive, from_lettre, read_reply, wire_form,
+};
 
 /// All a server may send while lettre speaks (EHLO, AUTH, MAIL, RCPT, DATA,
 /// QUIT replies): real replies are a few KiB.
@@ -75,10 +81,20 @@ pub(crate) async fn send(ctx: &Context, message: &ProbeMessage) -> Sent {
     let mut server = None;
     let mut tls = None;
     let started = Instant::now();
-    let outcome = converse(ctx, message, &mut clock, &mut server, &mut tls).await;
+    let mut dsn_requested = None;
+    let outcome = converse(
+        ctx,
+        message,
+        &mut clock,
+        &mut server,
+        &mut tls,
+        &mut dsn_requested,
+    )
+    .await;
     let accepted_at = outcome.as_ref().ok().map(|_| Instant::now());
     let total_ms = millis(started.elapsed());
-    let result = smtp_result(outcome, clock.into_timings(), total_ms, tls);
+    let mut result = smtp_result(outcome, clock.into_timings(), total_ms, tls);
+    result.dsn_requested = dsn_requested;
     Sent {
         result,
         accepted_at,
@@ -159,12 +175,48 @@ async fn converse(
     clock: &mut PhaseClock,
     server: &mut Option<SmtpServerInfo>,
     tls_info: &mut Option<TlsInfo>,
+    dsn_requested: &mut Option<bool>,
 ) -> ProbeResult<Reply> {
     let s = &ctx.settings;
     let t = s.timeouts;
+    if let Some(login) = &s.target.smtp_login {
+        check_not_expired(login).map_err(|e| e.at(Protocol::Smtp, Phase::Auth))?;
+    }
     let Established { stream, ehlo } =
         establish(ctx, &s.target.smtp, clock, server, tls_info).await?;
     let encrypted = tls_info.is_some();
+    // A bearer token is sent by our own SASL step (lettre cannot finish an
+    // exchange the server answers with an error challenge); passwords go on
+    // through lettre below.
+    let stream = match &s.target.smtp_login {
+        Some(login) if login.is_token() || login.mechanism.takes_token() => {
+            let offered = server
+                .as_ref()
+                .map(SmtpServerInfo::auth_mechanisms)
+                .unwrap_or_default();
+            let mechanism = pick(login, &offered)
+                .map_err(|e| e.at(Protocol::Smtp, Phase::Auth))?
+                .ok_or_else(|| ProbeError::config("a token login needs a bearer mechanism"))?;
+            check_plaintext_login(
+                &s.target.smtp,
+                encrypted,
+                s.target.allow_plaintext_login,
+                Phase::Auth,
+            )?;
+            let endpoint = &s.target.smtp;
+            let mut exchange = Exchange::new(mechanism, login, &endpoint.host, endpoint.port);
+            let mut reader = BufReader::new(stream);
+            clock
+                .run(
+                    Phase::Auth,
+                    t.command,
+                    authenticate_sasl(&mut reader, &mut exchange, login),
+                )
+                .await?;
+            unbuffer(endpoint, reader)?
+        }
+        _ => stream,
+    };
 
     // lettre reads a greeting and says EHLO before anything else: it is answered
     // from what was already said (and timed) above, without a round trip.
@@ -186,7 +238,18 @@ async fn converse(
         Err(_) => return Err(ProbeError::timeout(t.command).at(Protocol::Smtp, Phase::Ehlo)),
     };
     let announces_size = server.as_ref().is_some_and(|i| i.advertised_size.is_some());
-    let result = transaction(ctx, message, clock, &mut conn, announces_size, encrypted).await;
+    let dsn = s.elsewhere.request_dsn && server.as_ref().is_some_and(|i| i.has("DSN"));
+    *dsn_requested = Some(dsn);
+    let result = transaction(
+        ctx,
+        message,
+        clock,
+        &mut conn,
+        announces_size,
+        dsn,
+        encrypted,
+    )
+    .await;
     match result {
         Ok(reply) => {
             // QUIT's answer does not change acceptance; a server dying here is still noted.
@@ -211,6 +274,7 @@ async fn transaction(
     clock: &mut PhaseClock,
     conn: &mut AsyncSmtpConnection,
     announce_size: bool,
+    request_dsn: bool,
     encrypted: bool,
 ) -> ProbeResult<Reply> {
     let s = &ctx.settings;
@@ -227,9 +291,27 @@ async fn transaction(
             .map_err(from_lettre)
         };
 
-    if let Some(login) = &s.target.smtp_login {
-        let offered = conn.server_info().supports_auth_mechanism(Mechanism::Plain)
-            || conn.server_info().supports_auth_mechanism(Mechanism::Login);
+    if let Some(login) = s.target.smtp_login.as_ref().filter(|l| !l.is_token()) {
+        // `--auth plain|login` asks for that one; `auto` keeps PLAIN or LOGIN,
+        // whichever is offered, and no AUTH at all when neither is.
+        let mechanisms: &[Mechanism] = match login.mechanism {
+            AuthMechanism::Plain => &[Mechanism::Plain],
+            AuthMechanism::Login => &[Mechanism::Login],
+            _ => &[Mechanism::Plain, Mechanism::Login],
+        };
+        let offered = mechanisms
+            .iter()
+            .any(|m| conn.server_info().supports_auth_mechanism(*m));
+        if !offered && login.mechanism != AuthMechanism::Auto {
+            return Err(ProbeError::auth_refused(
+                Some(AuthReason::MechanismNotOffered),
+                format!(
+                    "the server does not offer AUTH {}",
+                    login.mechanism.sasl_name()
+                ),
+            )
+            .at(Protocol::Smtp, Phase::Auth));
+        }
         if offered {
             check_plaintext_login(
                 &s.target.smtp,
@@ -241,11 +323,7 @@ async fn transaction(
                 Credentials::new(login.user.clone(), login.password.expose().to_string());
             clock
                 .run(Phase::Auth, t.command, async {
-                    lift(
-                        conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials)
-                            .await,
-                    )
-                    .map_err(|e| {
+                    lift(conn.auth(mechanisms, &credentials).await).map_err(|e| {
                         if e.reply
                             .as_ref()
                             .is_some_and(|r| matches!(r.code, Some(454 | 530 | 534 | 535)))
@@ -274,6 +352,20 @@ async fn transaction(
     if announce_size {
         params.push(MailParameter::Size(message.encoded_len() as usize));
     }
+    let mut rcpt_params = Vec::new();
+    if request_dsn {
+        for (keyword, value) in dsn::mail_parameters(message.probe_id()) {
+            params.push(MailParameter::Other {
+                keyword: keyword.to_string(),
+                value: Some(value),
+            });
+        }
+        let (keyword, value) = dsn::RCPT_NOTIFY;
+        rcpt_params.push(RcptParameter::Other {
+            keyword: keyword.to_string(),
+            value: Some(value.to_string()),
+        });
+    }
     clock
         .run(Phase::MailFrom, t.command, async {
             lift(conn.command(Mail::new(Some(from), params)).await)
@@ -281,7 +373,7 @@ async fn transaction(
         .await?;
     clock
         .run(Phase::RcptTo, t.command, async {
-            lift(conn.command(Rcpt::new(to, vec![])).await)
+            lift(conn.command(Rcpt::new(to, rcpt_params)).await)
         })
         .await?;
     let body_limit = s.timeouts.body();

@@ -1,6 +1,7 @@
 //! Deleting probe messages after the fact: `mailprobe cleanup` sweeps leftovers
-//! by probe id and age over IMAP and POP3 (only messages carrying a well-formed
-//! probe id are candidates), and `serve` deletes the late arrivals of a check it
+//! by probe id and age over IMAP (INBOX, Junk and watched folders) and POP3 (only
+//! messages carrying a well-formed probe id are candidates) with the
+//! notifications about them, and `serve` deletes the late arrivals of a check it
 //! answered at its deadline.
 
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use crate::core::phase::{Phase, Protocol};
 use crate::core::probe_id::probe_id_time_ms;
 use crate::io::transcript::Transcript;
 use crate::model::report::Report;
+use crate::probe::bounces;
 use crate::probe::context::Context;
 use crate::probe::imap::ImapMailbox;
 use crate::probe::pop3::Pop3Mailbox;
@@ -21,6 +23,8 @@ use crate::probe::watch::{self, Wanted};
 #[derive(Debug, Default)]
 pub(crate) struct Sweep {
     pub(crate) deleted: Vec<(Protocol, String)>,
+    /// Notifications (bounces, delays) about probe messages that were deleted.
+    pub(crate) notifications: usize,
     pub(crate) errors: Vec<ProbeError>,
 }
 
@@ -48,6 +52,12 @@ pub(crate) async fn sweep(
             Ok(ids) => result
                 .deleted
                 .extend(ids.into_iter().map(|id| (Protocol::Imap, id))),
+            Err(e) => result.errors.push(e),
+        }
+    }
+    if ctx.settings.target.imap.is_some() {
+        match bounces::delete_notifications(&ctx, Wanted::AllProbes, &select).await {
+            Ok(n) => result.notifications = n,
             Err(e) => result.errors.push(e),
         }
     }

@@ -13,6 +13,7 @@ use crate::core::phase::{Phase, Phases, Protocol, millis};
 use crate::core::tls_info::TlsInfo;
 use crate::io::clock::PhaseClock;
 use crate::model::result::{ProtocolResult, Verification};
+use crate::probe::bounces::{self, Notice};
 use crate::probe::context::Context;
 use crate::protocol::message::Expected;
 
@@ -29,7 +30,25 @@ pub(crate) struct Accepted {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum Locator {
     ImapUid(u32),
-    Pop3 { number: u32, uidl: String },
+    Pop3 {
+        number: u32,
+        uidl: String,
+    },
+    /// A message in an IMAP folder other than INBOX (Junk, `--folders`).
+    ImapIn {
+        folder: String,
+        uid: u32,
+    },
+}
+
+impl Locator {
+    /// The folder, when it is not INBOX.
+    pub(crate) fn folder(&self) -> Option<&str> {
+        match self {
+            Locator::ImapIn { folder, .. } => Some(folder),
+            _ => None,
+        }
+    }
 }
 
 /// Which probe messages a search is for.
@@ -80,6 +99,23 @@ pub(crate) trait Mailbox: Sized {
         which: &[(String, Locator)],
     ) -> impl Future<Output = ProbeResult<Vec<String>>>;
     fn close(self, ctx: &Context) -> impl Future<Output = ()>;
+    /// Notifications (bounces, delays) about the wanted probe messages; none
+    /// where the protocol does not look for them.
+    fn notifications(
+        &mut self,
+        _ctx: &Context,
+        _wanted: Wanted<'_>,
+    ) -> impl Future<Output = ProbeResult<Vec<Notice>>> {
+        async { Ok(Vec::new()) }
+    }
+    /// Delete exactly these notifications; returns how many were deleted.
+    fn delete_notifications(
+        &mut self,
+        _ctx: &Context,
+        _which: &[Notice],
+    ) -> impl Future<Output = ProbeResult<usize>> {
+        async { Ok(0) }
+    }
     /// Wait until the mailbox may have changed, at most `limit` (IMAP IDLE);
     /// by default, one poll interval.
     fn wait_for_change(
@@ -210,6 +246,7 @@ pub(crate) async fn watch<M: Mailbox>(
         let search_started = Instant::now();
         let found = mailbox.find(ctx, Wanted::Ids(&ids)).await;
         let search_ms = millis(search_started.elapsed());
+        bounces::look(ctx, mailbox, &ids).await;
         let mut broken = None;
         match found {
             Ok(found) => {
@@ -232,8 +269,10 @@ pub(crate) async fn watch<M: Mailbox>(
                         found: Some(true),
                         delivery_ms: Some(millis(seen.saturating_duration_since(a.accepted_at))),
                         tls: tls.clone(),
+                        folder: at.folder().map(str::to_string),
                         ..Default::default()
                     };
+                    ctx.board.arrived(&a.expected.probe_id, at.folder());
                     match fetched {
                         Ok(v) => {
                             r.verified = Some(v.verified);
@@ -267,6 +306,7 @@ pub(crate) async fn watch<M: Mailbox>(
             }
             Err(e) => broken = Some(e),
         }
+        bounces::settle(ctx, M::PROTOCOL, &mut pending, &mut results);
 
         if let Some(err) = broken {
             last_error = Some(err);
@@ -294,14 +334,13 @@ pub(crate) async fn watch<M: Mailbox>(
                 if let Some(last) = &last_error {
                     err.message = format!("{}; last error: {last}", err.message);
                 }
-                results.insert(
-                    a.index,
-                    ProtocolResult {
-                        found: Some(false),
-                        error: Some(err),
-                        ..Default::default()
-                    },
-                );
+                let mut r = ProtocolResult {
+                    found: Some(false),
+                    error: Some(err),
+                    ..Default::default()
+                };
+                bounces::explain_missing(ctx, a, &mut r);
+                results.insert(a.index, r);
                 false
             } else {
                 true

@@ -1,5 +1,6 @@
 //! IMAP on the wire: status lines and capabilities, tagged commands spoken by
-//! hand (before async-imap takes over at LOGIN), search queries by probe id,
+//! hand (before async-imap takes over at LOGIN), AUTHENTICATE with a bearer
+//! token, search queries by probe id,
 //! and async-imap's errors mapped onto ours.
 
 use std::future::Future;
@@ -10,7 +11,9 @@ use tokio::io::{AsyncBufRead, AsyncWrite};
 use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
 use crate::core::probe_id::PROBE_HEADER;
 use crate::core::reply::Reply;
+use crate::core::secret::Login;
 use crate::io::net::{read_line_bounded, write_all_flush};
+use crate::protocol::sasl::Exchange;
 
 pub(crate) const MAX_STATUS_LINE: usize = 64 * 1024;
 const MAX_UNTAGGED: usize = 1000;
@@ -85,6 +88,69 @@ pub fn parse_capabilities(line: &str) -> Option<Vec<String>> {
             .map(|s| s.to_ascii_uppercase())
             .collect(),
     )
+}
+
+/// The SASL mechanisms among IMAP capabilities (`AUTH=XOAUTH2` -> `XOAUTH2`).
+pub(crate) fn auth_mechanisms(capabilities: &[String]) -> Vec<String> {
+    capabilities
+        .iter()
+        .filter_map(|c| {
+            c.to_ascii_uppercase()
+                .strip_prefix("AUTH=")
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// async-imap's side of a bearer exchange; a failure to answer is kept for
+/// after the server's tagged reply.
+struct Answering<'a> {
+    exchange: &'a mut Exchange,
+    failed: Option<ProbeError>,
+}
+
+impl async_imap::Authenticator for &mut Answering<'_> {
+    type Response = Vec<u8>;
+    fn process(&mut self, challenge: &[u8]) -> Vec<u8> {
+        self.exchange.answer(challenge).unwrap_or_else(|e| {
+            self.failed.get_or_insert(e);
+            Vec::new()
+        })
+    }
+}
+
+/// `AUTHENTICATE` for an [`Exchange`] (a bearer token, or PLAIN), the initial
+/// response on the command line when the server offers SASL-IR (RFC 4959). A
+/// refusal says why.
+pub(crate) async fn authenticate_sasl<T>(
+    client: async_imap::Client<T>,
+    exchange: &mut Exchange,
+    login: &Login,
+    sasl_ir: bool,
+) -> ProbeResult<async_imap::Session<T>>
+where
+    T: tokio::io::AsyncRead + AsyncWrite + Unpin + std::fmt::Debug + Send,
+{
+    let mut command = exchange.mechanism().sasl_name().to_string();
+    if sasl_ir {
+        command.push(' ');
+        command.push_str(&exchange.initial_response());
+    }
+    let mut answering = Answering {
+        exchange,
+        failed: None,
+    };
+    let outcome = client.authenticate(&command, &mut answering).await;
+    command.clear();
+    match outcome {
+        Ok(session) => Ok(session),
+        Err((e, _)) => {
+            if let Some(failed) = answering.failed.take() {
+                return Err(failed);
+            }
+            Err(answering.exchange.refused(login, from_imap(e)))
+        }
+    }
 }
 
 /// Send a tagged command and read to its tagged reply; returns the untagged lines.

@@ -1,5 +1,5 @@
 //! SMTP on the wire: reading bounded replies, command exchanges, the EHLO
-//! capabilities, and the adapter that lets lettre continue a session we opened.
+//! capabilities, AUTH with a bearer token, and the adapter that lets lettre continue a session we opened.
 
 use std::io;
 use std::net::SocketAddr;
@@ -8,10 +8,32 @@ use tokio::io::{AsyncBufRead, AsyncWrite};
 
 use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
 use crate::core::reply::{MAX_REPLY_LINE, MAX_REPLY_LINES, Reply};
+use crate::core::secret::Login;
 use crate::io::net::{BoxStream, Replay, read_line_bounded, write_all_flush};
 use crate::model::result::SmtpServerInfo;
+use crate::protocol::sasl::Exchange;
 
 impl SmtpServerInfo {
+    /// The SASL mechanisms of the `AUTH` capability (upper case).
+    pub(crate) fn auth_mechanisms(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for line in &self.capabilities {
+            let upper = line.to_ascii_uppercase();
+            let mut words = upper.split_whitespace();
+            let first = words.next().unwrap_or_default();
+            // `AUTH=...` is the pre-RFC 4954 spelling some servers still add.
+            if first == "AUTH" {
+                out.extend(words.map(str::to_string));
+            } else if let Some(m) = first.strip_prefix("AUTH=") {
+                out.push(m.to_string());
+                out.extend(words.map(str::to_string));
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
     pub(crate) fn has(&self, keyword: &str) -> bool {
         self.capabilities.iter().any(|c| {
             c.split_whitespace()
@@ -70,6 +92,43 @@ pub(crate) fn expect_positive(reply: Reply) -> ProbeResult<Reply> {
         Ok(reply)
     } else {
         Err(ProbeError::rejected(reply))
+    }
+}
+
+/// A command line longer than this does not carry the initial response
+/// (RFC 4954 allows AUTH lines of 12288 octets).
+const MAX_AUTH_LINE: usize = 12_000;
+
+/// `AUTH` for an [`Exchange`] (a bearer token): the initial response on the command line (or
+/// after the server's empty challenge when too long), each error challenge
+/// acknowledged; 235 is success, anything else a refusal saying why.
+pub(crate) async fn authenticate_sasl<S: AsyncBufRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    exchange: &mut Exchange,
+    login: &Login,
+) -> ProbeResult<Reply> {
+    let name = exchange.mechanism().sasl_name();
+    let mut command = format!("AUTH {name}");
+    let initial = exchange.initial_response();
+    if command.len() + initial.len() + 3 <= MAX_AUTH_LINE {
+        command.push(' ');
+        command.push_str(&initial);
+    } else {
+        exchange.forget_initial_sent();
+    }
+    command.push_str("\r\n");
+    drop(initial);
+    write_all_flush(stream, command.as_bytes()).await?;
+    loop {
+        let reply = read_reply(stream).await?;
+        match reply.code {
+            Some(235) => return Ok(reply),
+            Some(334) => {
+                let answer = exchange.answer_base64(&reply.text)?;
+                write_all_flush(stream, format!("{answer}\r\n").as_bytes()).await?;
+            }
+            _ => return Err(exchange.refused(login, ProbeError::rejected(reply))),
+        }
     }
 }
 

@@ -128,6 +128,7 @@ pub(crate) fn render(report: &Report) -> Vec<u8> {
     o.push_str("</header>\n");
 
     diagnoses(&mut o, report);
+    timeline_section(&mut o, report);
     evidence_table(&mut o, report);
     o.push_str("<section id=\"chart-section\">\n<h2>Latency by message size</h2>\n");
     chart(&mut o, report);
@@ -180,6 +181,60 @@ fn diagnoses(o: &mut String, report: &Report) {
         o.push_str("</article>\n");
     }
     o.push_str("</section>\n");
+}
+
+/// The liveness timeline: one bar per service, its spans as segments as wide as
+/// they lasted (green up, red down), each titled with its times and how it began.
+fn timeline_section(o: &mut String, report: &Report) {
+    let Some(t) = &report.timeline else {
+        return;
+    };
+    let _ = writeln!(
+        o,
+        "<section id=\"timeline\">\n<h2>Service timeline</h2>\n<p class=\"meta\">each service sampled every {} over {} from {} (greeting only, no login)</p>\n<table class=\"timeline\" style=\"width:100%\">",
+        esc(&format_ms(t.interval_ms)),
+        esc(&format_ms(t.duration_ms)),
+        esc(&t.started_at)
+    );
+    for service in &t.services {
+        let _ = write!(
+            o,
+            "<tr data-protocol=\"{p}\"><th>{p}</th><td style=\"width:70%\"><div class=\"lane\" style=\"display:flex;height:16px;background:#eef1f4\">",
+            p = esc(service.protocol.as_str())
+        );
+        for span in &service.spans {
+            let (state, color) = match span.state {
+                crate::model::timeline::Liveness::Up => ("up", "#2a9d3a"),
+                crate::model::timeline::Liveness::Down => ("down", "#c62828"),
+            };
+            let mut title = format!(
+                "{state} +{} to +{}",
+                format_ms(span.start_ms),
+                format_ms(span.end_ms)
+            );
+            if let Some(c) = span.began {
+                title.push_str(&format!(", began: {}", c.as_str()));
+            }
+            if span.restart {
+                title.push_str(", restart");
+            }
+            if let Some(d) = &span.detail {
+                title.push_str(&format!(": {d}"));
+            }
+            let _ = write!(
+                o,
+                "<span class=\"{state}\" title=\"{}\" style=\"flex:{} 0 0;background:{color}\"></span>",
+                esc(&title),
+                number(span.duration_ms().max(0.001))
+            );
+        }
+        let _ = writeln!(
+            o,
+            "</div></td><td>{}</td></tr>",
+            esc(&crate::report::timeline::lane_note(service))
+        );
+    }
+    o.push_str("</table>\n</section>\n");
 }
 
 fn evidence_table(o: &mut String, report: &Report) {
@@ -609,6 +664,7 @@ mod tests {
             deleted: 3,
             leftovers: vec!["mailprobe-1-<x>".into()],
             errors: Vec::new(),
+            ..Default::default()
         };
         r
     }
@@ -667,6 +723,27 @@ mod tests {
         // Delivery is the first protocol to see the message.
         assert!(out.contains("data-protocol=\"delivery\" data-size=\"0\" data-ms=\"340\""));
         assert!(out.contains("data-protocol=\"smtp\" data-size=\"0\" data-ms=\"81.5\""));
+    }
+
+    #[test]
+    fn the_timeline_is_drawn_one_bar_per_service() {
+        let mut r = sample();
+        assert!(
+            !String::from_utf8(render(&r))
+                .unwrap()
+                .contains("id=\"timeline\"")
+        );
+        let mut t = crate::report::json::tests::timeline_sample();
+        t.services[0].spans[1].detail = Some("<script>".into());
+        r.timeline = Some(t);
+        let out = String::from_utf8(render(&r)).unwrap();
+        assert!(out.contains("<section id=\"timeline\">"), "{out}");
+        assert!(out.contains("<tr data-protocol=\"smtp\">"), "{out}");
+        assert_eq!(out.matches("<span class=\"up\"").count(), 2);
+        assert_eq!(out.matches("<span class=\"down\"").count(), 1);
+        assert!(out.contains("began: refused"), "{out}");
+        assert!(out.contains("&lt;script&gt;") && !out.contains("<script>"));
+        assert!(out.contains("1 restart(s), down 1 time(s)"), "{out}");
     }
 
     #[test]

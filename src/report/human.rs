@@ -68,6 +68,7 @@ pub(crate) fn render(report: &Report) -> Vec<u8> {
             let _ = writeln!(o, "    check: {}", one_line(h));
         }
     }
+    timeline_lanes(&mut o, report);
 
     if let Some(mx) = &report.mx {
         let _ = writeln!(o);
@@ -193,6 +194,16 @@ fn failure_word(kind: ErrorKind) -> &'static str {
         ErrorKind::Config => "config error",
         // timeout, refused, reset, closed, rejected, unsupported, and kinds added later.
         other => other.as_str(),
+    }
+}
+
+/// The liveness timeline under the diagnoses: one lane per service.
+fn timeline_lanes(o: &mut String, report: &Report) {
+    if let Some(timeline) = &report.timeline {
+        let _ = writeln!(o);
+        for line in crate::report::timeline::human_section(timeline) {
+            let _ = writeln!(o, "{line}");
+        }
     }
 }
 

@@ -9,7 +9,7 @@ pub(crate) fn render(report: &Report) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::render;
     use crate::model::fixtures::{report as sample, snapshot};
 
@@ -38,6 +38,7 @@ mod tests {
                 crate::core::error::ErrorKind::Timeout,
                 "no answer",
             )],
+            ..Default::default()
         };
         r.mx = Some(crate::model::mx::MxReport {
             domain: "h".into(),
@@ -62,12 +63,14 @@ mod tests {
             verdict: crate::model::report::Verdict::Failing,
             duration_ms: 100.0,
             down: vec![Protocol::Imap],
+            sampled_down: vec![Protocol::Imap],
             summary: "IMAP is down".into(),
         }];
         stats.stability = Some(crate::analysis::stability::analyze(
             &[crate::analysis::stability::RoundOutcome {
                 state: crate::model::stats::RoundState::Down,
                 down: vec![Protocol::Imap],
+                sampled_down: vec![Protocol::Imap],
             }],
             3,
         ));
@@ -104,7 +107,43 @@ mod tests {
         }
         refused.tls = tls;
         refused.skipped = None;
+        r.timeline = Some(timeline_sample());
         r
+    }
+
+    /// SMTP down once and back (a restart) while sampled every 250 ms.
+    pub(crate) fn timeline_sample() -> crate::model::timeline::Timeline {
+        use crate::model::timeline::{DownCause, Sample, ServiceTimeline, Timeline};
+        let mut smtp =
+            ServiceTimeline::new(crate::core::phase::Protocol::Smtp, "smtp://h:587".into());
+        smtp.record(0.0, Sample::Up("220 h ESMTP".into()));
+        smtp.record(
+            250.0,
+            Sample::Down(DownCause::Refused, "connection refused".into()),
+        );
+        smtp.record(500.0, Sample::Up("220 h ESMTP".into()));
+        smtp.finish(750.0);
+        let mut t = Timeline {
+            started_at: "2026-11-25T00:00:00Z".into(),
+            interval_ms: 250.0,
+            duration_ms: 750.0,
+            services: vec![smtp],
+            crash_loops: Vec::new(),
+        };
+        t.crash_loops = vec![crate::model::timeline::CrashLoop {
+            protocols: vec![crate::core::phase::Protocol::Smtp],
+            shared: false,
+            restarts: 1,
+            median_up_ms: 250.0,
+            median_down_ms: 250.0,
+            first_restart_ms: 500.0,
+            last_restart_ms: 500.0,
+            began: vec![crate::model::timeline::CauseCount {
+                cause: DownCause::Refused,
+                count: 1,
+            }],
+        }];
+        t
     }
 
     /// The JSON report is a contract: these bytes only ever gain fields.

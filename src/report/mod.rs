@@ -8,6 +8,7 @@ pub(crate) mod jsonl;
 pub(crate) mod junit;
 pub(crate) mod nagios;
 pub(crate) mod prometheus;
+pub(crate) mod timeline;
 
 use crate::model::report::Report;
 

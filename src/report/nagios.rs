@@ -37,6 +37,14 @@ pub(crate) fn render(report: &Report) -> Vec<u8> {
         }
     }
 
+    for service in report.timeline.iter().flat_map(|t| t.services.iter()) {
+        perf.push(metric(
+            &format!("{}_restarts", service.protocol.as_str()),
+            &service.restarts.to_string(),
+            "",
+        ));
+    }
+
     let mut o = String::new();
     let _ = writeln!(o, "MAILPROBE {status} - {summary} | {}", perf.join(" "));
     for d in &report.diagnoses {

@@ -177,6 +177,17 @@ pub(crate) fn render(report: &Report) -> Vec<u8> {
         earliest_cert.add(vec![], at);
     }
 
+    let mut restarts = Family::new(
+        "mailprobe_restarts",
+        "Restarts the liveness sampler saw during the check, per service (down and back, or a changed greeting).",
+    );
+    for service in report.timeline.iter().flat_map(|t| t.services.iter()) {
+        restarts.add(
+            vec![("protocol", service.protocol.as_str().to_string())],
+            f64::from(service.restarts),
+        );
+    }
+
     let mut duration = Family::new(
         "mailprobe_duration_seconds",
         "Wall-clock duration of the whole mail check.",
@@ -200,6 +211,7 @@ pub(crate) fn render(report: &Report) -> Vec<u8> {
         message_ok,
         diagnosis,
         cert,
+        restarts,
         duration,
     ] {
         family.write(&mut o);

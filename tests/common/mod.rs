@@ -25,6 +25,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod oauth;
+
 use mailprobe::app::cli::{CheckArgs, MailboxArgs};
 use mailprobe::model::report::Report;
 

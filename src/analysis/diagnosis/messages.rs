@@ -2,7 +2,7 @@
 //! through, larger or attached mail does not) with its cause, mail that was
 //! not delivered or altered, and retrieval that works over one protocol only.
 
-use super::results_of;
+use super::{elsewhere, results_of};
 use crate::core::error::{ErrorKind, ProbeError};
 use crate::core::phase::{Phase, Protocol};
 use crate::core::units::format_size;
@@ -57,6 +57,9 @@ pub(super) fn fate(m: &MessageReport) -> Fate {
     {
         return Fate::Failed(Cause::Altered);
     }
+    if let Some(cause) = elsewhere::bounce_cause(&retrievals) {
+        return Fate::Failed(cause);
+    }
     if retrievals.iter().any(|r| {
         r.error
             .as_ref()
@@ -108,6 +111,13 @@ pub(super) fn cause_hints(cause: Cause) -> Vec<String> {
         Cause::Altered => &[
             "a filter strips or rewrites attachments: check attachment policies, disclaimers and antivirus actions",
         ],
+        // Login causes never come from messages (see `auth::hints`).
+        Cause::InvalidToken
+        | Cause::ExpiredToken
+        | Cause::InsufficientScope
+        | Cause::UnknownUser
+        | Cause::MechanismNotOffered => &[],
+        Cause::Bounced | Cause::Deferred => &[],
     };
     v.iter().map(|s| s.to_string()).collect()
 }
@@ -162,6 +172,11 @@ pub(super) fn message_diagnoses(report: &Report, out: &mut Vec<Diagnosis>) {
         .min()
         .expect("non-empty");
     let all_failed_have_attachments = failed.iter().all(|(m, _)| m.attachment);
+    let reason = elsewhere::lead_reason(&failed, lead);
+    let hints = match reason {
+        Some(_) => elsewhere::hints(lead, reason),
+        None => cause_hints(lead),
+    };
 
     match largest_ok {
         Some(ok_size)
@@ -174,9 +189,10 @@ pub(super) fn message_diagnoses(report: &Report, out: &mut Vec<Diagnosis>) {
                 severity: Severity::Failing,
                 summary,
                 cause: Some(lead),
+                reason,
                 protocol: None,
                 evidence: with_size_evidence(report, evidence),
-                hints: cause_hints(lead),
+                hints,
             });
         }
         Some(_) => out.push(Diagnosis {
@@ -188,6 +204,7 @@ pub(super) fn message_diagnoses(report: &Report, out: &mut Vec<Diagnosis>) {
                 report.messages.len()
             ),
             cause: Some(lead),
+            reason,
             protocol: None,
             evidence,
             hints: vec![
@@ -196,10 +213,22 @@ pub(super) fn message_diagnoses(report: &Report, out: &mut Vec<Diagnosis>) {
         }),
         None => {
             let (code, summary) = match lead {
-                Cause::NotDelivered if failed.iter().all(|(_, c)| *c == Cause::NotDelivered) => (
-                    Code::NotDelivered,
-                    "Every message was accepted by SMTP but none arrived in the mailbox".to_string(),
-                ),
+                Cause::NotDelivered | Cause::Bounced | Cause::Deferred
+                    if failed.iter().all(|(_, c)| {
+                        matches!(c, Cause::NotDelivered | Cause::Bounced | Cause::Deferred)
+                    }) =>
+                {
+                    let bounced = match lead {
+                        Cause::NotDelivered => String::new(),
+                        _ => format!(": they {}", elsewhere::how(&failed, lead)),
+                    };
+                    (
+                        Code::NotDelivered,
+                        format!(
+                            "Every message was accepted by SMTP but none arrived in the mailbox{bounced}"
+                        ),
+                    )
+                }
                 Cause::Altered if failed.iter().all(|(_, c)| *c == Cause::Altered) => (
                     Code::MessageAltered,
                     "Every message arrives altered: content differs from what was sent".to_string(),
@@ -214,9 +243,10 @@ pub(super) fn message_diagnoses(report: &Report, out: &mut Vec<Diagnosis>) {
                 severity: Severity::Failing,
                 summary,
                 cause: Some(lead),
+                reason,
                 protocol: None,
                 evidence,
-                hints: cause_hints(lead),
+                hints,
             });
         }
     }
@@ -287,6 +317,13 @@ pub(super) fn attachments_summary(
         Cause::Timeout => "time out during transfer".into(),
         Cause::NotDelivered => "are accepted but never arrive in the mailbox".into(),
         Cause::Altered => "arrive altered: the attachment is stripped, renamed or changed".into(),
+        // Login causes never come from messages.
+        Cause::InvalidToken
+        | Cause::ExpiredToken
+        | Cause::InsufficientScope
+        | Cause::UnknownUser
+        | Cause::MechanismNotOffered => "fail".into(),
+        Cause::Bounced | Cause::Deferred => elsewhere::how(failed, cause),
     };
     format!(
         "{ok}; messages with attachments of {} and more {how}.",
@@ -336,6 +373,7 @@ fn partial_retrieval(report: &Report, out: &mut Vec<Diagnosis>) {
                     }
                 ),
                 cause: None,
+                reason: None,
                 protocol: Some(protocol),
                 evidence: failures,
                 hints: vec![format!("check the {} service's log", protocol.label())],

@@ -12,6 +12,8 @@ use crate::model::diagnosis::{Code, Diagnosis, Severity, Thresholds};
 use crate::model::report::{MessageReport, Report, Verdict};
 use crate::model::result::ProtocolResult;
 
+mod auth;
+mod elsewhere;
 mod endpoints;
 mod messages;
 mod mx;
@@ -42,6 +44,7 @@ pub(crate) fn apply_sweep(report: &mut Report) {
             severity: Severity::Failing,
             summary: format!("the cleanup could not sweep every mailbox: {first}"),
             cause: None,
+            reason: None,
             protocol: first.protocol,
             evidence: report.cleanup.errors.iter().map(ToString::to_string).collect(),
             hints: vec![
@@ -135,13 +138,11 @@ fn diagnose(report: &Report, t: &Thresholds) -> Vec<Diagnosis> {
                 code: Code::AuthFailed,
                 severity: Severity::Failing,
                 summary: format!("{} refuses the login: {}", protocol.label(), err.message),
-                cause: None,
+                cause: err.auth_reason.map(auth::cause),
+                reason: None,
                 protocol: Some(protocol),
                 evidence: vec![err.to_string()],
-                hints: vec![
-                    "check the user name and the password source (variable or file)".into(),
-                    "check the account is not locked and the auth backend (SASL, LDAP, passdb) answers".into(),
-                ],
+                hints: auth::hints(&err),
             });
         }
     }
@@ -164,6 +165,7 @@ fn diagnose(report: &Report, t: &Thresholds) -> Vec<Diagnosis> {
                 configured.iter().map(|p| p.label()).collect::<Vec<_>>().join(", ")
             ),
             cause: None,
+            reason: None,
             protocol: None,
             evidence: down.iter().map(|(_, e)| e.to_string()).collect(),
             hints: vec![
@@ -183,6 +185,7 @@ fn diagnose(report: &Report, t: &Thresholds) -> Vec<Diagnosis> {
                     err.phase.map_or("connect", Phase::as_str)
                 ),
                 cause: None,
+                reason: None,
                 protocol: Some(*protocol),
                 evidence: vec![err.to_string()],
                 hints: endpoint_hints(err),
@@ -191,6 +194,7 @@ fn diagnose(report: &Report, t: &Thresholds) -> Vec<Diagnosis> {
     }
 
     message_diagnoses(report, &mut out);
+    elsewhere::junk_diagnoses(report, t, &mut out);
     out.extend(mx_diagnoses(report));
     slow_diagnoses(report, t, &mut out);
 
@@ -199,7 +203,14 @@ fn diagnose(report: &Report, t: &Thresholds) -> Vec<Diagnosis> {
             .cleanup
             .leftovers
             .iter()
-            .map(|id| format!("left in the mailbox: {id}"))
+            .map(|id| {
+                let place = report.cleanup.places.iter().find(|p| &p.probe_id == id);
+                match place.map(|p| p.place.as_str()) {
+                    Some("not_arrived") => format!("not arrived yet (may still arrive): {id}"),
+                    Some(folder) => format!("left in {folder}: {id}"),
+                    None => format!("left in the mailbox: {id}"),
+                }
+            })
             .collect();
         evidence.extend(report.cleanup.errors.iter().map(ToString::to_string));
         out.push(Diagnosis {
@@ -210,6 +221,7 @@ fn diagnose(report: &Report, t: &Thresholds) -> Vec<Diagnosis> {
                 report.cleanup.leftovers.len()
             ),
             cause: None,
+            reason: None,
             protocol: None,
             evidence,
             hints: vec!["run `mailprobe cleanup` later; it deletes only probe messages".into()],

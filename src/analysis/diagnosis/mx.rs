@@ -20,6 +20,7 @@ pub(super) fn mx_diagnoses(report: &Report) -> Vec<Diagnosis> {
                 .clone()
                 .unwrap_or_else(|| format!("DNS lookup for {} failed", mx.domain)),
             cause: None,
+            reason: None,
             protocol: None,
             evidence: vec![format!("resolver: {}", mx.resolver)],
             hints: vec![
@@ -38,6 +39,7 @@ pub(super) fn mx_diagnoses(report: &Report) -> Vec<Diagnosis> {
                 mx.domain
             ),
             cause: None,
+            reason: None,
             protocol: None,
             evidence: vec![format!("{} MX 0 .", mx.domain)],
             hints: vec![
@@ -79,6 +81,7 @@ pub(super) fn mx_diagnoses(report: &Report) -> Vec<Diagnosis> {
                     .map_or_else(|| "failed".to_string(), |e| e.to_string())
             ),
             cause: None,
+            reason: None,
             protocol: Some(Protocol::Smtp),
             evidence: failed.iter().map(|e| line(e)).collect(),
             hints: vec![
@@ -96,6 +99,7 @@ pub(super) fn mx_diagnoses(report: &Report) -> Vec<Diagnosis> {
                         e.host, e.preference, mx.domain, ok.host
                     ),
                     cause: None,
+                    reason: None,
                     protocol: Some(Protocol::Smtp),
                     evidence: vec![line(e)],
                     hints: vec![

@@ -46,6 +46,7 @@ pub(super) fn slow_diagnoses(report: &Report, t: &Thresholds, out: &mut Vec<Diag
             severity: Severity::Degraded,
             summary: format!("{} is slow in the {} phase", protocol.label(), phase.as_str()),
             cause: None,
+            reason: None,
             protocol: Some(protocol),
             evidence,
             hints: vec!["check the server's load, DNS lookups it makes (greeting/EHLO delays), filters and disk I/O".into()],

@@ -102,6 +102,7 @@ fn report(messages: Vec<MessageReport>) -> Report {
         cleanup: Cleanup::default(),
         mx: None,
         stats: None,
+        timeline: None,
     };
     apply(&mut r, &Thresholds::default());
     r
@@ -453,6 +454,7 @@ fn added_diagnoses_settle_verdict_and_summary_like_the_first_ones() {
         severity,
         summary: summary.into(),
         cause: None,
+        reason: None,
         protocol: None,
         evidence: Vec::new(),
         hints: Vec::new(),

@@ -16,6 +16,7 @@ pub(super) fn tls_diagnoses(report: &Report, t: &Thresholds, out: &mut Vec<Diagn
                 severity: Severity::Failing,
                 summary: format!("{} TLS fails: {}", protocol.label(), err.message),
                 cause: None,
+                reason: None,
                 protocol: Some(protocol),
                 evidence: std::iter::once(err.to_string())
                     .chain(err.tls.as_deref().map(cert_evidence).unwrap_or_default())
@@ -41,6 +42,7 @@ pub(super) fn tls_diagnoses(report: &Report, t: &Thresholds, out: &mut Vec<Diagn
                     tls.verify_error.as_deref().unwrap_or("unknown reason")
                 ),
                 cause: None,
+                reason: None,
                 protocol: Some(protocol),
                 evidence: cert_evidence(tls),
                 hints: vec!["install a certificate that verifies for this name, or pass the private CA with --ca-file".into()],
@@ -51,6 +53,7 @@ pub(super) fn tls_diagnoses(report: &Report, t: &Thresholds, out: &mut Vec<Diagn
                 severity: Severity::Degraded,
                 summary: format!("{} certificate expires in {days} day(s)", protocol.label()),
                 cause: None,
+                reason: None,
                 protocol: Some(protocol),
                 evidence: cert_evidence(tls),
                 hints: vec!["renew the certificate and reload the service".into()],

@@ -1,5 +1,5 @@
 //! A small async POP3 client: RFC 1939, CAPA (RFC 2449), STLS (RFC 2595) and
-//! AUTH PLAIN (RFC 5034), with a streamed RETR.
+//! AUTH PLAIN, XOAUTH2 and OAUTHBEARER (RFC 5034, 7628), with a streamed RETR.
 //!
 //! RETR hands each dot-unstuffed line to a sink as it arrives, so a 70 MB body
 //! passes through with memory bounded by the longest line (at most
@@ -22,12 +22,14 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
 use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
 use crate::core::reply::Reply;
+use crate::core::secret::Login;
 use crate::io::net::{read_line_bounded, write_all_flush};
+use crate::protocol::sasl::{Exchange, MAX_CHALLENGES};
 
 use crate::io::idle::IdleTimeout;
 pub(crate) use parse::{
     Status, has_capability, has_sasl, parse_list_line, parse_stat, parse_status_line,
-    parse_uidl_line, unstuff,
+    parse_uidl_line, sasl_mechanisms, unstuff,
 };
 use parse::{excerpt, refusal_kind, trim_eol};
 
@@ -37,6 +39,8 @@ pub(crate) const STATUS_LINE_MAX: usize = 8 * 1024;
 pub(crate) const BODY_LINE_MAX: usize = 1 << 20;
 /// Most entries in a UIDL or LIST answer.
 pub(crate) const MAX_LISTING: usize = 1_000_000;
+/// Longest command line with a SASL initial response (RFC 5034 4).
+pub(crate) const MAX_COMMAND_LINE: usize = 255;
 /// Most lines in a CAPA answer.
 pub(crate) const MAX_CAPA: usize = 1_000;
 /// Read buffer size.
@@ -232,6 +236,61 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Pop3Client<S> {
         self.read_line(STATUS_LINE_MAX).await?;
         let status = parse_status_line(&self.line)?;
         self.login_step(status)
+    }
+
+    /// `AUTH` for an [`Exchange`] (a bearer token, or PLAIN; RFC 5034): the initial response on the
+    /// command line when the line stays within 255 octets, else after the
+    /// server's empty challenge; each error challenge is acknowledged. A
+    /// refusal is [`ErrorKind::Auth`] saying why (see [`Exchange::refused`]).
+    pub(crate) async fn authenticate_sasl(
+        &mut self,
+        exchange: &mut Exchange,
+        login: &Login,
+    ) -> ProbeResult<()> {
+        let name = exchange.mechanism().sasl_name();
+        let mut cmd = format!("AUTH {name}");
+        let initial = exchange.initial_response();
+        if cmd.len() + initial.len() + 3 <= MAX_COMMAND_LINE {
+            cmd.push(' ');
+            cmd.push_str(&initial);
+        } else {
+            exchange.forget_initial_sent();
+        }
+        drop(initial);
+        cmd.push_str("\r\n");
+        let mut status = self.exchange(cmd.as_bytes()).await;
+        cmd.clear();
+        for _ in 0..=MAX_CHALLENGES {
+            match status? {
+                Status::Ok(_) => {
+                    self.desynced = false;
+                    return Ok(());
+                }
+                Status::Err(text) => {
+                    self.desynced = false;
+                    let refusal = refused(text);
+                    return Err(if refusal.kind() == ErrorKind::Auth {
+                        exchange.refused(login, refusal)
+                    } else {
+                        refusal
+                    });
+                }
+                Status::Continue(challenge) => {
+                    let mut answer = exchange.answer_base64(&challenge)?;
+                    answer.push_str("\r\n");
+                    let written = self.write(answer.as_bytes()).await;
+                    answer.clear();
+                    written?;
+                    status = self
+                        .read_line(STATUS_LINE_MAX)
+                        .await
+                        .and_then(|_| parse_status_line(&self.line));
+                }
+            }
+        }
+        Err(protocol(format!(
+            "the server sent more than {MAX_CHALLENGES} SASL challenges"
+        )))
     }
 
     fn login_step(&mut self, status: Status) -> ProbeResult<()> {

@@ -169,11 +169,23 @@ pub fn has_capability(capabilities: &[String], name: &str) -> bool {
 
 /// Whether a CAPA listing offers the SASL mechanism `mech` (RFC 2449 `SASL` tag).
 pub fn has_sasl(capabilities: &[String], mech: &str) -> bool {
-    capabilities.iter().any(|c| {
-        let mut w = c.split_ascii_whitespace();
-        w.next().is_some_and(|t| t.eq_ignore_ascii_case("SASL"))
-            && w.any(|m| m.eq_ignore_ascii_case(mech))
-    })
+    sasl_mechanisms(capabilities)
+        .iter()
+        .any(|m| m.eq_ignore_ascii_case(mech))
+}
+
+/// The SASL mechanisms of a CAPA listing (upper case).
+pub(crate) fn sasl_mechanisms(capabilities: &[String]) -> Vec<String> {
+    capabilities
+        .iter()
+        .filter_map(|c| {
+            let mut w = c.split_ascii_whitespace();
+            w.next()
+                .filter(|t| t.eq_ignore_ascii_case("SASL"))
+                .map(|_| w.map(str::to_ascii_uppercase).collect::<Vec<_>>())
+        })
+        .flatten()
+        .collect()
 }
 
 #[cfg(test)]

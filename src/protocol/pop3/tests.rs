@@ -508,3 +508,56 @@ fn futures_are_send(mut client: Pop3Client<crate::io::net::BoxStream>, caps: Vec
         let _ = client.quit().await;
     });
 }
+
+fn token_login(mechanism: crate::core::auth::Mechanism, token: &str) -> Login {
+    let mut login = Login::with_password(
+        "alice@x.test",
+        crate::core::secret::Secret::new(token.into()),
+    );
+    login.kind = crate::core::secret::SecretKind::Token;
+    login.mechanism = mechanism;
+    login
+}
+
+#[tokio::test]
+async fn a_refused_bearer_token_is_acknowledged_and_explained() {
+    use crate::core::auth::{AuthReason, Mechanism};
+    // A long token does not fit a 255-octet AUTH line: it follows the empty challenge.
+    let token = "t".repeat(300);
+    let (mut client, srv) = client_for(b"+OK\r\n", |cmd| match cmd {
+        "AUTH XOAUTH2" => reply(b"+ \r\n"),
+        "" => reply(b"-ERR [AUTH] Authentication failed\r\n"),
+        _ => reply(b"+ eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIn0=\r\n"),
+    })
+    .await;
+    let login = token_login(Mechanism::Xoauth2, &token);
+    let mut exchange = Exchange::new(Mechanism::Xoauth2, &login, "h", 110);
+    let err = client
+        .authenticate_sasl(&mut exchange, &login)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Auth);
+    assert_eq!(err.auth_reason, Some(AuthReason::InvalidToken));
+    assert!(err.message.contains("status 401"), "{}", err.message);
+    drop(client);
+    let seen = srv.await.unwrap();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen[0], "AUTH XOAUTH2");
+    assert_eq!(
+        seen[2], "",
+        "XOAUTH2 ends a refused exchange with an empty response"
+    );
+
+    // A short one goes on the command line; OAUTHBEARER's success.
+    let (mut client, srv) = client_for(b"+OK\r\n", |_| reply(b"+OK in\r\n")).await;
+    let login = token_login(Mechanism::Oauthbearer, "short");
+    let mut exchange = Exchange::new(Mechanism::Oauthbearer, &login, "h", 110);
+    client
+        .authenticate_sasl(&mut exchange, &login)
+        .await
+        .unwrap();
+    client.stat().await.ok();
+    drop(client);
+    let seen = srv.await.unwrap();
+    assert!(seen[0].starts_with("AUTH OAUTHBEARER "), "{seen:?}");
+}
