@@ -111,6 +111,12 @@ pub struct MailboxArgs {
     /// Accept any TLS certificate. The report says so.
     #[arg(long, help_heading = heading::TLS)]
     pub insecure: bool,
+    /// The most the whole check may take, from start to report, like a monitoring
+    /// plugin's -t: each phase's timeout is cut to what remains and the last sixth
+    /// (at most 5 s) is kept for cleanup [default: 45s, inside the 60 s after which
+    /// Nagios and Icinga kill a check]. --rounds and verify: the bound of each round.
+    #[arg(long, value_name = "DURATION", help_heading = heading::TIMEOUTS)]
+    pub timeout: Option<String>,
     /// Timeout for opening the TCP connection (default 10s).
     #[arg(long, value_name = "DURATION", help_heading = heading::TIMEOUTS)]
     pub connect_timeout: Option<String>,

@@ -23,6 +23,11 @@ use crate::probe::settings::{Elsewhere, Plan, Settings, Target};
 /// Environment variable read for the password when no other source is named.
 pub(crate) const DEFAULT_PASSWORD_ENV: &str = "MAILPROBE_PASSWORD";
 pub(crate) const DEFAULT_SIZES: &str = "0,10KiB,1MiB,5MiB";
+/// How often a mailbox is looked at again (STATUS polls, POP3 logins): at most
+/// once a second unless a profile asks for more.
+pub(crate) const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// A shorter `--timeout` leaves no time for even one session.
+const MIN_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Per-protocol login in a profile (`[login.imap]`).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -98,6 +103,8 @@ pub(crate) struct Profile {
     pub(crate) helo: Option<String>,
     pub(crate) allow_plaintext_login: Option<bool>,
     pub(crate) poll_interval: Option<String>,
+    /// The whole check's time limit (`--timeout`).
+    pub(crate) timeout: Option<String>,
     pub(crate) bisect: Option<bool>,
     pub(crate) cert_warn_days: Option<i64>,
     pub(crate) slow_phase: Option<String>,
@@ -454,12 +461,23 @@ fn resolve_for(args: &CheckArgs, need_smtp: bool) -> Result<Settings, String> {
             }
         }
     }
+    if let Some(text) = args.mailbox.timeout.as_ref().or(profile.timeout.as_ref()) {
+        timeouts.check = parse_duration(text)?;
+        if timeouts.check < MIN_CHECK_TIMEOUT {
+            return Err(format!(
+                "--timeout {text:?} is too short: a check needs at least 1s"
+            ));
+        }
+    }
     let poll_interval = profile
         .poll_interval
         .as_deref()
         .map(parse_duration)
         .transpose()?
-        .unwrap_or(Duration::from_millis(100));
+        .unwrap_or(DEFAULT_POLL_INTERVAL);
+    if poll_interval.is_zero() {
+        return Err("poll_interval must be more than zero".into());
+    }
 
     let insecure = args.mailbox.insecure || profile.insecure.unwrap_or(false);
     let ca_file = args.mailbox.ca_file.clone().or(profile.ca_file.clone());

@@ -1,11 +1,13 @@
 //! The clock that times each phase of a protocol conversation and bounds it
-//! by its timeout, so that no step can hang and every failure names its phase.
+//! by its timeout (cut to what remains of the check's deadline), so that no step
+//! can hang and every failure names its phase.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use crate::core::error::{ProbeError, ProbeResult};
 use crate::core::phase::{Phase, Phases, Protocol, millis};
+use crate::io::deadline::Deadline;
 
 /// Records phase durations for one protocol conversation and applies each phase's
 /// timeout, so that no step can hang and every failure names its phase.
@@ -13,6 +15,7 @@ use crate::core::phase::{Phase, Phases, Protocol, millis};
 pub(crate) struct PhaseClock {
     protocol: Protocol,
     pub(crate) timings: Phases,
+    deadline: Option<Deadline>,
 }
 
 impl PhaseClock {
@@ -20,6 +23,15 @@ impl PhaseClock {
         PhaseClock {
             protocol,
             timings: Phases::new(),
+            deadline: None,
+        }
+    }
+
+    /// A clock whose phases also end at the check's `deadline`.
+    pub fn within(protocol: Protocol, deadline: &Deadline) -> Self {
+        PhaseClock {
+            deadline: Some(deadline.clone()),
+            ..PhaseClock::new(protocol)
         }
     }
 
@@ -34,9 +46,12 @@ impl PhaseClock {
         F: Future<Output = ProbeResult<T>>,
     {
         let started = Instant::now();
-        let outcome = match tokio::time::timeout(limit, step).await {
-            Ok(result) => result,
-            Err(_) => Err(ProbeError::timeout(limit)),
+        let outcome = match &self.deadline {
+            Some(d) => d.run(self.protocol, phase, limit, step).await,
+            None => match tokio::time::timeout(limit, step).await {
+                Ok(result) => result,
+                Err(_) => Err(ProbeError::timeout(limit)),
+            },
         };
         match outcome {
             Ok(value) => {

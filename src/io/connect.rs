@@ -12,6 +12,7 @@ use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
 use crate::core::phase::Phase;
 use crate::core::tls_info::TlsInfo;
 use crate::io::clock::PhaseClock;
+use crate::io::deadline::Deadline;
 use crate::io::net::{self, BoxStream};
 use crate::io::tls::TlsClient;
 use crate::io::transcript::{self, Transcript};
@@ -26,6 +27,8 @@ pub(crate) struct Timeouts {
     pub(crate) data: Duration,
     /// How long a sent message may take to become visible in the mailbox.
     pub(crate) delivery: Duration,
+    /// The whole check, from start to report (`--timeout`).
+    pub(crate) check: Duration,
 }
 
 impl Timeouts {
@@ -35,6 +38,11 @@ impl Timeouts {
     }
 }
 
+/// `--timeout` by default: a check against a dead server ends well inside the
+/// 60 s after which Nagios and Icinga kill a check and lose its verdict, with
+/// room left for process start, a slow DNS answer and a loaded machine.
+pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(45);
+
 impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
@@ -43,6 +51,7 @@ impl Default for Timeouts {
             command: Duration::from_secs(30),
             data: Duration::from_secs(120),
             delivery: Duration::from_secs(60),
+            check: DEFAULT_CHECK_TIMEOUT,
         }
     }
 }
@@ -54,6 +63,8 @@ pub(crate) struct Connector {
     pub(crate) timeouts: Timeouts,
     pub(crate) tls: TlsClient,
     pub(crate) transcript: Option<Arc<Transcript>>,
+    /// The check's deadline: every session's phases end there at the latest.
+    pub(crate) deadline: Deadline,
 }
 
 /// Connect to `endpoint` and, for implicit TLS, complete the handshake: the first
@@ -81,10 +92,11 @@ pub(crate) async fn open_stream(
     if endpoint.security != Security::Implicit {
         return Ok(record(stream));
     }
+    // The handshake is the server's first answer, like a greeting.
     let (tls, info) = clock
         .run(
             Phase::Tls,
-            t.command,
+            t.greeting,
             conn.tls.handshake(stream, &endpoint.host),
         )
         .await?;
@@ -127,7 +139,7 @@ pub(crate) async fn finish_starttls(
     let (tls, info) = clock
         .run(
             Phase::Tls,
-            conn.timeouts.command,
+            conn.timeouts.greeting,
             conn.tls.handshake(reader.into_inner(), &endpoint.host),
         )
         .await?;

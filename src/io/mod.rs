@@ -1,10 +1,11 @@
 //! Bytes on the wire: connections, read budgets and line guards, idle timeouts,
-//! the phase clock, TLS (client and certificate inspection) and the transcript.
+//! the phase clock and the check's deadline, TLS (client and certificate inspection) and the transcript.
 //! Knows nothing of mail protocols' meaning, reports or diagnosis.
 
 pub(crate) mod budget;
 pub(crate) mod clock;
 pub(crate) mod connect;
+pub(crate) mod deadline;
 pub(crate) mod idle;
 pub(crate) mod net;
 pub(crate) mod tls;

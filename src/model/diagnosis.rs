@@ -37,6 +37,8 @@ pub enum Code {
     Restarted,
     /// Probe messages were filed into Junk (or another watched folder), not INBOX.
     DeliveredToJunk,
+    /// The check's time limit (`--timeout`) ran out before it was done.
+    TimeLimit,
 }
 
 impl Code {
@@ -63,6 +65,7 @@ impl Code {
             Code::Regression => "regression",
             Code::Restarted => "restarted",
             Code::DeliveredToJunk => "delivered_to_junk",
+            Code::TimeLimit => "time_limit",
         }
     }
 }

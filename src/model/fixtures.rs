@@ -199,6 +199,8 @@ pub(crate) fn report() -> Report {
         mx: None,
         stats: None,
         timeline: None,
+        sessions: Default::default(),
+        time_limit: None,
     }
 }
 

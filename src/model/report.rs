@@ -1,6 +1,7 @@
 //! The report: everything a check found, with its verdict and diagnoses. Its JSON
 //! form is a contract (fields are added, never renamed or dropped).
 
+use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -144,6 +145,64 @@ pub struct Report {
     /// `--sample-interval`): up and down spans, restarts, crash loops.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Timeline>,
+    /// Sessions and logins per retrieval protocol (and SMTP), with notes on pacing.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sessions: BTreeMap<Protocol, SessionCounts>,
+    /// The check's time limit (`--timeout`) and, when it was reached, where.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_limit: Option<TimeLimit>,
+}
+
+/// How often one protocol connected and logged in during a check.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionCounts {
+    /// Connections opened.
+    pub sessions: u32,
+    /// Login attempts (LOGIN, USER/PASS, AUTH).
+    pub logins: u32,
+    /// IMAP IDLE commands issued (always 0 for SMTP and POP3).
+    #[serde(default)]
+    pub idle_commands: u32,
+    /// IMAP STATUS polls (servers whose IDLE stays silent, or without IDLE).
+    #[serde(default)]
+    pub status_polls: u32,
+    /// The POP3 server's LOGIN-DELAY in seconds, when it announced or enforced one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_delay_s: Option<u64>,
+    /// How the mailbox was watched, in plain words, when it differs from the usual.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+impl SessionCounts {
+    /// Add another round's counts.
+    pub fn add(&mut self, other: &SessionCounts) {
+        self.sessions += other.sessions;
+        self.logins += other.logins;
+        self.idle_commands += other.idle_commands;
+        self.status_polls += other.status_polls;
+        self.login_delay_s = self.login_delay_s.or(other.login_delay_s);
+        for n in &other.notes {
+            if !self.notes.contains(n) {
+                self.notes.push(n.clone());
+            }
+        }
+    }
+}
+
+/// The whole check's time limit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimeLimit {
+    /// `--timeout` in milliseconds.
+    pub timeout_ms: f64,
+    /// The limit was reached before the check was done.
+    pub reached: bool,
+    /// The protocol whose phase used up the time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
+    /// The phase that used up the time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<crate::core::phase::Phase>,
 }
 
 /// Where the server's size limit really is, found by sending between the largest
@@ -187,6 +246,39 @@ impl Report {
             mx: None,
             stats: None,
             timeline: None,
+            sessions: BTreeMap::new(),
+            time_limit: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_counts_add_up_over_rounds() {
+        let mut a = SessionCounts {
+            sessions: 2,
+            logins: 2,
+            idle_commands: 1,
+            ..Default::default()
+        };
+        let b = SessionCounts {
+            sessions: 1,
+            logins: 1,
+            status_polls: 3,
+            login_delay_s: Some(60),
+            notes: vec!["n".into()],
+            ..Default::default()
+        };
+        a.add(&b);
+        a.add(&b);
+        assert_eq!(
+            (a.sessions, a.logins, a.idle_commands, a.status_polls),
+            (4, 4, 1, 6)
+        );
+        assert_eq!(a.login_delay_s, Some(60));
+        assert_eq!(a.notes, vec!["n".to_string()]);
     }
 }

@@ -12,6 +12,7 @@ use crate::probe::context::Context;
 use crate::probe::imap::ImapMailbox;
 use crate::probe::pop3::Pop3Mailbox;
 use crate::probe::smtp;
+use crate::probe::wait::Handover;
 use crate::probe::watch::{self, Accepted};
 use crate::protocol::message::ProbeMessage;
 
@@ -115,9 +116,9 @@ pub(crate) async fn bisect_size_limit(
         }
         drop(tx);
         if s.target.imap.is_some() {
-            watch::watch::<ImapMailbox>(ctx, rx).await;
+            watch::watch::<ImapMailbox>(ctx, rx, &Handover::new(false)).await;
         } else if s.target.pop3.is_some() {
-            watch::watch::<Pop3Mailbox>(ctx, rx).await;
+            watch::watch::<Pop3Mailbox>(ctx, rx, &Handover::new(false)).await;
         }
     }
     let estimate = lo_bytes + (hi_bytes - lo_bytes) / 2;

@@ -17,6 +17,7 @@ use crate::model::result::ProtocolResult;
 use crate::probe::context::Context;
 use crate::probe::imap::ImapMailbox;
 use crate::probe::pop3::Pop3Mailbox;
+use crate::probe::wait::Handover;
 use crate::probe::watch::{self, Accepted, Locator, Mailbox, Wanted};
 
 /// A notification about one probe message, and where it is.
@@ -322,9 +323,9 @@ pub(crate) async fn deliver_or_bounce(ctx: &Context, accepted: Accepted) -> Opti
     drop((tx, bounce_tx));
     let retrieval = async {
         if ctx.settings.target.imap.is_some() {
-            Some(watch::watch::<ImapMailbox>(ctx, rx).await)
+            Some(watch::watch::<ImapMailbox>(ctx, rx, &Handover::new(false)).await)
         } else if ctx.settings.target.pop3.is_some() {
-            Some(watch::watch::<Pop3Mailbox>(ctx, rx).await)
+            Some(watch::watch::<Pop3Mailbox>(ctx, rx, &Handover::new(false)).await)
         } else {
             None
         }

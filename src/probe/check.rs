@@ -9,10 +9,11 @@ use tokio::sync::mpsc;
 
 use crate::analysis::diagnosis;
 use crate::core::error::ProbeError;
+use crate::core::phase::millis;
 use crate::core::phase::{Phase, Protocol};
 use crate::core::probe_id::new_probe_id;
 use crate::io::transcript::Transcript;
-use crate::model::report::{Cleanup, MessageReport, Place, Report};
+use crate::model::report::{Cleanup, MessageReport, Place, Report, TimeLimit};
 use crate::model::result::ProtocolResult;
 use crate::probe::bisect::bisect_size_limit;
 use crate::probe::bounces;
@@ -21,6 +22,7 @@ use crate::probe::imap::ImapMailbox;
 use crate::probe::pop3::Pop3Mailbox;
 use crate::probe::settings::Settings;
 use crate::probe::smtp;
+use crate::probe::wait::Handover;
 use crate::probe::watch::{self, Accepted, Wanted, WatchOutcome};
 use crate::protocol::message::ProbeMessage;
 
@@ -42,6 +44,7 @@ pub(crate) async fn run_recorded(
     let messages = build_messages(s, s.plan.sizes.clone()).await?;
     let dispatched = send_and_watch(&ctx, &messages, s.plan.concurrency, &|_| None).await;
     let mut reports = message_reports(&messages, &dispatched);
+    let watched_away = dispatched.deleted_while_watching();
     let sent: Vec<smtp::Sent> = dispatched.sent.into_iter().map(|d| d.sent).collect();
 
     let smtp_server = sent.iter().rev().find_map(|s| s.server.clone());
@@ -52,12 +55,25 @@ pub(crate) async fn run_recorded(
     } else {
         None
     };
-    let cleanup = clean_up(&ctx, &mut reports, &sent, &extra_ids).await;
+    let cleanup = clean_up(&ctx, &mut reports, &sent, &extra_ids, &watched_away).await;
     let mut report = Report::new(s.report_target(), started_at, started, reports, cleanup);
     report.smtp_server = smtp_server;
     report.size_limit = size_limit;
+    record_pacing(&ctx, &mut report);
     diagnosis::apply(&mut report, &s.thresholds);
     Ok(report)
+}
+
+/// The sessions the run opened and whether its time limit was reached, for the report.
+pub(crate) fn record_pacing(ctx: &Context, report: &mut Report) {
+    report.sessions = ctx.session_counts();
+    let spent = ctx.deadline().spent_in();
+    report.time_limit = Some(TimeLimit {
+        timeout_ms: millis(ctx.deadline().limit()),
+        reached: spent.is_some(),
+        protocol: spent.map(|(p, _)| p),
+        phase: spent.map(|(_, ph)| ph),
+    });
 }
 
 /// Build one message per size (off the async thread: hashing a large attachment
@@ -93,6 +109,17 @@ pub(crate) struct Dispatched {
     pub(crate) pop3: Option<WatchOutcome>,
 }
 
+impl Dispatched {
+    /// Probe ids the watchers already deleted (POP3 under a LOGIN-DELAY).
+    pub fn deleted_while_watching(&self) -> Vec<String> {
+        [&self.imap, &self.pop3]
+            .into_iter()
+            .flatten()
+            .flat_map(|w| w.deleted.iter().cloned())
+            .collect()
+    }
+}
+
 /// Send every message, up to `in_flight` at once and none before `not_before(index)`
 /// (constant-rate mode), while IMAP and POP3 watch for each as SMTP accepts it.
 pub(crate) async fn send_and_watch(
@@ -102,6 +129,8 @@ pub(crate) async fn send_and_watch(
     not_before: &(dyn Fn(usize) -> Option<Instant> + Sync),
 ) -> Dispatched {
     let s = &ctx.settings;
+    let handover = Handover::new(s.target.imap.is_some());
+    let handover = &handover;
     let (imap_tx, imap_rx) = mpsc::unbounded_channel::<Accepted>();
     let (pop3_tx, pop3_rx) = mpsc::unbounded_channel::<Accepted>();
     let (bounce_tx, bounce_rx) = mpsc::unbounded_channel::<Accepted>();
@@ -151,13 +180,13 @@ pub(crate) async fn send_and_watch(
     };
     let watch_imap = async {
         match s.target.imap {
-            Some(_) => Some(watch::watch::<ImapMailbox>(ctx, imap_rx).await),
+            Some(_) => Some(watch::watch::<ImapMailbox>(ctx, imap_rx, handover).await),
             None => None,
         }
     };
     let watch_pop3 = async {
         match s.target.pop3 {
-            Some(_) => Some(watch::watch::<Pop3Mailbox>(ctx, pop3_rx).await),
+            Some(_) => Some(watch::watch::<Pop3Mailbox>(ctx, pop3_rx, handover).await),
             None => None,
         }
     };
@@ -203,11 +232,14 @@ pub(crate) async fn clean_up(
     reports: &mut [MessageReport],
     sent: &[smtp::Sent],
     extra_ids: &[String],
+    deleted_while_watching: &[String],
 ) -> Cleanup {
     if ctx.settings.target.imap.is_none() && ctx.settings.target.pop3.is_none() {
         // --smtp-only: the mailbox is not ours to read, so nothing is cleaned or missed.
         return Cleanup::default();
     }
+    // The reserved end of the check's time limit is for this.
+    ctx.deadline().enter_cleanup();
     let ids: Vec<String> = reports
         .iter()
         .zip(sent)
@@ -229,9 +261,14 @@ pub(crate) async fn clean_up(
         })
         .map(|(r, _)| r.probe_id.clone())
         .collect();
-    let candidates: Vec<&str> = ids.iter().chain(&uncertain).map(String::as_str).collect();
+    let mut deleted: Vec<String> = deleted_while_watching.to_vec();
+    let candidates: Vec<&str> = ids
+        .iter()
+        .chain(&uncertain)
+        .map(String::as_str)
+        .filter(|id| !deleted.iter().any(|d| d == id))
+        .collect();
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let mut deleted: Vec<String> = Vec::new();
     let mut errors = Vec::new();
     if ctx.settings.target.imap.is_some() {
         match watch::cleanup::<ImapMailbox>(ctx, &candidates).await {

@@ -6,9 +6,10 @@
 //! AUTHENTICATE (XOAUTH2 or OAUTHBEARER, SASL-IR when offered).
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_imap::Session;
+use async_imap::extensions::idle::IdleResponse;
 use async_imap::types::NameAttribute;
 use futures::TryStreamExt;
 use tokio::io::BufReader;
@@ -28,7 +29,8 @@ use crate::io::connect::{
 use crate::io::net::{BoxStream, read_line_bounded};
 use crate::model::result::Verification;
 use crate::probe::bounces::Notice;
-use crate::probe::context::Context;
+use crate::probe::context::{Context, not_attempted};
+use crate::probe::wait::{ImapPacing, StatusSays};
 use crate::probe::watch::{Accepted, Locator, Mailbox, Wanted, open_timed};
 use crate::protocol::dsn::{MAX_NOTIFICATION_BYTES, Notification};
 use crate::protocol::folders::{Listed, junk_folder, notification_query};
@@ -47,8 +49,9 @@ const STEP_BUDGET: u64 = 16 << 20;
 pub(crate) struct ImapMailbox {
     /// Taken out while IDLE runs; `None` after a failed IDLE (the session is gone).
     session: Option<Session<BoxStream>>,
-    /// The server supports IDLE (RFC 2177): wait for new mail instead of polling.
-    idle: bool,
+    /// When to IDLE and when to poll with STATUS (IDLE offered, and not caught
+    /// keeping news back).
+    pacing: ImapPacing,
     uidplus: bool,
     /// Bytes the server may still send in the current step.
     allowance: Allowance,
@@ -75,6 +78,7 @@ impl ImapMailbox {
             .as_ref()
             .ok_or_else(|| ProbeError::config("no IMAP endpoint"))?;
         check_not_expired(login).map_err(|e| e.at(Protocol::Imap, Phase::Login))?;
+        ctx.count_session(Protocol::Imap);
         let stream = open_stream(&ctx.conn, endpoint, clock, tls_info).await?;
         let mut reader = BufReader::new(stream);
         let greeting = clock
@@ -165,6 +169,7 @@ impl ImapMailbox {
 
         let (stream, allowance) = Budgeted::imap(stream, STEP_BUDGET);
         let client = async_imap::Client::new(Box::new(stream) as BoxStream);
+        ctx.count_login(Protocol::Imap);
         let mechanism = if sasl {
             pick(login, &auth_mechanisms(&capabilities))
                 .map_err(|e| e.at(Protocol::Imap, Phase::Login))?
@@ -199,16 +204,22 @@ impl ImapMailbox {
             .await?;
         let uidplus = caps.has_str("UIDPLUS");
         let idle = caps.has_str("IDLE");
-        let folders = clock
+        if !idle {
+            ctx.note(
+                Protocol::Imap,
+                "the IMAP server offers no IDLE; STATUS was polled instead (at most once per poll interval)",
+            );
+        }
+        let (folders, uidnext) = clock
             .run(Phase::Select, t.command, async {
                 let folders = watched_folders(ctx, &mut session).await?;
-                session.select("INBOX").await.map_err(from_imap)?;
-                Ok(folders)
+                let inbox = session.select("INBOX").await.map_err(from_imap)?;
+                Ok((folders, inbox.uid_next))
             })
             .await?;
         Ok(ImapMailbox {
             session: Some(session),
-            idle,
+            pacing: ImapPacing::new(idle, uidnext),
             uidplus,
             allowance,
             folders,
@@ -218,11 +229,19 @@ impl ImapMailbox {
     }
 
     /// Log in as `login` (the `--bounce-mailbox`) instead of the IMAP login.
+    /// An endpoint found down is not waited on again.
     pub(crate) async fn open_as(ctx: &Context, login: &Login) -> ProbeResult<Self> {
-        let mut clock = PhaseClock::new(Protocol::Imap);
-        Self::connect(ctx, login, &mut clock, &mut None)
+        if let Some(down) = ctx.down(Protocol::Imap) {
+            return Err(not_attempted(Protocol::Imap, &down));
+        }
+        let mut clock = PhaseClock::within(Protocol::Imap, ctx.deadline());
+        let opened = Self::connect(ctx, login, &mut clock, &mut None)
             .await
-            .map_err(|e| e.at(Protocol::Imap, Phase::Connect))
+            .map_err(|e| e.at(Protocol::Imap, Phase::Connect));
+        if let Err(e) = &opened {
+            ctx.note_failure(Protocol::Imap, e);
+        }
+        opened
     }
 
     /// Select `folder` unless it is selected already.
@@ -522,6 +541,74 @@ async fn watched_folders(
 }
 
 impl ImapMailbox {
+    /// One IDLE of at most `spell` on INBOX: true when the server said something.
+    async fn idle_once(&mut self, ctx: &Context, spell: Duration) -> ProbeResult<bool> {
+        let session = self
+            .session
+            .take()
+            .ok_or_else(|| ProbeError::new(ErrorKind::Closed, "the IMAP session has ended"))?;
+        self.allowance.grant(STEP_BUDGET);
+        ctx.with_counts(Protocol::Imap, |c| c.idle_commands += 1);
+        let mut handle = session.idle();
+        let cycle = async {
+            handle.init().await.map_err(from_imap)?;
+            let news = {
+                // New mail (EXISTS), any other word from the server, or the spell's end.
+                let (wait, _stop) = handle.wait_with_timeout(spell);
+                !matches!(wait.await.map_err(from_imap)?, IdleResponse::Timeout)
+            };
+            let session = handle.done().await.map_err(from_imap)?;
+            Ok((session, news))
+        };
+        let bound = spell + ctx.settings.timeouts.command;
+        let (session, news) = ctx
+            .deadline()
+            .run(Protocol::Imap, Phase::Delivery, bound, cycle)
+            .await?;
+        self.session = Some(session);
+        Ok(news)
+    }
+
+    /// STATUS INBOX; SELECT it again when it has new mail, so that servers that
+    /// keep news from an open session (GNU Mailutils) show it to SEARCH.
+    async fn status_poll(&mut self, ctx: &Context, after_quiet_idle: bool) -> ProbeResult<()> {
+        let limit = ctx.settings.timeouts.command;
+        self.allowance.grant(STEP_BUDGET);
+        ctx.with_counts(Protocol::Imap, |c| c.status_polls += 1);
+        let session = self.session()?;
+        let status = ctx
+            .deadline()
+            .run(Protocol::Imap, Phase::Search, limit, async {
+                session
+                    .status("INBOX", "(UIDNEXT MESSAGES)")
+                    .await
+                    .map_err(from_imap)
+            })
+            .await?;
+        let uidnext = status.uid_next.unwrap_or(0);
+        let was_idling = self.pacing.idling();
+        if self
+            .pacing
+            .status(Instant::now(), uidnext, after_quiet_idle)
+            == StatusSays::Changed
+        {
+            if was_idling && !self.pacing.idling() {
+                ctx.note(
+                    Protocol::Imap,
+                    "the IMAP server did not announce new mail during IDLE; STATUS was polled instead (at most once per poll interval)",
+                );
+            }
+            let session = self.session()?;
+            ctx.deadline()
+                .run(Protocol::Imap, Phase::Select, limit, async {
+                    session.select("INBOX").await.map_err(from_imap)
+                })
+                .await?;
+            self.selected = "INBOX".to_string();
+        }
+        Ok(())
+    }
+
     fn session(&mut self) -> ProbeResult<&mut Session<BoxStream>> {
         self.session
             .as_mut()
@@ -537,7 +624,7 @@ impl Mailbox for ImapMailbox {
         let Some(login) = ctx.settings.target.imap_login.as_ref() else {
             return Err((ProbeError::config("no IMAP login"), Phases::new()));
         };
-        open_timed(Protocol::Imap, async |clock, tls| {
+        open_timed(Protocol::Imap, ctx.deadline(), async |clock, tls| {
             Self::connect(ctx, login, clock, tls).await
         })
         .await
@@ -646,38 +733,39 @@ impl Mailbox for ImapMailbox {
         Ok(deleted)
     }
     async fn wait_for_change(&mut self, ctx: &Context, limit: Duration) -> ProbeResult<()> {
-        if !self.idle {
-            tokio::time::sleep(limit.min(ctx.settings.plan.poll_interval)).await;
+        let interval = ctx.settings.plan.poll_interval;
+        if limit.is_zero() {
             return Ok(());
         }
-        let session = self
-            .session
-            .take()
-            .ok_or_else(|| ProbeError::new(ErrorKind::Closed, "the IMAP session has ended"))?;
-        self.allowance.grant(STEP_BUDGET);
-        let mut handle = session.idle();
-        let cycle = async {
-            handle.init().await.map_err(from_imap)?;
-            {
-                // New mail (EXISTS) or the time limit, whichever comes first.
-                let (wait, _stop) = handle.wait_with_timeout(limit);
-                wait.await.map_err(from_imap)?;
+        self.select(ctx, "INBOX").await?;
+        if let Some(spell) = self.pacing.idle_for(limit) {
+            if self.idle_once(ctx, spell).await? {
+                self.pacing.news();
+                return Ok(());
             }
-            handle.done().await.map_err(from_imap)
-        };
-        let bound = limit + ctx.settings.timeouts.command;
-        let session = timed(bound, cycle)
-            .await
-            .map_err(|e| e.at(Protocol::Imap, Phase::Delivery))?;
-        self.session = Some(session);
-        Ok(())
+            if spell >= limit {
+                return Ok(()); // the wait is over, not the spell
+            }
+            // A quiet spell: ask STATUS whether the server kept news back.
+            self.pacing.quiet_spell();
+            return self.status_poll(ctx, true).await;
+        }
+        let now = Instant::now();
+        let pause = self.pacing.next_poll(now, interval) - now;
+        if pause >= limit {
+            tokio::time::sleep(limit).await;
+            return Ok(());
+        }
+        tokio::time::sleep(pause).await;
+        self.status_poll(ctx, false).await
     }
 
     async fn close(mut self, ctx: &Context) {
         let limit = ctx.settings.timeouts.command.min(Duration::from_secs(5));
         self.allowance.grant(STEP_BUDGET);
+        let (limit, _) = ctx.deadline().cap(limit);
         if let Some(mut session) = self.session.take() {
-            let _ = tokio::time::timeout(limit, session.logout()).await;
+            let _ = timed(limit, async { session.logout().await.map_err(from_imap) }).await;
         }
     }
 }

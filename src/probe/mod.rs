@@ -1,6 +1,7 @@
 //! The orchestration: settings and context, the SMTP, IMAP and POP3 probers, the
-//! mailbox watcher, one check (the ladder), bisection, constant rate, rounds and
-//! verify, the liveness sampler, the cleanup sweep and domain checks.
+//! mailbox watcher and its wait strategy, one check (the ladder), bisection,
+//! constant rate, rounds and verify, the liveness sampler, the cleanup sweep and
+//! domain checks.
 
 pub(crate) mod bisect;
 pub(crate) mod bounces;
@@ -15,4 +16,5 @@ pub(crate) mod sampler;
 pub(crate) mod settings;
 pub(crate) mod smtp;
 pub(crate) mod sweep;
+pub(crate) mod wait;
 pub(crate) mod watch;

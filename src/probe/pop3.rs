@@ -3,7 +3,7 @@
 //! exactly the probe's own messages.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
 use crate::core::phase::{Phase, Phases, Protocol};
@@ -15,10 +15,18 @@ use crate::io::net::BoxStream;
 use crate::io::transcript;
 use crate::model::result::Verification;
 use crate::probe::context::Context;
+use crate::probe::wait::UNANNOUNCED_LOGIN_DELAY;
 use crate::probe::watch::{Accepted, Locator, Mailbox, Wanted, open_timed};
-use crate::protocol::pop3::{Pop3Client, has_capability, sasl_mechanisms};
+use crate::protocol::pop3::{
+    Pop3Client, has_capability, is_login_delay_refusal, login_delay, sasl_mechanisms,
+};
 use crate::protocol::sasl::{Exchange, check_not_expired, pick};
 use crate::protocol::verifier::Verifier;
+
+/// Why a session ended before its login: the server's LOGIN-DELAY was learned
+/// from CAPA, so the one login is kept for when the messages are there.
+const LOGIN_DEFERRED: &str =
+    "login deferred: the server announced a LOGIN-DELAY longer than the poll interval";
 
 /// A header block larger than this is not read for a probe id.
 const MAX_HEADER_BYTES: usize = 256 * 1024;
@@ -47,6 +55,7 @@ impl Pop3Mailbox {
             .as_ref()
             .ok_or_else(|| ProbeError::config("no POP3 login"))?;
         check_not_expired(login).map_err(|e| e.at(Protocol::Pop3, Phase::Login))?;
+        ctx.count_session(Protocol::Pop3);
         let stream = open_stream(&ctx.conn, endpoint, clock, tls_info).await?;
         let (mut client, _banner) = clock
             .run(Phase::Greeting, t.greeting, Pop3Client::connect(stream))
@@ -61,7 +70,7 @@ impl Pop3Mailbox {
             let (tls, info) = clock
                 .run(
                     Phase::Tls,
-                    t.command,
+                    t.greeting,
                     ctx.conn.tls.handshake(raw, &endpoint.host),
                 )
                 .await?;
@@ -82,7 +91,21 @@ impl Pop3Mailbox {
         )?;
         let mechanism =
             pick(login, &sasl_mechanisms(&caps)).map_err(|e| e.at(Protocol::Pop3, Phase::Login))?;
-        clock
+        if let Some(delay) = login_delay(&caps)
+            && learn_announced_delay(ctx, Duration::from_secs(delay))
+        {
+            // One login is all there is for a while: spend it when the messages
+            // are there, not now.
+            let _ = ctx
+                .deadline()
+                .run(Protocol::Pop3, Phase::Quit, t.command, client.quit())
+                .await;
+            return Err(ProbeError::new(ErrorKind::Rejected, LOGIN_DEFERRED)
+                .at(Protocol::Pop3, Phase::Login));
+        }
+        ctx.count_login(Protocol::Pop3);
+        let attempted = Instant::now();
+        let logged_in = clock
             .run(Phase::Login, t.command, async {
                 match mechanism {
                     Some(m) => {
@@ -96,7 +119,20 @@ impl Pop3Mailbox {
                     }
                 }
             })
-            .await?;
+            .await;
+        let too_soon = logged_in.as_ref().err().is_some_and(|e| {
+            e.reply
+                .as_ref()
+                .is_some_and(|r| is_login_delay_refusal(&r.text))
+        });
+        let scarce = after_login(ctx, attempted, too_soon);
+        logged_in?;
+        if scarce {
+            ctx.note(
+                Protocol::Pop3,
+                "the POP3 server allows one login per LOGIN-DELAY: POP3 logged in once the messages were expected to be there, fetched and deleted them in that session",
+            );
+        }
         clock.run(Phase::Stat, t.command, client.stat()).await?;
         Ok(Pop3Mailbox {
             client: Some(client),
@@ -110,15 +146,45 @@ impl Pop3Mailbox {
     }
 }
 
+/// Remember the LOGIN-DELAY a server announced; true when the watcher should put
+/// off this session's login (the delay is news, and longer than a poll interval).
+fn learn_announced_delay(ctx: &Context, delay: Duration) -> bool {
+    ctx.with_counts(Protocol::Pop3, |c| c.login_delay_s = Some(delay.as_secs()));
+    let mut pacing = ctx.pop3_pacing.lock().expect("not poisoned");
+    let news = pacing.login_delay().is_none();
+    pacing.learn_delay(delay);
+    news && pacing.watching && pacing.scarce(ctx.settings.plan.poll_interval)
+}
+
+/// Note a login attempt made at `attempted` (refused as `too_soon` for the
+/// LOGIN-DELAY or not); true when logins are scarce from now on.
+fn after_login(ctx: &Context, attempted: Instant, too_soon: bool) -> bool {
+    let mut pacing = ctx.pop3_pacing.lock().expect("not poisoned");
+    pacing.logged_in(attempted);
+    if too_soon {
+        // Refused for logging in too soon: wait the announced delay (or a long one).
+        let delay = pacing.login_delay().unwrap_or(UNANNOUNCED_LOGIN_DELAY);
+        pacing.learn_delay(delay);
+        ctx.with_counts(Protocol::Pop3, |c| {
+            c.login_delay_s.get_or_insert(delay.as_secs());
+        });
+    }
+    pacing.scarce(ctx.settings.plan.poll_interval)
+}
+
 impl Mailbox for Pop3Mailbox {
     const PROTOCOL: Protocol = Protocol::Pop3;
     const SNAPSHOT: bool = true;
 
     async fn open(ctx: &Context) -> Result<(Self, Phases, Option<TlsInfo>), (ProbeError, Phases)> {
-        open_timed(Protocol::Pop3, async |clock, tls| {
+        open_timed(Protocol::Pop3, ctx.deadline(), async |clock, tls| {
             Self::connect(ctx, clock, tls).await
         })
         .await
+    }
+
+    fn deferred(err: &ProbeError) -> bool {
+        err.message == LOGIN_DEFERRED
     }
 
     async fn find(
@@ -222,6 +288,7 @@ impl Mailbox for Pop3Mailbox {
     async fn close(mut self, ctx: &Context) {
         if let Some(client) = self.client.take() {
             let limit = ctx.settings.timeouts.command.min(Duration::from_secs(5));
+            let (limit, _) = ctx.deadline().cap(limit);
             let _ = tokio::time::timeout(limit, client.quit()).await;
         }
     }

@@ -69,6 +69,9 @@ pub(crate) async fn run(
     }
     let started_at = SystemTime::now();
     let started = Instant::now();
+    // --timeout bounds what comes after the sending window.
+    let mut settings = settings;
+    settings.timeouts.check += duration;
     let ctx = Context::new(settings, transcript)?;
     let s = &ctx.settings;
     let n = scheduled(rate, duration);
@@ -112,9 +115,10 @@ pub(crate) async fn run(
         }
     }
     let sent_count = dispatched.sent.len();
+    let watched_away = dispatched.deleted_while_watching();
     let sent: Vec<smtp::Sent> = dispatched.sent.into_iter().map(|d| d.sent).collect();
     let smtp_server = sent.iter().rev().find_map(|s| s.server.clone());
-    let cleanup = check::clean_up(&ctx, &mut reports, &sent, &[]).await;
+    let cleanup = check::clean_up(&ctx, &mut reports, &sent, &[], &watched_away).await;
     let mut stats = collector.finish(1);
     stats.rate = Some(RateStats {
         intended_per_sec: rate,
@@ -127,6 +131,7 @@ pub(crate) async fn run(
 
     let mut report = Report::new(s.report_target(), started_at, started, reports, cleanup);
     report.smtp_server = smtp_server;
+    check::record_pacing(&ctx, &mut report);
     diagnosis::apply(&mut report, &s.thresholds);
     report.stats = Some(stats);
     Ok(report)

@@ -189,6 +189,7 @@ fn merge(rounds: Vec<Round>, settings: &Settings, elapsed_ms: f64) -> Report {
     let mut iter = rounds.into_iter().map(|r| r.report);
     let mut report = iter.next().expect("at least one round");
     for r in iter {
+        add_pacing(&mut report, &r);
         report.messages.extend(r.messages);
         report.cleanup.deleted += r.cleanup.deleted;
         report.cleanup.leftovers.extend(r.cleanup.leftovers);
@@ -209,6 +210,19 @@ fn merge(rounds: Vec<Round>, settings: &Settings, elapsed_ms: f64) -> Report {
     stats.stability = Some(stability::analyze(&outcomes, 1));
     report.stats = Some(stats);
     report
+}
+
+/// Sum another round's sessions into `into`; a time limit reached in any round
+/// is the one the report shows.
+fn add_pacing(into: &mut Report, round: &Report) {
+    for (protocol, counts) in &round.sessions {
+        into.sessions.entry(*protocol).or_default().add(counts);
+    }
+    if round.time_limit.as_ref().is_some_and(|t| t.reached)
+        && !into.time_limit.as_ref().is_some_and(|t| t.reached)
+    {
+        into.time_limit = round.time_limit.clone();
+    }
 }
 
 fn outcomes(log: &[RoundSummary]) -> Vec<RoundOutcome> {

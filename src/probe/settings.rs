@@ -124,6 +124,7 @@ impl Settings {
         t.command = t.command.min(quarter);
         t.data = t.data.min(half);
         t.delivery = t.delivery.min(half);
+        t.check = t.check.min(budget);
         self.plan.poll_interval = self.plan.poll_interval.min(budget / 8);
     }
 

@@ -27,7 +27,7 @@ use crate::io::connect::{
 };
 use crate::io::net::{BoxStream, Replay};
 use crate::model::result::{ProtocolResult, SmtpServerInfo};
-use crate::probe::context::Context;
+use crate::probe::context::{Context, not_attempted};
 use crate::protocol::dsn;
 use crate::protocol::message::ProbeMessage;
 use crate::protocol::sasl::{Exchange, check_not_expired, pick};
@@ -77,7 +77,27 @@ pub(crate) fn smtp_result(
 
 /// Send one message. Every phase is timed and bounded; the result says where it failed.
 pub(crate) async fn send(ctx: &Context, message: &ProbeMessage) -> Sent {
-    let mut clock = PhaseClock::new(Protocol::Smtp);
+    // No waiting twice: an endpoint that did not answer a rung is not asked again,
+    // and nothing starts after the check's time limit.
+    let not_attempted = ctx
+        .down(Protocol::Smtp)
+        .map(|down| not_attempted(Protocol::Smtp, &down))
+        .or_else(|| {
+            ctx.deadline()
+                .passed()
+                .then(|| ctx.deadline().exceeded(Protocol::Smtp, Phase::Connect))
+        });
+    if let Some(err) = not_attempted {
+        let mut result = smtp_result(Err(err.clone()), Phases::new(), 0.0, None);
+        result.skipped = Some(err.message);
+        return Sent {
+            result,
+            accepted_at: None,
+            server: None,
+        };
+    }
+    ctx.count_session(Protocol::Smtp);
+    let mut clock = PhaseClock::within(Protocol::Smtp, ctx.deadline());
     let mut server = None;
     let mut tls = None;
     let started = Instant::now();
@@ -91,6 +111,9 @@ pub(crate) async fn send(ctx: &Context, message: &ProbeMessage) -> Sent {
         &mut dsn_requested,
     )
     .await;
+    if let Err(e) = &outcome {
+        ctx.note_failure(Protocol::Smtp, e);
+    }
     let accepted_at = outcome.as_ref().ok().map(|_| Instant::now());
     let total_ms = millis(started.elapsed());
     let mut result = smtp_result(outcome, clock.into_timings(), total_ms, tls);
@@ -227,16 +250,15 @@ async fn converse(
     let (stream, _) = Budgeted::new(stream, LETTRE_READ_BUDGET);
     let replay = Replay::answering_first_line(said, Box::new(stream) as BoxStream);
     let client_id = ClientId::Domain(s.target.helo_name.clone());
-    let mut conn = match tokio::time::timeout(
-        t.command,
-        AsyncSmtpConnection::connect_with_transport(Box::new(replay), &client_id),
-    )
-    .await
-    {
-        Ok(Ok(conn)) => conn,
-        Ok(Err(e)) => return Err(from_lettre(e).at(Protocol::Smtp, Phase::Ehlo)),
-        Err(_) => return Err(ProbeError::timeout(t.command).at(Protocol::Smtp, Phase::Ehlo)),
-    };
+    let mut conn = ctx
+        .deadline()
+        .run(Protocol::Smtp, Phase::Ehlo, t.command, async {
+            AsyncSmtpConnection::connect_with_transport(Box::new(replay), &client_id)
+                .await
+                .map_err(from_lettre)
+        })
+        .await
+        .map_err(|e| e.at(Protocol::Smtp, Phase::Ehlo))?;
     let announces_size = server.as_ref().is_some_and(|i| i.advertised_size.is_some());
     let dsn = s.elsewhere.request_dsn && server.as_ref().is_some_and(|i| i.has("DSN"));
     *dsn_requested = Some(dsn);
@@ -321,6 +343,7 @@ async fn transaction(
             )?;
             let credentials =
                 Credentials::new(login.user.clone(), login.password.expose().to_string());
+            ctx.count_login(Protocol::Smtp);
             clock
                 .run(Phase::Auth, t.command, async {
                     lift(conn.auth(mechanisms, &credentials).await).map_err(|e| {

@@ -1,6 +1,7 @@
 //! The mailbox watcher: IMAP and POP3 implement [`Mailbox`] and one watcher
 //! ([`watch`]) finds, fetches and verifies the messages as SMTP accepts them, so
 //! delivery latency is measured while sending goes on; and deletion by probe id.
+//! When to look (IDLE, STATUS polls, POP3 logins) is [`crate::probe::wait`]'s.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -11,10 +12,13 @@ use tokio::sync::mpsc;
 use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
 use crate::core::phase::{Phase, Phases, Protocol, millis};
 use crate::core::tls_info::TlsInfo;
+use crate::core::units::format_duration;
 use crate::io::clock::PhaseClock;
+use crate::io::deadline::Deadline;
 use crate::model::result::{ProtocolResult, Verification};
 use crate::probe::bounces::{self, Notice};
-use crate::probe::context::Context;
+use crate::probe::context::{Context, not_attempted};
+use crate::probe::wait::{Handover, Situation, When, next_login};
 use crate::protocol::message::Expected;
 
 /// A message SMTP accepted, handed to the watchers.
@@ -99,6 +103,11 @@ pub(crate) trait Mailbox: Sized {
         which: &[(String, Locator)],
     ) -> impl Future<Output = ProbeResult<Vec<String>>>;
     fn close(self, ctx: &Context) -> impl Future<Output = ()>;
+    /// The session was given up before login to log in later (a POP3 server's
+    /// LOGIN-DELAY learned from its capabilities): not a failure.
+    fn deferred(_err: &ProbeError) -> bool {
+        false
+    }
     /// Notifications (bounces, delays) about the wanted probe messages; none
     /// where the protocol does not look for them.
     fn notifications(
@@ -116,8 +125,8 @@ pub(crate) trait Mailbox: Sized {
     ) -> impl Future<Output = ProbeResult<usize>> {
         async { Ok(0) }
     }
-    /// Wait until the mailbox may have changed, at most `limit` (IMAP IDLE);
-    /// by default, one poll interval.
+    /// Wait until the mailbox may have changed, at most `limit` (IMAP: IDLE, or
+    /// STATUS polling; see [`crate::probe::wait`]); by default, one poll interval.
     fn wait_for_change(
         &mut self,
         ctx: &Context,
@@ -131,14 +140,15 @@ pub(crate) trait Mailbox: Sized {
     }
 }
 
-/// Open a mailbox session with `connect` under a fresh clock: the session, its
-/// phase timings and TLS details, or the error (at `connect` when it names no
+/// Open a mailbox session with `connect` under a fresh clock that ends at the
+/// check's `deadline`: the session, its phase timings and TLS details, or the error (at `connect` when it names no
 /// phase) with the timings so far.
 pub(crate) async fn open_timed<M>(
     protocol: Protocol,
+    deadline: &Deadline,
     connect: impl AsyncFnOnce(&mut PhaseClock, &mut Option<TlsInfo>) -> ProbeResult<M>,
 ) -> Result<(M, Phases, Option<TlsInfo>), (ProbeError, Phases)> {
-    let mut clock = PhaseClock::new(protocol);
+    let mut clock = PhaseClock::within(protocol, deadline);
     let mut tls = None;
     match connect(&mut clock, &mut tls).await {
         Ok(m) => Ok((m, clock.into_timings(), tls)),
@@ -146,11 +156,12 @@ pub(crate) async fn open_timed<M>(
     }
 }
 
-/// POP3 sees new mail only by logging in again; never more often than this.
-const MIN_RELOGIN_INTERVAL: Duration = Duration::from_millis(250);
-
-/// How long a mailbox that cannot be opened is retried before it counts as down.
+/// How long a mailbox that cannot be opened (refused, reset) is retried before it
+/// counts as down. A timeout counts as down at once: waiting again would only wait.
 const OPEN_GRACE: Duration = Duration::from_secs(10);
+
+/// A snapshot mailbox's last look comes this long before the watch must end.
+const LAST_LOOK: Duration = Duration::from_secs(2);
 
 /// Errors that no amount of waiting will fix.
 fn is_final(err: &ProbeError) -> bool {
@@ -161,30 +172,48 @@ fn is_final(err: &ProbeError) -> bool {
 }
 
 /// Watch the mailbox for accepted messages until each is fetched and verified, or
-/// its delivery deadline passes. Messages arrive through `incoming` as SMTP accepts
-/// them; the channel closing means sending is over.
+/// its delivery deadline (or the check's) passes. Messages arrive through
+/// `incoming` as SMTP accepts them; the channel closing means sending is over.
+/// IMAP tells POP3 through `handover` which messages it is done with
+/// ([`crate::probe::wait`] has the rules of when to look).
 pub(crate) async fn watch<M: Mailbox>(
     ctx: &Context,
     mut incoming: mpsc::UnboundedReceiver<Accepted>,
+    handover: &Handover,
 ) -> WatchOutcome {
-    let deadline_of = |a: &Accepted| a.accepted_at + ctx.settings.timeouts.delivery;
+    let deadline = ctx.deadline();
+    let interval = ctx.settings.plan.poll_interval;
+    let delivery = ctx.settings.timeouts.delivery;
+    let deadline_of = |a: &Accepted| (a.accepted_at + delivery).min(deadline.at());
+    let leads = !M::SNAPSHOT;
+    let follows = M::SNAPSHOT && handover.lead;
     let mut pending: Vec<Accepted> = Vec::new();
     let mut results: HashMap<usize, ProtocolResult> = HashMap::new();
+    let mut deleted: Vec<String> = Vec::new();
     let mut session: Option<(M, Phases, Option<TlsInfo>)> = None;
     let mut sending = true;
     let mut last_error: Option<ProbeError> = None;
     let mut unreachable_since: Option<Instant> = None;
-    // Bounded by the delivery deadline of the last message; this cap is a backstop.
-    let max_polls = (ctx.settings.timeouts.delivery.as_millis()
-        / ctx.settings.plan.poll_interval.as_millis().max(1)) as usize
-        * 4
-        + 1000;
+    let mut last_accepted: Option<Instant> = None;
+    // Every pass looks, waits or gives up; bounded by the deadlines, this cap is a backstop.
+    let max_passes =
+        (ctx.settings.timeouts.delivery.as_millis() / interval.as_millis().max(1)) as usize * 4
+            + 1000;
 
-    for _ in 0..max_polls {
+    let set_watching = |on: bool| {
+        if M::SNAPSHOT {
+            ctx.pop3_pacing.lock().expect("not poisoned").watching = on;
+        }
+    };
+    set_watching(true);
+    for _ in 0..max_passes {
         // Take what SMTP accepted since the last look.
         loop {
             match incoming.try_recv() {
-                Ok(a) => pending.push(a),
+                Ok(a) => {
+                    last_accepted = Some(a.accepted_at);
+                    pending.push(a)
+                }
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
                     sending = false;
@@ -192,12 +221,18 @@ pub(crate) async fn watch<M: Mailbox>(
                 }
             }
         }
+        if leads {
+            handover.mark(results.keys().copied());
+        }
         if pending.is_empty() {
             if !sending {
                 break;
             }
-            match tokio::time::timeout(ctx.settings.plan.poll_interval, incoming.recv()).await {
-                Ok(Some(a)) => pending.push(a),
+            match tokio::time::timeout(Duration::from_secs(1), incoming.recv()).await {
+                Ok(Some(a)) => {
+                    last_accepted = Some(a.accepted_at);
+                    pending.push(a)
+                }
                 Ok(None) => sending = false,
                 Err(_) => {}
             }
@@ -205,19 +240,101 @@ pub(crate) async fn watch<M: Mailbox>(
         }
 
         if session.is_none() {
+            // No waiting twice on an endpoint that is down.
+            if let Some(down) = ctx.down(M::PROTOCOL) {
+                let err = not_attempted(M::PROTOCOL, &down);
+                for a in pending.drain(..) {
+                    results.insert(a.index, ProtocolResult::failed(err.clone(), Phases::new()));
+                }
+                continue;
+            }
+            if M::SNAPSHOT {
+                let now = Instant::now();
+                let earliest = pending.iter().map(deadline_of).min().unwrap_or(now);
+                let situation = Situation {
+                    now,
+                    sending,
+                    first_pending_accepted: pending
+                        .iter()
+                        .map(|a| a.accepted_at)
+                        .min()
+                        .unwrap_or(now),
+                    last_accepted: last_accepted.unwrap_or(now),
+                    peer_watching: follows,
+                    peer_done: follows && handover.done_with(pending.iter().map(|a| a.index)),
+                    deadline: earliest.checked_sub(LAST_LOOK).unwrap_or(now).max(now),
+                    interval,
+                };
+                let pacing = ctx.pop3_pacing.lock().expect("not poisoned").clone();
+                match next_login(&pacing, &situation) {
+                    When::Now => {}
+                    When::At(at) => {
+                        // Woken early by SMTP's next acceptance or IMAP's progress.
+                        tokio::select! {
+                            got = incoming.recv(), if sending => match got {
+                                Some(a) => {
+                                    last_accepted = Some(a.accepted_at);
+                                    pending.push(a)
+                                }
+                                None => sending = false,
+                            },
+                            _ = handover.changed(), if follows => {}
+                            _ = tokio::time::sleep_until(at.into()) => {}
+                        }
+                        continue;
+                    }
+                    // Not inside the delivery deadline, and no LOGIN-DELAY to blame:
+                    // the messages simply did not arrive in time.
+                    When::NotBefore(_) if !pacing.scarce(interval) => {
+                        tokio::time::sleep_until(earliest.into()).await;
+                        expire_due::<M>(
+                            ctx,
+                            &mut pending,
+                            &mut results,
+                            Instant::now(),
+                            last_error.as_ref(),
+                        );
+                        continue;
+                    }
+                    When::NotBefore(at) => {
+                        let delay = pacing.login_delay().unwrap_or(interval);
+                        let err = ProbeError::new(
+                            ErrorKind::NotDelivered,
+                            format!(
+                                "not looked for again: the {} server allows one login per {} (LOGIN-DELAY), the next one only {} from now, after the check must end",
+                                M::PROTOCOL.label(),
+                                format_duration(delay),
+                                format_duration(at.saturating_duration_since(now)),
+                            ),
+                        )
+                        .at(M::PROTOCOL, Phase::Login);
+                        ctx.note(M::PROTOCOL, err.message.clone());
+                        for a in pending.drain(..) {
+                            results.insert(
+                                a.index,
+                                ProtocolResult::failed(err.clone(), Phases::new()),
+                            );
+                        }
+                        continue;
+                    }
+                }
+            }
             match M::open(ctx).await {
                 Ok(opened) => {
                     unreachable_since = None;
                     session = Some(opened)
                 }
+                Err((err, _)) if M::deferred(&err) => continue,
                 Err((err, phases)) => {
+                    ctx.note_failure(M::PROTOCOL, &err);
                     let now = Instant::now();
                     let down_since = *unreachable_since.get_or_insert(now);
-                    // A restarting service gets a grace period; one that stays down
-                    // is reported as down rather than waited for until the deadline.
-                    let fatal = is_final(&err) || now.duration_since(down_since) >= OPEN_GRACE;
+                    // A restarting service gets a grace period; one that stays down,
+                    // or did not answer in time, is reported as down rather than waited for.
+                    let fatal = is_final(&err)
+                        || ctx.down(M::PROTOCOL).is_some()
+                        || now.duration_since(down_since) >= OPEN_GRACE;
                     last_error = Some(err.clone());
-                    // Give up on messages whose deadline passed, or on all if retrying is futile.
                     pending.retain(|a| {
                         if fatal || now >= deadline_of(a) {
                             results.insert(
@@ -232,7 +349,7 @@ pub(crate) async fn watch<M: Mailbox>(
                     if fatal && !sending {
                         break;
                     }
-                    tokio::time::sleep(ctx.settings.plan.poll_interval).await;
+                    deadline.sleep(interval).await;
                     continue;
                 }
             }
@@ -248,6 +365,7 @@ pub(crate) async fn watch<M: Mailbox>(
         let search_ms = millis(search_started.elapsed());
         bounces::look(ctx, mailbox, &ids).await;
         let mut broken = None;
+        let mut verified_here: Vec<(usize, String, Locator)> = Vec::new();
         match found {
             Ok(found) => {
                 let mut still = Vec::new();
@@ -284,6 +402,7 @@ pub(crate) async fn watch<M: Mailbox>(
                                 );
                             }
                             r.verification = Some(v);
+                            verified_here.push((a.index, a.expected.probe_id.clone(), at.clone()));
                         }
                         Err(e) => {
                             r.verified = Some(false);
@@ -314,58 +433,47 @@ pub(crate) async fn watch<M: Mailbox>(
                 drop(m); // the connection is unusable; do not wait for a logout
             }
         } else if M::SNAPSHOT
-            && !pending.is_empty()
-            && let Some((m, _, _)) = session.take()
+            && let Some((mut m, _, _)) = session.take()
         {
-            m.close(ctx).await;
+            // Logins are scarce (LOGIN-DELAY): delete in this session what was
+            // fetched, once IMAP is done with it, rather than log in again to clean.
+            let scarce = ctx
+                .pop3_pacing
+                .lock()
+                .expect("not poisoned")
+                .scarce(interval);
+            let which: Vec<(String, Locator)> = verified_here
+                .iter()
+                .filter(|(index, _, _)| !follows || handover.done_with_one(*index))
+                .map(|(_, id, at)| (id.clone(), at.clone()))
+                .collect();
+            if scarce && !which.is_empty() {
+                match m.delete(ctx, &which).await {
+                    Ok(ids) => deleted.extend(ids),
+                    Err(e) => last_error = Some(e),
+                }
+            } else {
+                m.close(ctx).await;
+            }
         }
 
         let now = Instant::now();
-        pending.retain(|a| {
-            if now >= deadline_of(a) {
-                let mut err = ProbeError::new(
-                    ErrorKind::NotDelivered,
-                    format!(
-                        "not in the mailbox {} after the server accepted it",
-                        crate::core::units::format_duration(ctx.settings.timeouts.delivery)
-                    ),
-                )
-                .at(M::PROTOCOL, Phase::Delivery);
-                if let Some(last) = &last_error {
-                    err.message = format!("{}; last error: {last}", err.message);
-                }
-                let mut r = ProtocolResult {
-                    found: Some(false),
-                    error: Some(err),
-                    ..Default::default()
-                };
-                bounces::explain_missing(ctx, a, &mut r);
-                results.insert(a.index, r);
-                false
-            } else {
-                true
-            }
-        });
-        // With nothing due, the top of the loop waits for SMTP's next acceptance.
-        if !pending.is_empty() {
+        expire_due::<M>(ctx, &mut pending, &mut results, now, last_error.as_ref());
+        // With nothing due, the top of the loop waits for SMTP's next acceptance;
+        // a snapshot mailbox waits there for its next login.
+        if !pending.is_empty() && !M::SNAPSHOT {
+            let until = pending.iter().map(deadline_of).min().unwrap_or(now);
+            let limit = until.saturating_duration_since(Instant::now());
             match session.as_mut() {
-                // Wait for the mailbox to change (IDLE where offered; servers may hold
-                // notifications back, Dovecot for 0.5 s), looking again every poll interval.
                 Some((m, _, _)) => {
-                    if let Err(e) = m
-                        .wait_for_change(ctx, ctx.settings.plan.poll_interval)
-                        .await
-                    {
+                    if let Err(e) = m.wait_for_change(ctx, limit).await {
                         last_error = Some(e);
                         session = None;
                     }
                 }
-                // A mailbox seen as a snapshot is logged into again: not too often.
-                None if M::SNAPSHOT => {
-                    tokio::time::sleep(ctx.settings.plan.poll_interval.max(MIN_RELOGIN_INTERVAL))
-                        .await
+                None => {
+                    deadline.sleep(interval.min(limit)).await;
                 }
-                None => tokio::time::sleep(ctx.settings.plan.poll_interval).await,
             }
         }
     }
@@ -379,29 +487,90 @@ pub(crate) async fn watch<M: Mailbox>(
             ),
         );
     }
+    set_watching(false);
+    if leads {
+        handover.mark(results.keys().copied());
+        handover.finish();
+    }
     if let Some((m, _, _)) = session.take() {
         m.close(ctx).await;
     }
     // Nothing was accepted, so the mailbox was never asked: check it is reachable
     // at least, so that an outage of every service shows as one.
-    let unreached = if results.is_empty() {
+    let unreached = if results.is_empty() && ctx.down(M::PROTOCOL).is_none() {
         match M::open(ctx).await {
             Ok((m, _, _)) => {
                 m.close(ctx).await;
                 None
             }
-            Err((err, phases)) => Some(ProtocolResult::failed(err, phases)),
+            Err((err, phases)) => {
+                ctx.note_failure(M::PROTOCOL, &err);
+                Some(ProtocolResult::failed(err, phases))
+            }
         }
     } else {
         None
     };
-    WatchOutcome { results, unreached }
+    WatchOutcome {
+        results,
+        unreached,
+        deleted,
+    }
+}
+
+/// Give up on the pending messages whose delivery deadline (or the check's) has
+/// passed at `now`: not in the mailbox.
+fn expire_due<M: Mailbox>(
+    ctx: &Context,
+    pending: &mut Vec<Accepted>,
+    results: &mut HashMap<usize, ProtocolResult>,
+    now: Instant,
+    last_error: Option<&ProbeError>,
+) {
+    let deadline = ctx.deadline();
+    let delivery = ctx.settings.timeouts.delivery;
+    pending.retain(|a| {
+        let cut = a.accepted_at + delivery > deadline.at();
+        let due = if cut {
+            deadline.at()
+        } else {
+            a.accepted_at + delivery
+        };
+        if now < due {
+            return true;
+        }
+        let mut err = if cut {
+            deadline.exceeded(M::PROTOCOL, Phase::Delivery)
+        } else {
+            ProbeError::new(
+                ErrorKind::NotDelivered,
+                format!(
+                    "not in the mailbox {} after the server accepted it",
+                    format_duration(delivery)
+                ),
+            )
+            .at(M::PROTOCOL, Phase::Delivery)
+        };
+        if let Some(last) = last_error {
+            err.message = format!("{}; last error: {last}", err.message);
+        }
+        let mut r = ProtocolResult {
+            found: Some(false),
+            error: Some(err),
+            ..Default::default()
+        };
+        bounces::explain_missing(ctx, a, &mut r);
+        results.insert(a.index, r);
+        false
+    });
 }
 
 pub(crate) struct WatchOutcome {
     pub(crate) results: HashMap<usize, ProtocolResult>,
     /// Set when no message was accepted and the mailbox could not even be opened.
     pub(crate) unreached: Option<ProtocolResult>,
+    /// Probe ids already deleted while watching (POP3 under a LOGIN-DELAY).
+    pub(crate) deleted: Vec<String>,
 }
 
 /// Delete this run's messages through `M`: a fresh session that finds them by probe id
@@ -412,6 +581,33 @@ pub(crate) async fn cleanup<M: Mailbox>(
 ) -> ProbeResult<Vec<String>> {
     if probe_ids.is_empty() {
         return Ok(Vec::new());
+    }
+    // Cleanup does not wait again on an endpoint that is down, nor log in where
+    // the server's LOGIN-DELAY would refuse it.
+    let later = "the messages may remain; `mailprobe cleanup` removes them later";
+    if let Some(down) = ctx.down(M::PROTOCOL) {
+        let mut err = not_attempted(M::PROTOCOL, &down);
+        err.message = format!("{}; {later}", err.message);
+        return Err(err.at(M::PROTOCOL, Phase::Delete));
+    }
+    if M::SNAPSHOT {
+        let pacing = ctx.pop3_pacing.lock().expect("not poisoned").clone();
+        let now = Instant::now();
+        let next = pacing.next_allowed(now, Duration::ZERO);
+        if let Some(delay) = pacing.login_delay()
+            && next > now
+        {
+            return Err(ProbeError::new(
+                ErrorKind::Rejected,
+                format!(
+                    "not attempted: the {} server's LOGIN-DELAY ({}) allows the next login only in {}; {later}",
+                    M::PROTOCOL.label(),
+                    format_duration(delay),
+                    format_duration(next - now)
+                ),
+            )
+            .at(M::PROTOCOL, Phase::Delete));
+        }
     }
     delete_matching::<M>(ctx, Wanted::Ids(probe_ids), &|_| true).await
 }

@@ -85,6 +85,15 @@ pub(crate) fn render(report: &Report) -> Vec<u8> {
         }
     }
 
+    let sessions = session_lines(report);
+    if !sessions.is_empty() {
+        let _ = writeln!(o);
+        let _ = writeln!(o, "sessions:");
+        for line in sessions {
+            let _ = writeln!(o, "  {line}");
+        }
+    }
+
     let _ = writeln!(o);
     let _ = writeln!(
         o,
@@ -252,6 +261,34 @@ fn retrieval_cell(r: Option<&ProtocolResult>) -> String {
     }
 }
 /// One line per protocol that used TLS: version, cipher, subject, days to expiry.
+/// How often each retrieval protocol connected and logged in, and how it watched.
+fn session_lines(report: &Report) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (protocol, c) in &report.sessions {
+        if *protocol == crate::core::phase::Protocol::Smtp {
+            continue;
+        }
+        let mut line = format!(
+            "{:<5} {} session(s), {} login(s)",
+            protocol.as_str(),
+            c.sessions,
+            c.logins
+        );
+        if c.idle_commands > 0 {
+            line.push_str(&format!(", {} IDLE", c.idle_commands));
+        }
+        if c.status_polls > 0 {
+            line.push_str(&format!(", {} STATUS poll(s)", c.status_polls));
+        }
+        if let Some(d) = c.login_delay_s {
+            line.push_str(&format!(", LOGIN-DELAY {d} s"));
+        }
+        lines.push(line);
+        lines.extend(c.notes.iter().map(|n| format!("      {n}")));
+    }
+    lines
+}
+
 pub(crate) fn tls_lines(report: &Report) -> Vec<String> {
     let mut out = Vec::new();
     let pick = |f: &dyn Fn(&MessageReport) -> Option<&TlsInfo>| {

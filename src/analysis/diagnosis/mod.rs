@@ -13,6 +13,7 @@ use crate::model::report::{MessageReport, Report, Verdict};
 use crate::model::result::ProtocolResult;
 
 mod auth;
+mod deadline;
 mod elsewhere;
 mod endpoints;
 mod messages;
@@ -22,6 +23,7 @@ mod slow;
 mod tests;
 mod tls;
 
+use deadline::time_limit_diagnosis;
 use endpoints::{endpoint_failure, endpoint_hints};
 use messages::message_diagnoses;
 use mx::mx_diagnoses;
@@ -194,6 +196,7 @@ fn diagnose(report: &Report, t: &Thresholds) -> Vec<Diagnosis> {
     }
 
     message_diagnoses(report, &mut out);
+    out.extend(time_limit_diagnosis(report));
     elsewhere::junk_diagnoses(report, t, &mut out);
     out.extend(mx_diagnoses(report));
     slow_diagnoses(report, t, &mut out);

@@ -103,6 +103,8 @@ fn report(messages: Vec<MessageReport>) -> Report {
         mx: None,
         stats: None,
         timeline: None,
+        sessions: Default::default(),
+        time_limit: None,
     };
     apply(&mut r, &Thresholds::default());
     r
@@ -492,4 +494,44 @@ fn added_diagnoses_settle_verdict_and_summary_like_the_first_ones() {
         (again.verdict, again.summary),
         (Verdict::Healthy, healthy_summary)
     );
+}
+
+#[test]
+fn time_limit_names_the_phase_that_used_it_up() {
+    let mut m = delivered(5 << 20);
+    retrieval(&mut m, |r| {
+        *r = ProtocolResult {
+            found: Some(false),
+            error: Some(
+                ProbeError::new(
+                    ErrorKind::Timeout,
+                    "the check's time limit (--timeout 8.0 s) ran out",
+                )
+                .at(Protocol::Imap, Phase::Delivery),
+            ),
+            ..Default::default()
+        }
+    });
+    let mut r = report(vec![delivered(0), m]);
+    assert!(!codes(&r).contains(&(Code::TimeLimit, None)), "not reached");
+    r.time_limit = Some(crate::model::report::TimeLimit {
+        timeout_ms: 8000.0,
+        reached: true,
+        protocol: Some(Protocol::Imap),
+        phase: Some(Phase::Delivery),
+    });
+    apply(&mut r, &Thresholds::default());
+    let d = r
+        .diagnoses
+        .iter()
+        .find(|d| d.code == Code::TimeLimit)
+        .expect("a time_limit diagnosis");
+    assert_eq!(d.severity, Severity::Failing);
+    assert!(d.summary.contains("IMAP delivery"), "{}", d.summary);
+    assert!(
+        d.evidence.iter().any(|e| e.contains("1 of 2 message(s)")),
+        "{:?}",
+        d.evidence
+    );
+    assert_eq!(r.verdict, Verdict::Failing);
 }

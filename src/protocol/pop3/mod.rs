@@ -28,8 +28,8 @@ use crate::protocol::sasl::{Exchange, MAX_CHALLENGES};
 
 use crate::io::idle::IdleTimeout;
 pub(crate) use parse::{
-    Status, has_capability, has_sasl, parse_list_line, parse_stat, parse_status_line,
-    parse_uidl_line, sasl_mechanisms, unstuff,
+    Status, has_capability, has_sasl, is_login_delay_refusal, login_delay, parse_list_line,
+    parse_stat, parse_status_line, parse_uidl_line, sasl_mechanisms, unstuff,
 };
 use parse::{excerpt, refusal_kind, trim_eol};
 

@@ -167,6 +167,26 @@ pub fn has_capability(capabilities: &[String], name: &str) -> bool {
     })
 }
 
+/// The LOGIN-DELAY a CAPA listing announces (RFC 2449: `LOGIN-DELAY 900`), in
+/// seconds. GNU Mailutils lists the bare number on a line of its own.
+pub fn login_delay(capabilities: &[String]) -> Option<u64> {
+    capabilities.iter().find_map(|c| {
+        let mut w = c.split_ascii_whitespace();
+        match w.next()? {
+            tag if tag.eq_ignore_ascii_case("LOGIN-DELAY") => w.next()?.parse().ok(),
+            bare if bare.bytes().all(|b| b.is_ascii_digit()) && w.next().is_none() => {
+                bare.parse().ok()
+            }
+            _ => None,
+        }
+    })
+}
+
+/// A login refused because the server's LOGIN-DELAY has not passed (RFC 2449).
+pub fn is_login_delay_refusal(text: &str) -> bool {
+    response_code(text.trim_start()).is_some_and(|c| c.eq_ignore_ascii_case("LOGIN-DELAY"))
+}
+
 /// Whether a CAPA listing offers the SASL mechanism `mech` (RFC 2449 `SASL` tag).
 pub fn has_sasl(capabilities: &[String], mech: &str) -> bool {
     sasl_mechanisms(capabilities)
@@ -239,6 +259,23 @@ mod tests {
         assert!(err.message.len() < 200, "{}", err.message);
         assert!(err.message.contains('\u{fffd}'));
         assert!(err.message.ends_with("...\""));
+    }
+
+    #[test]
+    fn login_delays() {
+        let caps = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            login_delay(&caps(&["TOP", "LOGIN-DELAY 900", "USER"])),
+            Some(900)
+        );
+        assert_eq!(login_delay(&caps(&["login-delay 60 USER"])), Some(60));
+        assert_eq!(login_delay(&caps(&["TOP", "60", "EXPIRENEVER"])), Some(60));
+        assert_eq!(login_delay(&caps(&["TOP", "UIDL", "EXPIRE 30"])), None);
+        assert_eq!(login_delay(&caps(&["LOGIN-DELAY soon"])), None);
+        assert!(is_login_delay_refusal(
+            "[LOGIN-DELAY] Attempt to log in within the minimum login delay interval"
+        ));
+        assert!(!is_login_delay_refusal("[AUTH] Bad login"));
     }
 
     #[test]
