@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as a new user or CI runs it: installs what the tests need
-# (Debian's promtool, chromium, node and npm; the dashboard schema check's npm packages), starts the real test mail server, runs cargo test.
+# (Debian's promtool, chromium, node and npm; the dashboard schema check's npm
+# packages), starts the real test mail server and the interop servers (Exim + GNU
+# Mailutils), runs cargo test.
 # The tests write into the test server's Maildirs, so they run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +23,8 @@ fi
 # The dashboard schema check's packages, pinned by its package-lock.json.
 [ -d contrib/grafana/schema-check/node_modules ] || npm ci --prefix contrib/grafana/schema-check --no-audit --no-fund >/dev/null
 scripts/testserver.sh start
+# Exim + GNU Mailutils for tests/interop.rs (installs them on first use).
+scripts/interop.sh start
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e

@@ -138,6 +138,14 @@ fn assert_healthy(report: &Report, sizes: &[u64], expect: &Expect) {
         require_phases(&format!("{what} SMTP"), smtp, &phases, report);
         check_security(&format!("{what} SMTP"), smtp, expect.smtp, report);
 
+        assert!(
+            [m.imap.as_ref(), m.pop3.as_ref()]
+                .into_iter()
+                .flatten()
+                .any(|r| r.deleted == Some(true))
+                || (m.imap.is_none() && m.pop3.is_none()),
+            "{what}: deleted by neither IMAP nor POP3\n{text}"
+        );
         // IMAP and POP3
         for (protocol, result, security) in [
             (Protocol::Imap, m.imap.as_ref(), expect.imap),
@@ -154,7 +162,8 @@ fn assert_healthy(report: &Report, sizes: &[u64], expect: &Expect) {
                 .delivery_ms
                 .unwrap_or_else(|| panic!("{what}: no delivery_ms"));
             assert!(delivery >= 0.0, "{what}: delivery_ms {delivery}");
-            assert_eq!(r.deleted, Some(true), "{what}: not deleted\n{text}");
+            // Each protocol reports only its own deletion (issue 13): one of them deleted it.
+            assert!(r.deleted.is_some(), "{what}: no deletion outcome\n{text}");
             let v = r.verification.as_ref().expect("verification");
             assert!(v.verified && v.problems.is_empty(), "{what}: {v:?}");
             match (&v.attachment, size) {
@@ -746,8 +755,14 @@ fn fifty_mib_attachment_round_trips() {
             Some(50 * 1024 * 1024)
         );
         assert!(v.bytes > 50 * 1024 * 1024, "{v:?}");
-        assert_eq!(r.deleted, Some(true), "{text}");
     }
+    assert!(
+        [m.imap.as_ref(), m.pop3.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|r| r.deleted == Some(true)),
+        "deleted by neither IMAP nor POP3\n{text}"
+    );
     // A debug build on a busy machine may be slow; anything else is a failure.
     assert!(
         report.diagnoses.iter().all(|d| d.code == Code::Slow),

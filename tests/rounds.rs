@@ -4,7 +4,8 @@
 //!
 //! Mailbox: `probe@` on the main server (tests/e2e.rs and tests/faults.rs use
 //! test01..test16 and clear their Maildirs; these tests never clear or count a
-//! Maildir, they only look for their own probe ids).
+//! Maildir, they only look for their own probe ids); the overlapping-rounds test
+//! uses test06.
 
 mod common;
 
@@ -12,7 +13,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,7 @@ use mailprobe::model::stats::RoundState;
 use mailprobe::probe::rounds::VerifyPlan;
 
 const LOCAL: &str = "test25";
+const OVERLAP_BOX: &str = "test06";
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -125,13 +127,84 @@ fn twenty_rounds_statistics_are_consistent() {
     );
 }
 
+/// `--concurrency` larger than the ladder: the rounds overlap (several SMTP
+/// sessions at once although each round has one message), and each message keeps
+/// its round, each round its own verdict.
+#[test]
+fn rounds_overlap_when_concurrency_exceeds_the_ladder() {
+    let _shared = common::shared_server();
+    let server = TestServer::get();
+    let proxy = SlowProxy::start(
+        (server.host.clone(), server.submission_port),
+        Duration::ZERO,
+    );
+    let mut args = server.args(OVERLAP_BOX);
+    args.smtp = Some(format!("smtp://127.0.0.1:{}", proxy.port));
+    args.mailbox.imap = Some(server.imap_url());
+    args.mailbox.pop3 = Some(server.pop3s_url());
+    args.sizes = Some("0".into());
+    args.rounds = RoundArgs {
+        rounds: Some(12),
+        concurrency: Some(4),
+        ..Default::default()
+    };
+    let report = run_rounds(args);
+    let peak = proxy.open.peak.load(Ordering::SeqCst);
+    drop(proxy);
+    let text = human(&report);
+    assert!(
+        peak >= 2,
+        "rounds did not overlap: at most {peak} SMTP session(s) at once\n{text}"
+    );
+    let stats = report.stats.as_ref().expect("stats section");
+    assert_eq!((stats.rounds, stats.messages), (12, 12), "{text}");
+    assert_eq!(stats.round_log.len(), 12, "{text}");
+    for (i, entry) in stats.round_log.iter().enumerate() {
+        assert_eq!(entry.round, i as u32 + 1, "{text}");
+        assert!(entry.duration_ms > 0.0, "{entry:?}");
+        let own: Vec<_> = report
+            .messages
+            .iter()
+            .filter(|m| m.round == Some(entry.round))
+            .collect();
+        assert_eq!(
+            own.len(),
+            1,
+            "round {} has {} messages",
+            entry.round,
+            own.len()
+        );
+        assert!(
+            own[0].imap.as_ref().is_some_and(|r| r.ok)
+                && own[0].pop3.as_ref().is_some_and(|r| r.ok),
+            "round {}: {text}",
+            entry.round
+        );
+    }
+    assert!(
+        report.diagnoses.iter().all(|d| d.code == Code::Slow),
+        "{text}"
+    );
+    assert!(report.cleanup.leftovers.is_empty(), "{text}");
+    assert_eq!(report.cleanup.deleted, 12, "{text}");
+}
+
 // -------------------------------------------------------- baseline compare
 
-/// A TCP proxy that holds back the server's first bytes (the greeting) by `delay`.
+/// A TCP proxy that holds back the server's first bytes (the greeting) by `delay`
+/// and counts the connections open at once.
 struct SlowProxy {
     port: u16,
     stop: Arc<AtomicBool>,
+    open: Arc<Connections>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Connections open now and the most open at once.
+#[derive(Default)]
+struct Connections {
+    now: AtomicUsize,
+    peak: AtomicUsize,
 }
 
 impl SlowProxy {
@@ -141,6 +214,8 @@ impl SlowProxy {
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = Arc::clone(&stop);
+        let open = Arc::new(Connections::default());
+        let open2 = Arc::clone(&open);
         let thread = std::thread::spawn(move || {
             // Bounded: at most 10 minutes of 10 ms polls, and until told to stop.
             for _ in 0..60_000 {
@@ -150,7 +225,13 @@ impl SlowProxy {
                 match listener.accept() {
                     Ok((client, _)) => {
                         let target = target.clone();
-                        std::thread::spawn(move || proxy_one(client, target, delay));
+                        let open = Arc::clone(&open2);
+                        let now = open.now.fetch_add(1, Ordering::SeqCst) + 1;
+                        open.peak.fetch_max(now, Ordering::SeqCst);
+                        std::thread::spawn(move || {
+                            proxy_one(client, target, delay);
+                            open.now.fetch_sub(1, Ordering::SeqCst);
+                        });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
@@ -159,6 +240,7 @@ impl SlowProxy {
         SlowProxy {
             port,
             stop,
+            open,
             thread: Some(thread),
         }
     }
@@ -323,9 +405,9 @@ impl FlapServer {
     }
     fn args(&self) -> CheckArgs {
         CheckArgs {
-            smtp: Some("smtp://127.0.0.1:3587".into()),
+            smtp: Some("smtp://127.0.0.1:6587".into()),
             mailbox: MailboxArgs {
-                imap: Some("imap://127.0.0.1:3143".into()),
+                imap: Some("imap://127.0.0.1:6143".into()),
                 user: Some("test01@mailprobe.test".into()),
                 password_file: Some(PathBuf::from(FLAP_DIR).join("password")),
                 ca_file: Some(PathBuf::from(FLAP_DIR).join("tls/ca.pem")),

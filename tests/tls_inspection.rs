@@ -11,140 +11,16 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Mutex;
 
+use common::tls::{TestCa, TlsProxy, leaf, test_ca};
 use common::{TestServer, run_binary, shared_server};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
-use tokio::net::{TcpListener, TcpStream};
 
 const MAILBOX: &str = "test16";
 /// Checks share one mailbox: one at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-/// Longest a proxied connection lives; most connections one proxy accepts.
-const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
-const MAX_CONNECTIONS: usize = 200;
-
-// ------------------------------------------------------------ certificates
-
-struct TestCa {
-    params: CertificateParams,
-    key: KeyPair,
-    pem: String,
-}
-
-fn test_ca() -> TestCa {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "mailprobe inspection test CA");
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::days(60);
-    params.not_after = now + time::Duration::days(365);
-    let pem = params.self_signed(&key).unwrap().pem();
-    TestCa { params, key, pem }
-}
-
-/// A server certificate for `names`, valid from `from_days` to `to_days` from now.
-fn leaf(
-    ca: &TestCa,
-    names: &[&str],
-    from_days: i64,
-    to_days: i64,
-) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-    let key = KeyPair::generate().unwrap();
-    let mut params =
-        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, names[0]);
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now + time::Duration::days(from_days);
-    // Plus an hour, so "3 days" is not 2 by the time the probe looks.
-    params.not_after = now + time::Duration::days(to_days) + time::Duration::hours(1);
-    let issuer = Issuer::from_params(&ca.params, &ca.key);
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    (
-        vec![cert.der().clone()],
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-    )
-}
-
-// ------------------------------------------------------------ the TLS proxy
-
-/// Terminates TLS with a given certificate on 127.0.0.1 and forwards plaintext to
-/// `upstream`. Owns its runtime; dropping it stops everything.
-struct TlsProxy {
-    port: u16,
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl TlsProxy {
-    fn start(
-        chain: Vec<CertificateDer<'static>>,
-        key: PrivateKeyDer<'static>,
-        upstream: SocketAddr,
-    ) -> TlsProxy {
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        runtime.spawn(async move {
-            for _ in 0..MAX_CONNECTIONS {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    break;
-                };
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let _ = tokio::time::timeout(CONNECTION_LIFETIME, async move {
-                        // A client that rejects the certificate ends here.
-                        let mut tls = acceptor.accept(tcp).await.ok()?;
-                        let mut plain = TcpStream::connect(upstream).await.ok()?;
-                        tokio::io::copy_bidirectional(&mut tls, &mut plain)
-                            .await
-                            .ok()
-                    })
-                    .await;
-                });
-            }
-        });
-        TlsProxy {
-            port,
-            runtime: Some(runtime),
-        }
-    }
-}
-
-impl Drop for TlsProxy {
-    fn drop(&mut self) {
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
-}
 
 // ------------------------------------------------------------------ helpers
 

@@ -111,6 +111,11 @@ pub struct MailboxArgs {
     /// Accept any TLS certificate. The report says so.
     #[arg(long, help_heading = heading::TLS)]
     pub insecure: bool,
+    /// Also require the server key to be this one: `sha256//BASE64` of its
+    /// SubjectPublicKeyInfo, as curl --pinnedpubkey takes it; several separated
+    /// by `;` (default: no pin).
+    #[arg(long, value_name = "sha256//HASH", help_heading = heading::TLS)]
+    pub pin_sha256: Option<String>,
     /// The most the whole check may take, from start to report, like a monitoring
     /// plugin's -t: each phase's timeout is cut to what remains and the last sixth
     /// (at most 5 s) is kept for cleanup [default: 45s, inside the 60 s after which

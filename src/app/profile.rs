@@ -100,6 +100,7 @@ pub(crate) struct Profile {
     pub(crate) sizes: Option<Vec<String>>,
     pub(crate) ca_file: Option<PathBuf>,
     pub(crate) insecure: Option<bool>,
+    pub(crate) pin_sha256: Option<String>,
     pub(crate) helo: Option<String>,
     pub(crate) allow_plaintext_login: Option<bool>,
     pub(crate) poll_interval: Option<String>,
@@ -506,7 +507,15 @@ fn resolve_for(args: &CheckArgs, need_smtp: bool) -> Result<Settings, String> {
             bounce_login,
         },
         timeouts,
-        tls: TlsSettings { ca_file, insecure },
+        tls: TlsSettings {
+            ca_file,
+            insecure,
+            pin_sha256: args
+                .mailbox
+                .pin_sha256
+                .clone()
+                .or(profile.pin_sha256.clone()),
+        },
         plan: Plan {
             sizes,
             bisect: args.bisect || profile.bisect.unwrap_or(false),

@@ -10,6 +10,7 @@ use std::io;
 use serde::{Deserialize, Serialize};
 
 use crate::core::auth::AuthReason;
+use crate::core::classify::{Evidence, ReplyClass, classify};
 use crate::core::phase::{Phase, Protocol};
 use crate::core::reply::Reply;
 use crate::core::tls_info::TlsInfo;
@@ -83,6 +84,10 @@ pub struct ProbeError {
     /// A refused login: why, when the evidence says (`invalid_token`, `expired_token`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_reason: Option<AuthReason>,
+    /// What the refusal means, from its codes, text and what the probe knew
+    /// (`crate::core::classify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<ReplyClass>,
 }
 
 impl ProbeError {
@@ -95,6 +100,7 @@ impl ProbeError {
             message: message.into(),
             tls: None,
             auth_reason: None,
+            class: None,
         }
     }
 
@@ -168,6 +174,32 @@ impl ProbeError {
             auth_reason: reason,
             ..Self::new(ErrorKind::Auth, message)
         }
+    }
+
+    /// Classify the server's refusal (if this error carries one) from `evidence`
+    /// filled in by the caller; the protocol, phase and reply come from the error.
+    pub(crate) fn classified(mut self, evidence: impl FnOnce(&Reply) -> Evidence<'_>) -> Self {
+        if let Some(reply) = &self.reply {
+            let mut e = evidence(reply);
+            e.protocol = self.protocol.unwrap_or(e.protocol);
+            e.phase = self.phase.unwrap_or(e.phase);
+            self.class = Some(classify(&e));
+        }
+        self
+    }
+
+    /// Refused for the message's size: by its class, or for an unclassified
+    /// error (an older report) by its codes alone.
+    pub(crate) fn is_size_refusal(&self) -> bool {
+        match self.class {
+            Some(class) => class == ReplyClass::SizeLimit,
+            None => self.reply.as_ref().is_some_and(Reply::is_size_limit),
+        }
+    }
+
+    /// The refusal's class, when it was classified.
+    pub(crate) fn is_class(&self, class: ReplyClass) -> bool {
+        self.class == Some(class)
     }
 
     pub(crate) fn with_kind(mut self, kind: ErrorKind) -> Self {

@@ -4,6 +4,7 @@
 //! Imports nothing else of the crate.
 
 pub mod auth;
+pub(crate) mod classify;
 pub mod endpoint;
 pub mod error;
 pub mod phase;

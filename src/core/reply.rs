@@ -118,6 +118,9 @@ impl Reply {
     pub(crate) fn is_permanent(&self) -> bool {
         self.severity() == Some(Severity::PermanentNegative)
     }
+    pub(crate) fn is_transient(&self) -> bool {
+        self.severity() == Some(Severity::TransientNegative)
+    }
 
     /// Message size exceeded: 552, or enhanced 5.3.4 / 5.2.3 (RFC 3463).
     pub fn is_size_limit(&self) -> bool {

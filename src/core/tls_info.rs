@@ -17,6 +17,27 @@ pub struct TlsInfo {
     pub name_matches: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub certificate: Option<CertificateInfo>,
+    /// Why the certificate does not verify, as a stable word (`verify_error` says it in words).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<TlsProblem>,
+}
+
+/// Why a certificate does not verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsProblem {
+    Expired,
+    NotYetValid,
+    /// Issued by a CA that is not trusted (the server sent intermediates).
+    UnknownIssuer,
+    /// The server sent only its own certificate, whose issuer is not trusted.
+    IncompleteChain,
+    NameMismatch,
+    /// Self-signed and not given with `--ca-file`.
+    SelfSigned,
+    /// The server key matches no `--pin-sha256`.
+    PinMismatch,
+    Other,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

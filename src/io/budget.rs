@@ -101,7 +101,7 @@ impl LiteralScan {
 }
 
 /// `{123}` or `{123+}` (then an optional CR) at the end of a line.
-fn announced_literal(line: &[u8]) -> Option<u64> {
+pub(crate) fn announced_literal(line: &[u8]) -> Option<u64> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let inner = line.strip_suffix(b"}")?;
     let start = inner.iter().rposition(|&b| b == b'{')?;

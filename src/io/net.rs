@@ -283,7 +283,7 @@ pub(crate) async fn read_line_bounded<R: AsyncBufRead + Unpin>(
                 ProbeError::new(ErrorKind::Closed, "the connection closed mid-line")
             });
         }
-        let (take, done) = match available.iter().position(|&b| b == b'\n') {
+        let (take, done) = match memchr::memchr(b'\n', available) {
             Some(pos) => (pos + 1, true),
             None => (available.len(), false),
         };

@@ -10,8 +10,9 @@ use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
-use crate::core::tls_info::{CertificateInfo, TlsInfo};
+use crate::core::tls_info::{CertificateInfo, TlsInfo, TlsProblem};
 use crate::io::net::{BoxStream, MailStream};
+use crate::io::trust::{Trust, explain, parse_pins};
 
 /// What the user asked for.
 #[derive(Debug, Clone, Default)]
@@ -20,12 +21,15 @@ pub(crate) struct TlsSettings {
     pub(crate) ca_file: Option<PathBuf>,
     /// Accept any certificate. The report says so.
     pub(crate) insecure: bool,
+    /// `--pin-sha256`: the server key must hash to one of these (`sha256//BASE64`,
+    /// several separated by `;`).
+    pub(crate) pin_sha256: Option<String>,
 }
 
 /// Built once per run and shared by every connection.
 #[derive(Clone)]
 pub(crate) struct TlsClient {
-    verifier: Arc<WebPkiServerVerifier>,
+    verifier: Arc<Trust>,
     insecure: bool,
 }
 
@@ -60,16 +64,28 @@ impl TlsClient {
     pub(crate) fn new(settings: &TlsSettings) -> ProbeResult<Self> {
         let mut roots = RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let mut exact = Vec::new();
         if let Some(path) = &settings.ca_file {
             for cert in load_pem_certs(path)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| ProbeError::config(format!("CA file {}: {e}", path.display())))?;
+                // A server certificate (not a CA) is no trust anchor for WebPKI,
+                // but is still trusted as an exact match: only CAs go to the store.
+                if roots.add(cert.clone()).is_err() && describe_certificate(&cert).is_none() {
+                    return Err(ProbeError::config(format!(
+                        "CA file {} holds a certificate that cannot be read",
+                        path.display()
+                    )));
+                }
+                exact.push(cert);
             }
         }
-        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+        let pins = match &settings.pin_sha256 {
+            Some(text) => parse_pins(text)?,
+            None => Vec::new(),
+        };
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
             .build()
             .map_err(|e| ProbeError::config(format!("cannot build TLS verifier: {e}")))?;
+        let verifier = Arc::new(Trust::new(webpki, exact, pins));
         // Checked once here; each handshake builds its connector (with a recorder
         // of the presented chain) in `crate::io::tls_inspect::connector`.
         crate::io::tls_inspect::connector(&verifier, settings.insecure)?;
@@ -94,29 +110,14 @@ impl TlsClient {
             if matches!(err.kind, ErrorKind::Protocol | ErrorKind::Network) {
                 err.kind = ErrorKind::Tls;
             }
-            err.message = format!("TLS handshake with {host} failed: {e}");
+            err.message = format!("TLS handshake with {host} failed: {}", readable_io(&e));
             // What the server presented, so a failure still names the certificate.
-            if let Some((leaf, intermediates)) =
-                recorder.chain().as_deref().and_then(|c| c.split_first())
-            {
-                let certificate = describe_certificate(leaf);
-                let verify = self.verifier.verify_server_cert(
-                    leaf,
-                    intermediates,
-                    &name,
-                    &[],
-                    UnixTime::now(),
-                );
-                err.tls = Some(Box::new(TlsInfo {
-                    version: String::new(),
-                    cipher: String::new(),
-                    verified: verify.is_ok(),
-                    verify_error: verify.err().map(|e| e.to_string()),
-                    name_matches: certificate
-                        .as_ref()
-                        .is_some_and(|c| crate::io::tls_inspect::name_matches(&c.sans, host)),
-                    certificate,
-                }));
+            if let Some(chain) = recorder.chain() {
+                let info = self.inspect(&chain, &name, host, String::new(), String::new());
+                if let Some(why) = &info.verify_error {
+                    err.message = format!("TLS handshake with {host} failed: {why}");
+                }
+                err.tls = Some(Box::new(info));
             }
             err
         })?;
@@ -125,32 +126,66 @@ impl TlsClient {
             .peer_certificates()
             .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
             .unwrap_or_default();
-        let verify_result = match chain.split_first() {
+        let version = session
+            .protocol_version()
+            .map(|v| format!("{v:?}").replace('_', "."))
+            .unwrap_or_default();
+        let cipher = session
+            .negotiated_cipher_suite()
+            .map(|c| format!("{:?}", c.suite()))
+            .unwrap_or_default();
+        let info = self.inspect(&chain, &name, host, version, cipher);
+        Ok((Box::new(tls), info))
+    }
+
+    /// Verify the presented chain again (the handshake may have skipped that with
+    /// `--insecure`) and describe it, with a failure in words.
+    fn inspect(
+        &self,
+        chain: &[CertificateDer<'static>],
+        name: &ServerName<'static>,
+        host: &str,
+        version: String,
+        cipher: String,
+    ) -> TlsInfo {
+        let certificate = chain.first().and_then(|leaf| describe_certificate(leaf));
+        let verify = match chain.split_first() {
             Some((leaf, intermediates)) => self
                 .verifier
-                .verify_server_cert(leaf, intermediates, &name, &[], UnixTime::now())
+                .verify_server_cert(leaf, intermediates, name, &[], UnixTime::now())
                 .map(|_| ())
-                .map_err(|e| e.to_string()),
-            None => Err("the server presented no certificate".to_string()),
+                .map_err(|e| explain(&e, certificate.as_ref(), chain.len(), host)),
+            None => Err((
+                TlsProblem::Other,
+                "the server presented no certificate".to_string(),
+            )),
         };
-        let certificate = chain.first().and_then(|leaf| describe_certificate(leaf));
-        let info = TlsInfo {
-            version: session
-                .protocol_version()
-                .map(|v| format!("{v:?}").replace('_', "."))
-                .unwrap_or_default(),
-            cipher: session
-                .negotiated_cipher_suite()
-                .map(|c| format!("{:?}", c.suite()))
-                .unwrap_or_default(),
-            verified: verify_result.is_ok(),
-            verify_error: verify_result.err(),
+        let (problem, verify_error) = match verify {
+            Ok(()) => (None, None),
+            Err((p, text)) => (Some(p), Some(text)),
+        };
+        TlsInfo {
+            version,
+            cipher,
+            verified: problem.is_none(),
+            verify_error,
             name_matches: certificate
                 .as_ref()
                 .is_some_and(|c| crate::io::tls_inspect::name_matches(&c.sans, host)),
             certificate,
-        };
-        Ok((Box::new(tls), info))
+            problem,
+        }
+    }
+}
+
+/// A handshake's I/O error in words: rustls errors without their debug forms.
+fn readable_io(e: &std::io::Error) -> String {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(tls) => explain(tls, None, 0, "").1,
+        None => e.to_string(),
     }
 }
 

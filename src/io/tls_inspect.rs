@@ -7,19 +7,19 @@
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tokio_rustls::TlsConnector;
 
 use crate::core::error::{ProbeError, ProbeResult};
+use crate::io::trust::Trust;
 
-/// Verifies through the real WebPKI verifier (or accepts anything with
+/// Verifies through the run's [`Trust`] (or accepts anything with
 /// `--insecure`), remembering the chain the server presented.
 #[derive(Debug)]
 pub(crate) struct Recorder {
-    inner: Arc<WebPkiServerVerifier>,
+    inner: Arc<Trust>,
     accept_anything: bool,
     seen: Mutex<Option<Vec<CertificateDer<'static>>>>,
 }
@@ -46,6 +46,8 @@ impl ServerCertVerifier for Recorder {
             *seen = Some(chain);
         }
         if self.accept_anything {
+            // Pins still hold with --insecure, as with curl.
+            self.inner.check_pins(end_entity)?;
             return Ok(ServerCertVerified::assertion());
         }
         self.inner
@@ -74,7 +76,7 @@ impl ServerCertVerifier for Recorder {
 
 /// A connector for one handshake, with the recorder that watches it.
 pub(crate) fn connector(
-    verifier: &Arc<WebPkiServerVerifier>,
+    verifier: &Arc<Trust>,
     accept_anything: bool,
 ) -> ProbeResult<(TlsConnector, Arc<Recorder>)> {
     let recorder = Arc::new(Recorder {

@@ -39,6 +39,20 @@ pub enum Code {
     DeliveredToJunk,
     /// The check's time limit (`--timeout`) ran out before it was done.
     TimeLimit,
+    /// SMTP wants AUTH before it takes mail.
+    AuthRequired,
+    /// SMTP wants TLS before it takes mail.
+    TlsRequired,
+    /// SMTP does not relay to the recipient's domain.
+    RelayDenied,
+    /// SMTP does not know the recipient.
+    UnknownRecipient,
+    /// The server refuses because of too many connections or messages (transient).
+    RateLimited,
+    /// Greylisting: a temporary refusal that a real sender retries (degraded).
+    Greylisted,
+    /// IMAP or POP3 refuses a password over an unencrypted session.
+    PlaintextDisabled,
 }
 
 impl Code {
@@ -66,6 +80,13 @@ impl Code {
             Code::Restarted => "restarted",
             Code::DeliveredToJunk => "delivered_to_junk",
             Code::TimeLimit => "time_limit",
+            Code::AuthRequired => "auth_required",
+            Code::TlsRequired => "tls_required",
+            Code::RelayDenied => "relay_denied",
+            Code::UnknownRecipient => "unknown_recipient",
+            Code::RateLimited => "rate_limited",
+            Code::Greylisted => "greylisted",
+            Code::PlaintextDisabled => "plaintext_disabled",
         }
     }
 }

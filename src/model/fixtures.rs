@@ -20,6 +20,7 @@ fn tls(days: i64) -> Option<TlsInfo> {
         cipher: "TLS13_AES_256_GCM_SHA384".into(),
         verified: true,
         verify_error: None,
+        problem: None,
         name_matches: true,
         certificate: Some(CertificateInfo {
             subject: "CN=h".into(),

@@ -76,6 +76,10 @@ pub struct SmtpServerInfo {
     /// The SIZE the server advertised in EHLO (0 means no limit announced).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertised_size: Option<u64>,
+    /// What the probe did differently from what was asked, e.g. AUTH skipped
+    /// because the server did not offer it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// The outcome of verifying one retrieved copy.

@@ -30,13 +30,8 @@ pub(crate) async fn bisect_size_limit(
     advertised: Option<u64>,
     sent_ids: &mut Vec<String>,
 ) -> Option<SizeLimit> {
-    let refused_for_size = |m: &&MessageReport| {
-        m.smtp
-            .error
-            .as_ref()
-            .and_then(|e| e.reply.as_ref())
-            .is_some_and(|r| r.is_size_limit())
-    };
+    let refused_for_size =
+        |m: &&MessageReport| m.smtp.error.as_ref().is_some_and(|e| e.is_size_refusal());
     let refused = reports
         .iter()
         .filter(|m| refused_for_size(m) || bounces::bounced_for_size(m))

@@ -64,6 +64,9 @@ pub(crate) async fn run_recorded(
     Ok(report)
 }
 
+/// Attachment bytes a ladder may have to be built on the async thread.
+const BUILD_INLINE_BYTES: u64 = 256 * 1024;
+
 /// The sessions the run opened and whether its time limit was reached, for the report.
 pub(crate) fn record_pacing(ctx: &Context, report: &mut Report) {
     report.sessions = ctx.session_counts();
@@ -83,14 +86,20 @@ pub(crate) async fn build_messages(
     sizes: Vec<u64>,
 ) -> Result<Vec<ProbeMessage>, ProbeError> {
     let (from, to) = (s.target.from.clone(), s.target.to.clone());
-    tokio::task::spawn_blocking(move || {
+    let inline = sizes.iter().sum::<u64>() <= BUILD_INLINE_BYTES;
+    let build = move || {
         sizes
             .iter()
             .map(|&size| ProbeMessage::build(&new_probe_id(), &from, &to, size))
             .collect()
-    })
-    .await
-    .map_err(|e| ProbeError::config(format!("building messages failed: {e}")))
+    };
+    // Small ladders take less time to build than a hand-off to a blocking thread.
+    if inline {
+        return Ok(build());
+    }
+    tokio::task::spawn_blocking(build)
+        .await
+        .map_err(|e| ProbeError::config(format!("building messages failed: {e}")))
 }
 
 /// One message's trip through SMTP.
@@ -261,18 +270,22 @@ pub(crate) async fn clean_up(
         })
         .map(|(r, _)| r.probe_id.clone())
         .collect();
-    let mut deleted: Vec<String> = deleted_while_watching.to_vec();
     let candidates: Vec<&str> = ids
         .iter()
         .chain(&uncertain)
         .map(String::as_str)
-        .filter(|id| !deleted.iter().any(|d| d == id))
+        .filter(|id| !deleted_while_watching.iter().any(|d| d == id))
         .collect();
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    // Per protocol: `deleted` of a protocol's result says that protocol removed
+    // the copy (a POP3 copy gone because IMAP expunged it was not POP3's doing).
+    // The watchers delete only in POP3's one session under a LOGIN-DELAY.
+    let mut by_imap: Vec<String> = Vec::new();
+    let mut by_pop3: Vec<String> = deleted_while_watching.to_vec();
     let mut errors = Vec::new();
     if ctx.settings.target.imap.is_some() {
         match watch::cleanup::<ImapMailbox>(ctx, &candidates).await {
-            Ok(d) => deleted.extend(d),
+            Ok(d) => by_imap = d,
             Err(e) => errors.push(e),
         }
     }
@@ -282,15 +295,16 @@ pub(crate) async fn clean_up(
             .copied()
             .filter(|id| {
                 ctx.settings.target.imap.is_none()
-                    || !deleted.iter().any(|d| d == id)
+                    || !by_imap.iter().any(|d| d == id)
                     || separate_mailboxes(ctx)
             })
             .collect();
         match watch::cleanup::<Pop3Mailbox>(ctx, &remaining).await {
-            Ok(d) => deleted.extend(d),
+            Ok(d) => by_pop3.extend(d),
             Err(e) => errors.push(e),
         }
     }
+    let deleted: Vec<String> = by_imap.iter().chain(&by_pop3).cloned().collect();
     // The notifications about them go too (only those about this run's messages).
     let notifications_deleted = if ctx.settings.target.imap.is_some() {
         bounces::delete_notifications(ctx, Wanted::Ids(&candidates), &|_| true)
@@ -307,9 +321,11 @@ pub(crate) async fn clean_up(
     for r in reports.iter_mut() {
         let was_sent = ids.contains(&r.probe_id.as_str());
         let gone = deleted.iter().any(|d| d == &r.probe_id);
-        for res in [r.imap.as_mut(), r.pop3.as_mut()].into_iter().flatten() {
-            if was_sent {
-                res.deleted = Some(gone);
+        if was_sent {
+            for (res, by) in [(r.imap.as_mut(), &by_imap), (r.pop3.as_mut(), &by_pop3)] {
+                if let Some(res) = res {
+                    res.deleted = Some(by.iter().any(|d| d == &r.probe_id));
+                }
             }
         }
         if was_sent && !gone {

@@ -3,7 +3,8 @@
 //!
 //! The greeting, CAPABILITY and STARTTLS are spoken by hand (async-imap has no
 //! STARTTLS); async-imap takes over at LOGIN or, with a bearer token, at
-//! AUTHENTICATE (XOAUTH2 or OAUTHBEARER, SASL-IR when offered).
+//! AUTHENTICATE (XOAUTH2 or OAUTHBEARER, SASL-IR when offered). The message FETCH
+//! is spoken on the session's stream by hand, so the body streams into the verifier.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
@@ -15,6 +16,7 @@ use futures::TryStreamExt;
 use tokio::io::BufReader;
 
 use crate::core::auth::Mechanism as AuthMechanism;
+use crate::core::classify::{Evidence, ReplyClass};
 use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
 use crate::core::phase::{Phase, Phases, Protocol};
 use crate::core::probe_id::{PROBE_HEADER, PROBE_ID_PREFIX, header_probe_id, is_probe_id};
@@ -38,6 +40,7 @@ use crate::protocol::imap::{
     MAX_STATUS_LINE, auth_mechanisms, authenticate_sasl, from_imap, parse_capabilities,
     search_query, split_status_line, tagged, timed, uid_set,
 };
+use crate::protocol::imap_fetch::uid_fetch_body;
 use crate::protocol::sasl::{Exchange, check_not_expired, pick};
 use crate::protocol::verifier::Verifier;
 
@@ -153,11 +156,13 @@ impl ImapMailbox {
         };
         if tls_info.is_none() {
             if !sasl && has(&capabilities, "LOGINDISABLED") {
-                return Err(ProbeError::new(
+                let mut err = ProbeError::new(
                     ErrorKind::Unsupported,
-                    "the IMAP server disables LOGIN without TLS; use imaps:// or allow STARTTLS",
+                    "the IMAP server disables LOGIN without TLS (LOGINDISABLED); use imaps:// or allow STARTTLS",
                 )
-                .at(Protocol::Imap, Phase::Login));
+                .at(Protocol::Imap, Phase::Login);
+                err.class = Some(ReplyClass::PlaintextDisabled);
+                return Err(err);
             }
             check_plaintext_login(
                 endpoint,
@@ -167,6 +172,10 @@ impl ImapMailbox {
             )?;
         }
 
+        let encrypted = tls_info.is_some();
+        let tls_offered = ["STARTTLS", "LOGINDISABLED", "XTLSREQUIRED"]
+            .iter()
+            .any(|c| has(&capabilities, c));
         let (stream, allowance) = Budgeted::imap(stream, STEP_BUDGET);
         let client = async_imap::Client::new(Box::new(stream) as BoxStream);
         ctx.count_login(Protocol::Imap);
@@ -196,7 +205,23 @@ impl ImapMailbox {
                         }
                     })
             })
-            .await?;
+            .await
+            .map_err(|e| {
+                let e = e.classified(|reply| Evidence {
+                    protocol: Protocol::Imap,
+                    phase: Phase::Login,
+                    reply,
+                    declared_size: None,
+                    advertised_size: None,
+                    encrypted,
+                    tls_offered,
+                });
+                if e.is_class(ReplyClass::PlaintextDisabled) {
+                    e.with_kind(ErrorKind::Unsupported)
+                } else {
+                    e
+                }
+            })?;
         let caps = clock
             .run(Phase::Capability, t.command, async {
                 session.capabilities().await.map_err(from_imap)
@@ -226,6 +251,14 @@ impl ImapMailbox {
             selected: "INBOX".to_string(),
             not_notices: HashSet::new(),
         })
+    }
+
+    /// Which of `ids` a fresh session still finds.
+    async fn still_there(ctx: &Context, ids: &[&str]) -> ProbeResult<HashSet<String>> {
+        let (mut fresh, _, _) = Self::open(ctx).await.map_err(|(e, _)| e)?;
+        let found = fresh.find(ctx, Wanted::Ids(ids)).await;
+        fresh.close(ctx).await;
+        Ok(found?.into_keys().collect())
     }
 
     /// Log in as `login` (the `--bounce-mailbox`) instead of the IMAP login.
@@ -462,31 +495,23 @@ impl ImapMailbox {
         message: &Accepted,
     ) -> ProbeResult<Verification> {
         // Delivery adds trace headers; far more than was sent is not our message.
-        self.allowance.grant(message.encoded_len * 2 + (1 << 20));
+        let max_bytes = message.encoded_len * 2 + (1 << 20);
+        self.allowance.grant(max_bytes);
         let session = self.session()?;
-        let step = async {
-            let mut fetches = session
-                .uid_fetch(uid.to_string(), "(UID BODY.PEEK[])")
-                .await
-                .map_err(from_imap)?;
-            let mut verification = None;
-            while let Some(f) = fetches.try_next().await.map_err(from_imap)? {
-                if f.uid == Some(uid)
-                    && let Some(body) = f.body()
-                {
-                    verification = Some(Verifier::verify_bytes(&message.expected, body));
-                }
-            }
-            verification.ok_or_else(|| {
-                ProbeError::new(
-                    ErrorKind::NotDelivered,
-                    "the message vanished before it could be fetched",
-                )
-            })
-        };
-        timed(ctx.settings.timeouts.body(), step)
-            .await
-            .map_err(|e| e.at(Protocol::Imap, Phase::Fetch))
+        let mut verifier = Verifier::new(&message.expected);
+        // Spoken on the session's stream so the literal streams into the verifier
+        // (async-imap would hold the whole message in memory).
+        let mut sink = |line: &[u8]| verifier.line(line);
+        let step = uid_fetch_body(session.get_mut(), "mpf", uid, max_bytes, &mut sink);
+        match timed(ctx.settings.timeouts.body(), step).await {
+            Ok(true) => Ok(verifier.finish()),
+            Ok(false) => Err(ProbeError::new(
+                ErrorKind::NotDelivered,
+                "the message vanished before it could be fetched",
+            )),
+            Err(e) => Err(e),
+        }
+        .map_err(|e| e.at(Protocol::Imap, Phase::Fetch))
     }
 
     /// INBOX (`None`) and then every watched folder.
@@ -684,8 +709,32 @@ impl Mailbox for ImapMailbox {
             }
             self.select(ctx, here).await?;
             let uids: Vec<u32> = ours.iter().map(|(_, u)| *u).collect();
-            self.expunge_uids(ctx, &uids).await?;
-            deleted.extend(ours.into_iter().map(|(id, _)| id));
+            match self.expunge_uids(ctx, &uids).await {
+                Ok(()) => deleted.extend(ours.into_iter().map(|(id, _)| id)),
+                // An answer we could not parse (Mailutils answers EXPUNGE with
+                // `* n EXPUNGED`) or a lost session says nothing about what was
+                // deleted: look again in a fresh session.
+                Err(e)
+                    if matches!(
+                        e.kind,
+                        ErrorKind::Protocol | ErrorKind::Closed | ErrorKind::Reset
+                    ) =>
+                {
+                    self.session = None;
+                    let ids: Vec<&str> = which
+                        .iter()
+                        .map(|(id, _)| id.as_str())
+                        .filter(|id| is_probe_id(id))
+                        .collect();
+                    let left = Self::still_there(ctx, &ids).await.map_err(|_| e)?;
+                    return Ok(ids
+                        .into_iter()
+                        .filter(|id| !left.contains(*id))
+                        .map(str::to_string)
+                        .collect());
+                }
+                Err(e) => return Err(e),
+            }
         }
         self.select(ctx, "INBOX").await?;
         Ok(deleted)

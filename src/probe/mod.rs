@@ -1,6 +1,6 @@
 //! The orchestration: settings and context, the SMTP, IMAP and POP3 probers, the
 //! mailbox watcher and its wait strategy, one check (the ladder), bisection,
-//! constant rate, rounds and verify, the liveness sampler, the cleanup sweep and
+//! constant rate, rounds and verify (with overlapping rounds), the liveness sampler, the cleanup sweep and
 //! domain checks.
 
 pub(crate) mod bisect;
@@ -9,6 +9,7 @@ pub mod check;
 pub(crate) mod context;
 pub(crate) mod domain;
 pub(crate) mod imap;
+pub(crate) mod overlap;
 pub(crate) mod pop3;
 pub(crate) mod rate;
 pub mod rounds;

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::core::classify::{Evidence, ReplyClass};
 use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
 use crate::core::phase::{Phase, Phases, Protocol};
 use crate::core::probe_id::{header_probe_id, is_probe_id};
@@ -89,6 +90,12 @@ impl Pop3Mailbox {
             s.target.allow_plaintext_login,
             Phase::Login,
         )?;
+        let encrypted = tls_info.is_some();
+        // Before TLS, a server that wants TLS offers STLS, says XTLSREQUIRED or
+        // leaves USER out of CAPA.
+        let tls_offered = has_capability(&caps, "STLS")
+            || has_capability(&caps, "XTLSREQUIRED")
+            || !has_capability(&caps, "USER");
         let mechanism =
             pick(login, &sasl_mechanisms(&caps)).map_err(|e| e.at(Protocol::Pop3, Phase::Login))?;
         if let Some(delay) = login_delay(&caps)
@@ -119,7 +126,23 @@ impl Pop3Mailbox {
                     }
                 }
             })
-            .await;
+            .await
+            .map_err(|e| {
+                let e = e.classified(|reply| Evidence {
+                    protocol: Protocol::Pop3,
+                    phase: Phase::Login,
+                    reply,
+                    declared_size: None,
+                    advertised_size: None,
+                    encrypted,
+                    tls_offered,
+                });
+                if e.is_class(ReplyClass::PlaintextDisabled) {
+                    e.with_kind(ErrorKind::Unsupported)
+                } else {
+                    e
+                }
+            });
         let too_soon = logged_in.as_ref().err().is_some_and(|e| {
             e.reply
                 .as_ref()

@@ -13,13 +13,14 @@ use crate::analysis::stability::{self, RoundOutcome};
 use crate::analysis::stats;
 use crate::analysis::timeline::{self, Run};
 use crate::core::error::ProbeError;
-use crate::core::phase::millis;
+use crate::core::phase::{Protocol, millis};
 use crate::io::transcript::Transcript;
 use crate::model::diagnosis::Diagnosis;
 use crate::model::report::Report;
 use crate::model::stats::{RoundSummary, Stability, Stats};
 use crate::model::timeline::Timeline;
 use crate::probe::check;
+use crate::probe::overlap;
 use crate::probe::sampler::Sampler;
 use crate::probe::settings::Settings;
 
@@ -114,9 +115,44 @@ pub fn attach_timeline(report: &mut Report, mut t: Timeline, run: Run) {
 }
 
 /// One finished round.
-struct Round {
-    report: Report,
-    summary: RoundSummary,
+pub(crate) struct Round {
+    pub(crate) report: Report,
+    pub(crate) summary: RoundSummary,
+}
+
+impl Round {
+    /// Round `number` from its own report: every message marked with the round,
+    /// the round's state and verdict from its messages alone; `sampled_down`: the
+    /// services the liveness sampler saw disturbed while it ran.
+    pub(crate) fn judged(
+        mut report: Report,
+        number: u32,
+        duration_ms: f64,
+        sampled_down: Vec<Protocol>,
+    ) -> Round {
+        for m in &mut report.messages {
+            m.round = Some(number);
+        }
+        let (state, down) = stability::classify(&report);
+        let summary = RoundSummary {
+            round: number,
+            state,
+            verdict: report.verdict,
+            duration_ms,
+            down,
+            sampled_down,
+            summary: report.summary.clone(),
+        };
+        Round { report, summary }
+    }
+}
+
+/// Services the sampler (if any) saw disturbed between `from` and `to`.
+pub(crate) fn sampled_down(sampler: Option<&Sampler>, from: Instant, to: Instant) -> Vec<Protocol> {
+    sampler.map_or_else(Vec::new, |s| {
+        s.snapshot()
+            .disturbed_within(s.offset_ms(from), s.offset_ms(to))
+    })
 }
 
 /// One round; `since` is where its window of the timeline opens (the end of the
@@ -129,25 +165,14 @@ async fn one_round(
     since: Instant,
 ) -> Result<Round, ProbeError> {
     let started = Instant::now();
-    let mut report = check::run_recorded(settings.clone(), transcript.cloned()).await?;
-    for m in &mut report.messages {
-        m.round = Some(number);
-    }
-    let (state, down) = stability::classify(&report);
-    let sampled_down = sampler.map_or_else(Vec::new, |s| {
-        s.snapshot()
-            .disturbed_within(s.offset_ms(since), s.offset_ms(Instant::now()))
-    });
-    let summary = RoundSummary {
-        round: number,
-        state,
-        verdict: report.verdict,
-        duration_ms: millis(started.elapsed()),
+    let report = check::run_recorded(settings.clone(), transcript.cloned()).await?;
+    let down = sampled_down(sampler, since, Instant::now());
+    Ok(Round::judged(
+        report,
+        number,
+        millis(started.elapsed()),
         down,
-        sampled_down,
-        summary: report.summary.clone(),
-    };
-    Ok(Round { report, summary })
+    ))
 }
 
 /// Sleep until `next` (bounded by `limit` when given).
@@ -156,7 +181,11 @@ async fn pause_until(next: Instant, limit: Option<Instant>) {
         Some(l) => next.min(l),
         None => next,
     };
-    tokio::time::sleep_until(until.into()).await;
+    // The timer rounds up to its next millisecond tick: a time already passed (as
+    // with --interval 0) would still cost up to a millisecond per round.
+    if until > Instant::now() {
+        tokio::time::sleep_until(until.into()).await;
+    }
 }
 
 async fn run_rounds(
@@ -167,6 +196,10 @@ async fn run_rounds(
     sampler: Option<&Sampler>,
 ) -> Result<Report, ProbeError> {
     let started = Instant::now();
+    if overlap::applies(settings, interval) {
+        let rounds = overlap::run(settings, n, transcript, sampler).await?;
+        return Ok(merge(rounds, settings, millis(started.elapsed())));
+    }
     let mut rounds = Vec::with_capacity(n as usize);
     let mut since = started;
     for number in 1..=n {

@@ -2,8 +2,9 @@
 //!
 //! We read the greeting, send the first EHLO and negotiate STARTTLS ourselves (to
 //! time them, keep the advertised capabilities and use our own TLS settings), then
-//! hand the live session to lettre for AUTH, MAIL, RCPT and the streamed DATA.
-//! AUTH with a bearer token (XOAUTH2, OAUTHBEARER) is ours too, before lettre.
+//! hand the live session to lettre for AUTH, MAIL, RCPT and DATA; the message body
+//! itself we stream through a second handle on the same session. AUTH with a
+//! bearer token (XOAUTH2, OAUTHBEARER) is ours too, before lettre.
 
 use std::time::{Duration, Instant};
 
@@ -12,9 +13,10 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, MailParameter, RcptParameter};
-use tokio::io::BufReader;
+use tokio::io::{AsyncWriteExt, BufReader};
 
 use crate::core::auth::{AuthReason, Mechanism as AuthMechanism};
+use crate::core::classify::{Evidence, ReplyClass};
 use crate::core::endpoint::Endpoint;
 use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
 use crate::core::phase::{Phase, Phases, Protocol, millis};
@@ -25,19 +27,23 @@ use crate::io::clock::PhaseClock;
 use crate::io::connect::{
     check_plaintext_login, finish_starttls, open_stream, starttls_wanted, unbuffer,
 };
-use crate::io::net::{BoxStream, Replay};
+use crate::io::net::{BoxStream, Replay, write_all_flush};
+use crate::io::shared::Shared;
 use crate::model::result::{ProtocolResult, SmtpServerInfo};
 use crate::probe::context::{Context, not_attempted};
 use crate::protocol::dsn;
 use crate::protocol::message::ProbeMessage;
 use crate::protocol::sasl::{Exchange, check_not_expired, pick};
 use crate::protocol::smtp::{
-    authenticate_sasl, exchange, expect_positive, from_lettre, read_reply, wire_form,
+    DotStuffer, END_OF_DATA, authenticate_sasl, exchange, expect_positive, from_lettre, read_reply,
+    wire_form,
 };
 
 /// All a server may send while lettre speaks (EHLO, AUTH, MAIL, RCPT, DATA,
 /// QUIT replies): real replies are a few KiB.
 const LETTRE_READ_BUDGET: u64 = 64 * 1024;
+/// The DATA body is written in runs of about this many bytes.
+const DATA_WRITE: usize = 256 * 1024;
 
 /// The outcome of one send.
 pub(crate) struct Sent {
@@ -110,7 +116,8 @@ pub(crate) async fn send(ctx: &Context, message: &ProbeMessage) -> Sent {
         &mut tls,
         &mut dsn_requested,
     )
-    .await;
+    .await
+    .map_err(|e| classify_refusal(e, message, server.as_ref(), tls.is_some()));
     if let Err(e) = &outcome {
         ctx.note_failure(Protocol::Smtp, e);
     }
@@ -122,6 +129,32 @@ pub(crate) async fn send(ctx: &Context, message: &ProbeMessage) -> Sent {
         result,
         accepted_at,
         server,
+    }
+}
+
+/// What the refusal means, from its reply and what this session knew: the size
+/// declared against the size advertised, encryption, the STARTTLS offer.
+fn classify_refusal(
+    err: ProbeError,
+    message: &ProbeMessage,
+    server: Option<&SmtpServerInfo>,
+    encrypted: bool,
+) -> ProbeError {
+    let advertised_size = server.and_then(|i| i.advertised_size);
+    let err = err.classified(|reply| Evidence {
+        protocol: Protocol::Smtp,
+        phase: Phase::MailFrom,
+        reply,
+        // SIZE= is declared whenever the server advertises SIZE (see `converse`).
+        declared_size: advertised_size.map(|_| message.encoded_len()),
+        advertised_size,
+        encrypted,
+        tls_offered: server.is_some_and(|i| i.has("STARTTLS")),
+    });
+    if err.is_class(ReplyClass::AuthFailed) {
+        err.with_kind(ErrorKind::Auth)
+    } else {
+        err
     }
 }
 
@@ -249,24 +282,41 @@ async fn converse(
     // yielding while data keeps coming: bound and pace what the server may send it.
     let (stream, _) = Budgeted::new(stream, LETTRE_READ_BUDGET);
     let replay = Replay::answering_first_line(said, Box::new(stream) as BoxStream);
+    // lettre speaks the commands; the DATA body goes out through our own handle.
+    let lettre_side = Shared::new(Box::new(replay) as BoxStream);
+    let body = lettre_side.clone();
     let client_id = ClientId::Domain(s.target.helo_name.clone());
-    let mut conn = ctx
+    let conn = ctx
         .deadline()
         .run(Protocol::Smtp, Phase::Ehlo, t.command, async {
-            AsyncSmtpConnection::connect_with_transport(Box::new(replay), &client_id)
+            AsyncSmtpConnection::connect_with_transport(Box::new(lettre_side), &client_id)
                 .await
                 .map_err(from_lettre)
         })
         .await
         .map_err(|e| e.at(Protocol::Smtp, Phase::Ehlo))?;
     let announces_size = server.as_ref().is_some_and(|i| i.advertised_size.is_some());
+    if s.target.smtp_login.as_ref().is_some_and(|l| !l.is_token())
+        && !offers_password_auth(&conn)
+        && let Some(info) = server.as_mut()
+    {
+        let why = if encrypted {
+            ""
+        } else {
+            " before TLS (STARTTLS was not used)"
+        };
+        info.notes.push(format!(
+            "AUTH was not used: the server did not offer AUTH PLAIN or LOGIN{why}; the probe went on without AUTH"
+        ));
+    }
     let dsn = s.elsewhere.request_dsn && server.as_ref().is_some_and(|i| i.has("DSN"));
     *dsn_requested = Some(dsn);
+    let mut session = Session { conn, body };
     let result = transaction(
         ctx,
         message,
         clock,
-        &mut conn,
+        &mut session,
         announces_size,
         dsn,
         encrypted,
@@ -277,28 +327,44 @@ async fn converse(
             // QUIT's answer does not change acceptance; a server dying here is still noted.
             let _ = clock
                 .run(Phase::Quit, t.command, async {
-                    conn.quit().await.map_err(from_lettre)
+                    session.conn.quit().await.map_err(from_lettre)
                 })
                 .await;
             Ok(reply)
         }
         Err(e) => {
             // Best effort, bounded: the server may already be gone.
-            let _ = tokio::time::timeout(Duration::from_secs(1), conn.abort()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), session.conn.abort()).await;
             Err(e)
         }
     }
+}
+
+/// The session once lettre has it: lettre's connection speaks the commands, our
+/// handle on the same stream writes the DATA body.
+struct Session {
+    conn: AsyncSmtpConnection,
+    body: Shared<BoxStream>,
+}
+
+fn offers_password_auth(conn: &AsyncSmtpConnection) -> bool {
+    conn.server_info().supports_auth_mechanism(Mechanism::Plain)
+        || conn.server_info().supports_auth_mechanism(Mechanism::Login)
 }
 
 async fn transaction(
     ctx: &Context,
     message: &ProbeMessage,
     clock: &mut PhaseClock,
-    conn: &mut AsyncSmtpConnection,
+    session: &mut Session,
     announce_size: bool,
     request_dsn: bool,
     encrypted: bool,
 ) -> ProbeResult<Reply> {
+    let Session {
+        conn,
+        body: body_side,
+    } = session;
     let s = &ctx.settings;
     let t = s.timeouts;
     let lift =
@@ -403,7 +469,23 @@ async fn transaction(
     clock
         .run(Phase::Data, body_limit, async {
             lift(conn.command(Data).await)?;
-            lift(conn.message_iter(message.chunks()).await)
+            // Past lettre's byte-wise encoder: dots stuffed by a scan, written in
+            // runs of up to DATA_WRITE bytes (a small message goes in one write).
+            let mut stuffer = DotStuffer::default();
+            let mut out = Vec::with_capacity(DATA_WRITE + 128 * 1024);
+            for chunk in message.chunks() {
+                out.extend_from_slice(&stuffer.stuff(&chunk));
+                if out.len() >= DATA_WRITE {
+                    body_side
+                        .write_all(&out)
+                        .await
+                        .map_err(|e| ProbeError::io(&e))?;
+                    out.clear();
+                }
+            }
+            out.extend_from_slice(END_OF_DATA);
+            write_all_flush(body_side, &out).await?;
+            lift(conn.read_response().await)
         })
         .await
 }

@@ -160,6 +160,7 @@ impl ProbeMessage {
             message: self,
             stage: Stage::Prefix,
             bytes: AttachmentBytes::new(self.seed, self.attachment_size()),
+            raw: Vec::new(),
         }
     }
 
@@ -223,6 +224,8 @@ pub(crate) struct MessageChunks<'a> {
     message: &'a ProbeMessage,
     stage: Stage,
     bytes: AttachmentBytes,
+    /// Raw bytes of the block being encoded (reused from block to block).
+    raw: Vec<u8>,
 }
 
 impl Iterator for MessageChunks<'_> {
@@ -235,8 +238,8 @@ impl Iterator for MessageChunks<'_> {
                     return Some(self.message.prefix.clone());
                 }
                 Stage::Attachment => {
-                    let mut raw = Vec::new();
-                    if !self.bytes.next_block(&mut raw) {
+                    let raw = &mut self.raw;
+                    if !self.bytes.next_block(raw) {
                         self.stage = Stage::Suffix;
                         continue;
                     }

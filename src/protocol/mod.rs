@@ -6,6 +6,7 @@ pub(crate) mod dns;
 pub(crate) mod dsn;
 pub(crate) mod folders;
 pub mod imap;
+pub(crate) mod imap_fetch;
 pub mod message;
 pub mod pop3;
 pub(crate) mod sasl;

@@ -43,6 +43,9 @@ pub(crate) fn render(report: &Report) -> Vec<u8> {
             "  WARNING: TLS certificates were NOT verified (--insecure)"
         );
     }
+    for note in report.smtp_server.iter().flat_map(|s| &s.notes) {
+        let _ = writeln!(o, "  note: {note}");
+    }
     for d in &report.diagnoses {
         let _ = writeln!(o);
         let cause = d

@@ -22,6 +22,7 @@ pub(crate) mod tests {
             banner: "h ESMTP".into(),
             capabilities: vec!["SIZE 10240000".into(), "STARTTLS".into()],
             advertised_size: Some(10_240_000),
+            ..Default::default()
         });
         r.size_limit = Some(crate::model::report::SizeLimit {
             largest_accepted_bytes: 1_000_000,

@@ -2,6 +2,7 @@
 //! through, larger or attached mail does not) with its cause, mail that was
 //! not delivered or altered, and retrieval that works over one protocol only.
 
+use super::refusals::refusal_of;
 use super::{elsewhere, results_of};
 use crate::core::error::{ErrorKind, ProbeError};
 use crate::core::phase::{Phase, Protocol};
@@ -16,6 +17,9 @@ pub(super) enum Fate {
     Delivered,
     /// Failed before the transaction (connect, TLS, greeting, EHLO, AUTH).
     SmtpUnreachable,
+    /// Refused for the session or account (AUTH or TLS required, relaying, the
+    /// recipient, rate limits, greylisting): diagnosed in `refusals`.
+    SessionRefused,
     Failed(Cause),
 }
 
@@ -28,7 +32,7 @@ pub(super) fn smtp_cause(err: &ProbeError) -> Option<Cause> {
     if !in_transaction {
         return None;
     }
-    if err.reply.as_ref().is_some_and(|r| r.is_size_limit()) {
+    if err.is_size_refusal() {
         return Some(Cause::SizeLimit);
     }
     Some(match err.kind {
@@ -41,6 +45,9 @@ pub(super) fn smtp_cause(err: &ProbeError) -> Option<Cause> {
 }
 
 pub(super) fn fate(m: &MessageReport) -> Fate {
+    if refusal_of(m).is_some() {
+        return Fate::SessionRefused;
+    }
     if let Some(err) = &m.smtp.error {
         return match smtp_cause(err) {
             Some(cause) => Fate::Failed(cause),
@@ -192,7 +199,7 @@ pub(super) fn message_diagnoses(report: &Report, out: &mut Vec<Diagnosis>) {
                 reason,
                 protocol: None,
                 evidence: with_size_evidence(report, evidence),
-                hints,
+                hints: attachment_hints(report, lead, smallest_failed_encoded(&failed), hints),
             });
         }
         Some(_) => out.push(Diagnosis {
@@ -250,6 +257,41 @@ pub(super) fn message_diagnoses(report: &Report, out: &mut Vec<Diagnosis>) {
             });
         }
     }
+}
+
+fn smallest_failed_encoded(failed: &[(&MessageReport, Cause)]) -> u64 {
+    failed
+        .iter()
+        .map(|(m, _)| m.encoded_bytes)
+        .min()
+        .unwrap_or(0)
+}
+
+/// The cause's `hints`; for a size limit, the advice on the advertised SIZE only
+/// when the advertised value is off (bisection says so, or without bisection it
+/// is above a size that was refused).
+fn attachment_hints(
+    report: &Report,
+    cause: Cause,
+    smallest_refused: u64,
+    mut hints: Vec<String>,
+) -> Vec<String> {
+    if cause == Cause::SizeLimit {
+        let advertised = report
+            .smtp_server
+            .as_ref()
+            .and_then(|s| s.advertised_size)
+            .filter(|a| *a > 0);
+        let off = match (&report.size_limit, advertised) {
+            (Some(l), Some(_)) => l.advertised_disagrees,
+            (None, Some(a)) => a >= smallest_refused,
+            (_, None) => false,
+        };
+        if !off {
+            hints.retain(|h| !h.contains("advertised EHLO SIZE"));
+        }
+    }
+    hints
 }
 
 pub(super) fn with_size_evidence(report: &Report, mut evidence: Vec<String>) -> Vec<String> {

@@ -18,6 +18,7 @@ mod elsewhere;
 mod endpoints;
 mod messages;
 mod mx;
+mod refusals;
 mod slow;
 #[cfg(test)]
 mod tests;
@@ -27,6 +28,7 @@ use deadline::time_limit_diagnosis;
 use endpoints::{endpoint_failure, endpoint_hints};
 use messages::message_diagnoses;
 use mx::mx_diagnoses;
+use refusals::{plaintext_diagnoses, refusal_diagnoses};
 use slow::slow_diagnoses;
 use tls::tls_diagnoses;
 
@@ -131,8 +133,12 @@ fn diagnose(report: &Report, t: &Thresholds) -> Vec<Diagnosis> {
     .flatten()
     .collect();
 
-    // Logins refused.
+    // Logins refused: over plaintext where TLS is wanted, or for the credentials.
+    plaintext_diagnoses(report, &mut out);
     for &protocol in &configured {
+        if out.iter().any(|d| d.protocol == Some(protocol)) {
+            continue;
+        }
         let refused = results_of(report, protocol)
             .find_map(|(_, r)| r.error.as_ref().filter(|e| e.is_auth()).cloned());
         if let Some(err) = refused {
@@ -195,6 +201,7 @@ fn diagnose(report: &Report, t: &Thresholds) -> Vec<Diagnosis> {
         }
     }
 
+    refusal_diagnoses(report, &mut out);
     message_diagnoses(report, &mut out);
     out.extend(time_limit_diagnosis(report));
     elsewhere::junk_diagnoses(report, t, &mut out);

@@ -2,6 +2,7 @@
 //! message failed.
 
 use super::*;
+use crate::core::classify::ReplyClass;
 use crate::core::error::ProbeError;
 use crate::core::phase::Phases;
 use crate::core::reply::Reply;
@@ -95,6 +96,7 @@ fn report(messages: Vec<MessageReport>) -> Report {
             banner: "h ESMTP".into(),
             capabilities: vec!["SIZE 10240000".into()],
             advertised_size: Some(10_240_000),
+            ..Default::default()
         }),
         messages,
         size_limit: None,
@@ -414,6 +416,7 @@ fn tls_problems() {
         cipher: "TLS13_AES_256_GCM_SHA384".into(),
         verified: true,
         verify_error: None,
+        problem: None,
         name_matches: true,
         certificate: Some(crate::core::tls_info::CertificateInfo {
             subject: "CN=h".into(),
@@ -532,6 +535,208 @@ fn time_limit_names_the_phase_that_used_it_up() {
         d.evidence.iter().any(|e| e.contains("1 of 2 message(s)")),
         "{:?}",
         d.evidence
+    );
+    assert_eq!(r.verdict, Verdict::Failing);
+}
+
+fn classified(phase: Phase, reply: Reply, class: ReplyClass) -> ProbeError {
+    let mut e = ProbeError::rejected(reply).at(Protocol::Smtp, phase);
+    e.class = Some(class);
+    e
+}
+
+#[test]
+fn session_refusals_have_their_own_codes_not_the_content_filter_hint() {
+    let rows = [
+        (
+            Phase::MailFrom,
+            Reply::smtp(530, "5.7.0 Authentication required"),
+            ReplyClass::AuthRequired,
+            Code::AuthRequired,
+            Severity::Failing,
+        ),
+        (
+            Phase::MailFrom,
+            Reply::smtp(530, "5.7.0 Must issue a STARTTLS command first"),
+            ReplyClass::TlsRequired,
+            Code::TlsRequired,
+            Severity::Failing,
+        ),
+        (
+            Phase::RcptTo,
+            Reply::smtp(550, "relay not permitted"),
+            ReplyClass::RelayDenied,
+            Code::RelayDenied,
+            Severity::Failing,
+        ),
+        (
+            Phase::RcptTo,
+            Reply::smtp(550, "Unrouteable address"),
+            ReplyClass::UnknownRecipient,
+            Code::UnknownRecipient,
+            Severity::Failing,
+        ),
+        (
+            Phase::MailFrom,
+            Reply::smtp(421, "4.7.0 Too many connections"),
+            ReplyClass::RateLimited,
+            Code::RateLimited,
+            Severity::Degraded,
+        ),
+        (
+            Phase::RcptTo,
+            Reply::smtp(450, "4.2.0 Greylisted, try again later"),
+            ReplyClass::Greylisted,
+            Code::Greylisted,
+            Severity::Degraded,
+        ),
+    ];
+    for (phase, reply, class, code, severity) in rows {
+        let r = report(vec![
+            smtp_failed(0, classified(phase, reply.clone(), class)),
+            smtp_failed(10240, classified(phase, reply.clone(), class)),
+        ]);
+        assert_eq!(codes(&r), vec![(code, None)], "{reply}");
+        assert_eq!(r.verdict, severity.verdict(), "{reply}");
+        let d = &r.diagnoses[0];
+        assert_eq!(d.protocol, Some(Protocol::Smtp));
+        assert!(d.summary.contains(&reply.to_string()), "{}", d.summary);
+        assert!(d.summary.contains("2 message(s)"), "{}", d.summary);
+        assert!(
+            !d.hints.iter().any(|h| h.contains("content filter")),
+            "{:?}",
+            d.hints
+        );
+        assert_eq!(d.evidence.len(), 2, "{:?}", d.evidence);
+    }
+}
+
+#[test]
+fn a_skipped_auth_is_evidence_for_auth_required() {
+    let reply = Reply::smtp(530, "5.7.0 Authentication required");
+    let mut r = report(vec![smtp_failed(
+        0,
+        classified(Phase::MailFrom, reply, ReplyClass::AuthRequired),
+    )]);
+    r.smtp_server
+        .as_mut()
+        .unwrap()
+        .notes
+        .push("AUTH was not used: not offered".into());
+    apply(&mut r, &Thresholds::default());
+    assert!(
+        r.diagnoses[0]
+            .evidence
+            .iter()
+            .any(|e| e.contains("AUTH was not used"))
+    );
+}
+
+#[test]
+fn a_size_class_counts_as_size_limit_without_552() {
+    let reply = Reply::smtp(550, "Message too big!");
+    let r = report(vec![
+        delivered(0),
+        delivered(10240),
+        smtp_failed(
+            5 << 20,
+            classified(Phase::MailFrom, reply, ReplyClass::SizeLimit),
+        ),
+    ]);
+    assert_eq!(
+        codes(&r),
+        vec![(Code::AttachmentsFail, Some(Cause::SizeLimit))]
+    );
+    assert!(r.summary.contains("size limit (550)"), "{}", r.summary);
+    // Advertised SIZE 10240000 is above the refused size: the hint about it stays.
+    assert!(
+        r.diagnoses[0]
+            .hints
+            .iter()
+            .any(|h| h.contains("advertised EHLO SIZE"))
+    );
+}
+
+#[test]
+fn the_advertised_size_hint_goes_when_bisection_agrees_with_it() {
+    let refused = Reply::smtp(552, "Message size exceeds maximum permitted");
+    let mut r = report(vec![
+        delivered(0),
+        smtp_failed(
+            5 << 20,
+            classified(Phase::MailFrom, refused, ReplyClass::SizeLimit),
+        ),
+    ]);
+    r.size_limit = Some(crate::model::report::SizeLimit {
+        largest_accepted_bytes: 10_100_000,
+        smallest_refused_bytes: 10_300_000,
+        estimate_bytes: 10_200_000,
+        sends: 7,
+        advertised_bytes: Some(10_240_000),
+        advertised_disagrees: false,
+    });
+    apply(&mut r, &Thresholds::default());
+    assert_eq!(
+        codes(&r),
+        vec![(Code::AttachmentsFail, Some(Cause::SizeLimit))]
+    );
+    assert!(
+        !r.diagnoses[0]
+            .hints
+            .iter()
+            .any(|h| h.contains("advertised EHLO SIZE")),
+        "{:?}",
+        r.diagnoses[0].hints
+    );
+}
+
+#[test]
+fn a_full_mailbox_is_not_a_size_limit() {
+    let reply = Reply::smtp(552, "5.2.2 Quota exceeded");
+    let r = report(vec![
+        delivered(0),
+        smtp_failed(
+            5 << 20,
+            classified(Phase::Data, reply, ReplyClass::Rejected),
+        ),
+    ]);
+    assert_eq!(
+        codes(&r),
+        vec![(Code::AttachmentsFail, Some(Cause::Rejected))]
+    );
+}
+
+#[test]
+fn plaintext_refused_is_plaintext_disabled_not_a_bad_password() {
+    let mut r = report(vec![delivered(0)]);
+    for (protocol, text) in [
+        (Protocol::Imap, "NO LOGIN Command disabled"),
+        (Protocol::Pop3, "Incorrect state"),
+    ] {
+        let mut e = ProbeError::rejected(Reply::textual(text))
+            .with_kind(ErrorKind::Unsupported)
+            .at(protocol, Phase::Login);
+        e.class = Some(ReplyClass::PlaintextDisabled);
+        let failed = ProtocolResult::failed(e, Phases::new());
+        match protocol {
+            Protocol::Imap => r.messages[0].imap = Some(failed),
+            _ => r.messages[0].pop3 = Some(failed),
+        }
+    }
+    apply(&mut r, &Thresholds::default());
+    let got: Vec<(Code, Option<Protocol>)> =
+        r.diagnoses.iter().map(|d| (d.code, d.protocol)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (Code::PlaintextDisabled, Some(Protocol::Imap)),
+            (Code::PlaintextDisabled, Some(Protocol::Pop3)),
+        ]
+    );
+    assert!(
+        r.diagnoses[0].hints[0].contains("imaps://"),
+        "{:?}",
+        r.diagnoses[0].hints
     );
     assert_eq!(r.verdict, Verdict::Failing);
 }

@@ -2,7 +2,7 @@
 
 use super::results_of;
 use crate::core::phase::Protocol;
-use crate::core::tls_info::TlsInfo;
+use crate::core::tls_info::{TlsInfo, TlsProblem};
 use crate::model::diagnosis::{Code, Diagnosis, Severity, Thresholds};
 use crate::model::report::Report;
 
@@ -21,10 +21,7 @@ pub(super) fn tls_diagnoses(report: &Report, t: &Thresholds, out: &mut Vec<Diagn
                 evidence: std::iter::once(err.to_string())
                     .chain(err.tls.as_deref().map(cert_evidence).unwrap_or_default())
                     .collect(),
-                hints: vec![
-                    "check the certificate chain, its names and dates (openssl s_client -connect host:port, with -starttls where used)".into(),
-                    "for a private CA pass --ca-file; --insecure skips verification".into(),
-                ],
+                hints: problem_hints(err.tls.as_deref().and_then(|t| t.problem)),
             });
             continue;
         }
@@ -62,8 +59,46 @@ pub(super) fn tls_diagnoses(report: &Report, t: &Thresholds, out: &mut Vec<Diagn
     }
 }
 
+/// What to do about each kind of certificate failure.
+fn problem_hints(problem: Option<TlsProblem>) -> Vec<String> {
+    let specific = match problem {
+        Some(TlsProblem::Expired) => {
+            "renew the certificate and reload the service (check the renewal job, e.g. certbot's timer)"
+        }
+        Some(TlsProblem::NotYetValid) => {
+            "the certificate starts in the future: check the clock of this host and of the machine that issued it"
+        }
+        Some(TlsProblem::UnknownIssuer) => {
+            "the issuing CA is not trusted here: for a private CA pass its certificate with --ca-file"
+        }
+        Some(TlsProblem::IncompleteChain) => {
+            "configure the server to send the intermediate certificate(s) with its own (the full chain file); for a private CA pass it with --ca-file"
+        }
+        Some(TlsProblem::NameMismatch) => {
+            "connect with a name the certificate lists, or issue a certificate that lists the name you use"
+        }
+        Some(TlsProblem::SelfSigned) => {
+            "to trust this self-signed certificate, pass the certificate itself with --ca-file (as curl --cacert does)"
+        }
+        Some(TlsProblem::PinMismatch) => {
+            "the server key changed or the pin is wrong: compare with openssl x509 -pubkey | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64"
+        }
+        Some(TlsProblem::Other) | None => {
+            "for a private CA pass --ca-file; --insecure skips verification"
+        }
+    };
+    vec![
+        specific.into(),
+        "check the certificate chain, its names and dates (openssl s_client -connect host:port, with -starttls where used)".into(),
+    ]
+}
+
 pub(super) fn cert_evidence(tls: &TlsInfo) -> Vec<String> {
-    let mut e = vec![format!("{} {}", tls.version, tls.cipher)];
+    // A failed handshake negotiated nothing: no version line then.
+    let mut e: Vec<String> = Some(format!("{} {}", tls.version, tls.cipher))
+        .filter(|line| !line.trim().is_empty())
+        .into_iter()
+        .collect();
     if let Some(c) = &tls.certificate {
         e.push(format!(
             "subject {}; names {}; issuer {}; expires {} ({} days)",
