@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as a new user or CI runs it: installs what the tests need
-# (Debian's promtool and chromium), starts the real test mail server and the interop
-# servers (Exim + GNU Mailutils), runs cargo test.
+# (Debian's promtool, chromium, node and npm; the dashboard schema check's npm
+# packages), starts the real test mail server and the interop servers (Exim + GNU
+# Mailutils), runs cargo test.
 # The tests write into the test server's Maildirs, so they run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,10 +14,14 @@ missing=()
 command -v promtool >/dev/null || missing+=(prometheus)   # promtool, for the Prometheus report test
 command -v chromium >/dev/null || missing+=(chromium)     # tests/html_chromium.rs
 [ -x /usr/bin/time ] || missing+=(time)                   # peak memory in tests/hostile.rs
+command -v node >/dev/null || missing+=(nodejs)           # tests/contrib_prometheus.rs: dashboard schema check
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# The dashboard schema check's packages, pinned by its package-lock.json.
+[ -d contrib/grafana/schema-check/node_modules ] || npm ci --prefix contrib/grafana/schema-check --no-audit --no-fund >/dev/null
 scripts/testserver.sh start
 # Exim + GNU Mailutils for tests/interop.rs (installs them on first use).
 scripts/interop.sh start

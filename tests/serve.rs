@@ -194,6 +194,16 @@ fn probe_answers_the_checks_metrics() {
     );
     assert_eq!(status, 200, "{body}");
     assert_eq!(sample(&body, "mailprobe_success"), Some(1.0), "{body}");
+    // The blackbox_exporter's names, which existing dashboards and alerts read.
+    assert_eq!(sample(&body, "probe_success"), Some(1.0), "{body}");
+    assert!(
+        sample(&body, "probe_duration_seconds").is_some_and(|s| s > 0.0),
+        "{body}"
+    );
+    assert!(
+        sample(&body, "probe_ssl_earliest_cert_expiry").is_some_and(|t| t > 1.7e9),
+        "{body}"
+    );
     assert!(
         body.contains("mailprobe_verdict{verdict=\"healthy\"} 1"),
         "{body}"

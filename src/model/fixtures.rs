@@ -1,6 +1,7 @@
 //! The shared test fixtures: a hand-built report (plain mail gets through, 1 MiB
 //! is altered over IMAP and never reaches POP3, 5 MiB is refused), its parts, and
-//! the snapshot comparison the exporters' tests use.
+//! variants of it (healthy, TLS failure, shared outage) and the snapshot
+//! comparison the exporters' tests use.
 
 use crate::core::error::{ErrorKind, ProbeError};
 use crate::core::phase::{Phase, Phases, Protocol};
@@ -202,6 +203,129 @@ pub(crate) fn report() -> Report {
         sessions: Default::default(),
         time_limit: None,
     }
+}
+
+/// Every rung gets through; one IMAP and one POP3 session serve all three.
+pub(crate) fn healthy_report() -> Report {
+    let mut r = report();
+    let imap_session = [
+        (Phase::Connect, 10.0),
+        (Phase::Tls, 6.0),
+        (Phase::Login, 20.0),
+        (Phase::Select, 1.5),
+    ];
+    let pop3_session = [
+        (Phase::Connect, 11.0),
+        (Phase::Tls, 5.0),
+        (Phase::Login, 9.0),
+    ];
+    r.messages = [0u64, 10 << 10, 1 << 20]
+        .iter()
+        .enumerate()
+        .map(|(i, &size)| {
+            let extra = i as f64 * 10.0;
+            let imap: Vec<_> = imap_session
+                .iter()
+                .copied()
+                .chain([(Phase::Search, 2.0 + extra), (Phase::Fetch, 5.0 + extra)])
+                .collect();
+            let pop3: Vec<_> = pop3_session
+                .iter()
+                .copied()
+                .chain([(Phase::Stat, 1.0), (Phase::Fetch, 4.0 + extra)])
+                .collect();
+            message(
+                size,
+                sent(&[
+                    (Phase::Connect, 12.5),
+                    (Phase::Ehlo, 3.0),
+                    (Phase::Data, 66.0 + extra),
+                ]),
+                fetched(&imap, 340.0 + extra, 30),
+                fetched(&pop3, 1200.0 + extra, 30),
+            )
+        })
+        .collect();
+    r.target.sizes = r.messages.iter().map(|m| m.size_bytes).collect();
+    r.verdict = Verdict::Healthy;
+    r.summary =
+        "All 3 messages (up to 1 MiB) were delivered and verified over IMAP and POP3.".into();
+    r.diagnoses.clear();
+    r
+}
+
+/// The SMTP STARTTLS handshake fails on certificate verification: nothing is sent.
+pub(crate) fn tls_failure_report() -> Report {
+    let mut r = report();
+    let skipped = ProtocolResult {
+        skipped: Some("SMTP did not accept the message".into()),
+        ..Default::default()
+    };
+    for m in &mut r.messages {
+        let mut tls = tls(30).unwrap();
+        tls.version = String::new();
+        tls.cipher = String::new();
+        tls.verified = false;
+        tls.verify_error = Some("invalid peer certificate: UnknownIssuer".into());
+        m.smtp = ProtocolResult {
+            accepted: Some(false),
+            phases_ms: phases(&[(Phase::Connect, 2.0), (Phase::Ehlo, 1.0)]),
+            total_ms: 3.0,
+            tls: Some(tls),
+            error: Some(
+                ProbeError::new(ErrorKind::Tls, "invalid peer certificate: UnknownIssuer")
+                    .at(Protocol::Smtp, Phase::Starttls),
+            ),
+            ..Default::default()
+        };
+        m.imap = Some(skipped.clone());
+        m.pop3 = Some(skipped.clone());
+    }
+    r.summary = "SMTP TLS fails: the certificate is not trusted.".into();
+    r.diagnoses = vec![Diagnosis {
+        code: Code::TlsInvalid,
+        severity: Severity::Failing,
+        summary: "SMTP TLS handshake failed: invalid peer certificate (unknown issuer)".into(),
+        cause: None,
+        reason: None,
+        protocol: Some(Protocol::Smtp),
+        evidence: vec![
+            "smtp starttls: invalid peer certificate: UnknownIssuer".into(),
+            "".into(),
+        ],
+        hints: vec!["install the issuing CA or pass --ca-file".into()],
+    }];
+    r
+}
+
+/// Every protocol refuses the connection: a shared outage, not one service.
+pub(crate) fn outage_report() -> Report {
+    let mut r = report();
+    let refused = |protocol| ProtocolResult {
+        phases_ms: phases(&[(Phase::Connect, 0.4)]),
+        total_ms: 0.4,
+        error: Some(
+            ProbeError::new(ErrorKind::Refused, "connection refused").at(protocol, Phase::Connect),
+        ),
+        ..Default::default()
+    };
+    for m in &mut r.messages {
+        m.smtp = refused(Protocol::Smtp);
+        m.imap = Some(refused(Protocol::Imap));
+        m.pop3 = Some(refused(Protocol::Pop3));
+    }
+    r.summary = "The server is down: SMTP, IMAP and POP3 all refuse connections.".into();
+    r.diagnoses = vec![Diagnosis {
+        code: Code::SharedOutage,
+        severity: Severity::Failing,
+        summary: "SMTP, IMAP and POP3 all refuse connections".into(),
+        cause: None,
+        reason: None,
+        protocol: None,
+        evidence: vec!["smtp, imap, pop3 connect: connection refused".into()],
+        hints: vec!["is the host up and are the services running?".into()],
+    }];
+    r
 }
 
 /// Compare with the reviewed snapshot; `MAILPROBE_BLESS=1` rewrites it.

@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+use crate::core::error::ErrorKind;
 use crate::core::phase::{Phase, Phases};
 use crate::core::tls_info::TlsInfo;
 use crate::core::units::{format_ms, format_size};
@@ -60,13 +61,14 @@ pub(crate) fn render(report: &Report) -> Vec<u8> {
             },
             d.code.as_str(),
             cause,
-            d.summary
+            one_line(&d.summary)
         );
-        for e in &d.evidence {
-            let _ = writeln!(o, "    - {e}");
+        // A blank evidence or hint line would print an empty bullet.
+        for e in d.evidence.iter().filter(|e| !e.trim().is_empty()) {
+            let _ = writeln!(o, "    - {}", one_line(e));
         }
-        for h in &d.hints {
-            let _ = writeln!(o, "    check: {h}");
+        for h in d.hints.iter().filter(|h| !h.trim().is_empty()) {
+            let _ = writeln!(o, "    check: {}", one_line(h));
         }
     }
     timeline_lanes(&mut o, report);
@@ -115,6 +117,10 @@ pub(crate) fn render(report: &Report) -> Vec<u8> {
     }
     let _ = writeln!(o);
     let _ = writeln!(o, "phase timings (ms):");
+    // One IMAP or POP3 session usually serves every rung: its phases (connect,
+    // tls, login, select ...) are shown where the session starts, once, and each
+    // rung shows only its own message phases.
+    let mut last_session: [Option<Phases>; 2] = [None, None];
     for m in &report.messages {
         let label = format!(
             "{} {}",
@@ -122,13 +128,25 @@ pub(crate) fn render(report: &Report) -> Vec<u8> {
             if m.attachment { "attachment" } else { "plain" }
         );
         let _ = writeln!(o, "  {label}");
-        for (name, r) in [
-            ("smtp", Some(&m.smtp)),
-            ("imap", m.imap.as_ref()),
-            ("pop3", m.pop3.as_ref()),
-        ] {
-            if let Some(r) = r.filter(|r| !r.phases_ms.is_empty()) {
-                let _ = writeln!(o, "    {name:<5} {}", phases_line(&r.phases_ms));
+        if !m.smtp.phases_ms.is_empty() {
+            let _ = writeln!(o, "    {:<5} {}", "smtp", phases_line(&m.smtp.phases_ms));
+        }
+        for (i, (name, r)) in [("imap", m.imap.as_ref()), ("pop3", m.pop3.as_ref())]
+            .into_iter()
+            .enumerate()
+        {
+            let Some(r) = r else { continue };
+            let (session, message): (Phases, Phases) = r
+                .phases_ms
+                .iter()
+                .map(|(p, ms)| (*p, *ms))
+                .partition(|(p, _)| !is_message_phase(*p));
+            if !session.is_empty() && last_session[i].as_ref() != Some(&session) {
+                let _ = writeln!(o, "    {name:<5} session: {}", phases_line(&session));
+                last_session[i] = Some(session);
+            }
+            if !message.is_empty() {
+                let _ = writeln!(o, "    {name:<5} {}", phases_line(&message));
             }
         }
         for (name, r) in [
@@ -154,12 +172,41 @@ pub(crate) fn render(report: &Report) -> Vec<u8> {
     let _ = writeln!(o);
     let _ = writeln!(
         o,
-        "verdict: {} ({} in {})",
+        "verdict: {} in {}: {}",
         report.verdict.as_str(),
-        report.summary,
-        format_ms(report.duration_ms)
+        format_ms(report.duration_ms),
+        one_line(&report.summary)
     );
     o.into_bytes()
+}
+
+/// Phases that belong to one message (found, fetched, waited for, deleted), as
+/// opposed to those of the session that served it.
+fn is_message_phase(phase: Phase) -> bool {
+    matches!(
+        phase,
+        Phase::Search | Phase::Stat | Phase::Fetch | Phase::Delivery | Phase::Delete
+    )
+}
+
+/// Text on one line: runs of whitespace (line breaks included) become one space.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A table cell for a failure: what went wrong, in a word or two.
+fn failure_word(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Tls => "tls error",
+        ErrorKind::Network => "network error",
+        ErrorKind::Auth => "login failed",
+        ErrorKind::Protocol => "protocol error",
+        ErrorKind::NotDelivered => "not delivered",
+        ErrorKind::Altered => "ALTERED",
+        ErrorKind::Config => "config error",
+        // timeout, refused, reset, closed, rejected, unsupported, and kinds added later.
+        other => other.as_str(),
+    }
 }
 
 /// The liveness timeline under the diagnoses: one lane per service.
@@ -182,22 +229,14 @@ fn phases_line(phases: &Phases) -> String {
 
 fn smtp_cell(r: &ProtocolResult) -> String {
     if r.ok {
-        format!("accepted {}", format_ms(r.total_ms))
-    } else {
-        match &r.error {
-            Some(e) => match &e.reply {
-                Some(reply) => format!(
-                    "{} {}",
-                    e.phase.map_or("", |p| p.as_str()),
-                    reply
-                        .code
-                        .map(|c| c.to_string())
-                        .unwrap_or_else(|| e.kind.as_str().into())
-                ),
-                None => format!("{} {}", e.phase.map_or("", |p| p.as_str()), e.kind.as_str()),
-            },
-            None => "failed".into(),
-        }
+        return format!("accepted {}", format_ms(r.total_ms));
+    }
+    match &r.error {
+        Some(e) => match e.reply.as_ref().and_then(|reply| reply.code) {
+            Some(code) => format!("{} {code}", failure_word(e.kind)),
+            None => failure_word(e.kind).into(),
+        },
+        None => "failed".into(),
     }
 }
 
@@ -219,7 +258,7 @@ fn retrieval_cell(r: Option<&ProtocolResult>) -> String {
         ),
         Some(r) if r.found == Some(true) => "ALTERED".into(),
         Some(r) => match &r.error {
-            Some(e) => format!("{} {}", e.phase.map_or("", |p| p.as_str()), e.kind.as_str()),
+            Some(e) => failure_word(e.kind).into(),
             None => "failed".into(),
         },
     }
@@ -279,24 +318,33 @@ pub(crate) fn tls_lines(report: &Report) -> Vec<String> {
 
 /// `TLSv1.3 TLS13_AES_256_GCM_SHA384, CN=mail.example.com, expires in 80 days, verified`.
 pub(crate) fn describe_tls(tls: &TlsInfo) -> String {
+    // Without a version the handshake never completed: say so instead of
+    // printing empty version and cipher fields.
     let mut line = if tls.version.is_empty() {
-        "handshake failed".to_string()
+        "handshake failed, no TLS session".to_string()
     } else {
-        format!("{} {}", tls.version, tls.cipher)
+        format!("{} {}", tls.version, tls.cipher).trim().to_string()
     };
     if let Some(c) = &tls.certificate {
-        line.push_str(&format!(", {}", c.subject));
+        let shown = if tls.version.is_empty() {
+            "the server showed "
+        } else {
+            ""
+        };
+        line.push_str(&format!(", {shown}{}", c.subject));
         if c.days_to_expiry < 0 {
             line.push_str(&format!(", EXPIRED {} days ago", -c.days_to_expiry));
         } else {
             line.push_str(&format!(", expires in {} days", c.days_to_expiry));
         }
     }
-    line.push_str(if tls.verified {
-        ", verified"
-    } else {
-        ", NOT verified"
-    });
+    match (&tls.verify_error, tls.verified) {
+        (_, true) => line.push_str(", verified"),
+        (Some(why), false) if !why.trim().is_empty() => {
+            line.push_str(&format!(", NOT verified: {}", one_line(why)))
+        }
+        _ => line.push_str(", NOT verified"),
+    }
     if !tls.name_matches {
         line.push_str(", name does not match");
     }
@@ -446,9 +494,10 @@ fn phase_rank(phase: StatPhase) -> u8 {
 
 #[cfg(test)]
 mod tests {
-    use super::stats_section;
+    use super::{render, stats_section};
     use crate::core::error::ErrorKind;
     use crate::core::phase::Protocol;
+    use crate::model::fixtures::{self, snapshot};
     use crate::model::stats::{FailureCount, Stats};
 
     #[test]
@@ -467,5 +516,89 @@ mod tests {
         let text = stats_section(&stats);
         assert!(text.contains("refused"), "{text}");
         assert!(text.contains("10 KiB") || text.contains("10KiB"), "{text}");
+    }
+
+    fn text(report: &crate::model::report::Report) -> String {
+        String::from_utf8(render(report)).unwrap()
+    }
+
+    /// What every human report must hold to: one summary line at the end with no
+    /// full stop inside brackets, no empty bullets, no doubled words in the table.
+    fn assert_clean(text: &str) {
+        let last = text.lines().last().unwrap();
+        assert!(last.starts_with("verdict: "), "{last}");
+        assert!(!last.contains(".)"), "{last}");
+        for line in text.lines() {
+            assert_ne!(line.trim(), "-", "empty bullet in\n{text}");
+            assert!(!line.contains("tls tls"), "{line}");
+            assert!(!line.contains("  ,"), "empty field: {line}");
+        }
+    }
+
+    #[test]
+    fn healthy_run_snapshot() {
+        let got = text(&fixtures::healthy_report());
+        assert_clean(&got);
+        snapshot(
+            "human_healthy.txt",
+            include_str!("../../tests/snapshots/human_healthy.txt"),
+            &got,
+        );
+        // The IMAP session's connect and login appear once, not once per rung.
+        assert_eq!(got.matches("imap  session:").count(), 1, "{got}");
+        assert_eq!(got.matches("imap  search").count(), 3, "{got}");
+    }
+
+    /// Size limit (5 MiB refused) and not delivered (1 MiB never reaches POP3).
+    #[test]
+    fn size_limit_and_not_delivered_snapshot() {
+        let mut report = fixtures::report();
+        // As the SMTP client records it: the refusal carries the server's reply.
+        let refused = report.messages[2].smtp.error.as_mut().unwrap();
+        refused.reply = Some(crate::core::reply::Reply {
+            code: Some(552),
+            enhanced: None,
+            text: "5.3.4 Message size exceeds fixed limit".into(),
+        });
+        let got = text(&report);
+        assert_clean(&got);
+        snapshot(
+            "human_size_limit.txt",
+            include_str!("../../tests/snapshots/human_size_limit.txt"),
+            &got,
+        );
+        assert!(got.contains("rejected 552"), "{got}");
+        assert!(got.contains("not delivered"), "{got}");
+    }
+
+    #[test]
+    fn tls_failure_snapshot() {
+        let got = text(&fixtures::tls_failure_report());
+        assert_clean(&got);
+        snapshot(
+            "human_tls_failure.txt",
+            include_str!("../../tests/snapshots/human_tls_failure.txt"),
+            &got,
+        );
+        assert!(got.contains("tls error"), "{got}");
+        assert!(got.contains("handshake failed"), "{got}");
+    }
+
+    #[test]
+    fn shared_outage_snapshot() {
+        let got = text(&fixtures::outage_report());
+        assert_clean(&got);
+        snapshot(
+            "human_outage.txt",
+            include_str!("../../tests/snapshots/human_outage.txt"),
+            &got,
+        );
+        assert!(got.contains("refused"), "{got}");
+    }
+
+    #[test]
+    fn the_checks_notice_a_bad_report() {
+        let bad = "x\n    -  \nverdict: healthy (All fine. in 3 ms)\n";
+        assert!(std::panic::catch_unwind(|| assert_clean(bad)).is_err());
     }
 }

@@ -2,7 +2,9 @@
 //! textfile collector. Every family is a gauge, written once with `# HELP` and
 //! `# TYPE`, its samples in a fixed order; families without samples are left out.
 //! Certificate expiry is `mailprobe_tls_cert_expiry_seconds` (whole days × 86400),
-//! as promtool's lint wants base units.
+//! as promtool's lint wants base units. `probe_success`, `probe_duration_seconds`
+//! and `probe_ssl_earliest_cert_expiry` carry the blackbox_exporter's names and
+//! meanings, so that dashboards and alerts written for it work on `serve`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -59,6 +61,12 @@ pub(crate) fn render(report: &Report) -> Vec<u8> {
     );
     success.add(vec![], bool_value(report.verdict == Verdict::Healthy));
 
+    let mut probe_success = Family::new(
+        "probe_success",
+        "Whether the probe succeeded: 1 when the mail check was healthy (blackbox_exporter's name).",
+    );
+    probe_success.add(vec![], bool_value(report.verdict == Verdict::Healthy));
+
     let mut verdict = Family::new(
         "mailprobe_verdict",
         "The verdict of the mail check: 1 for the current verdict, 0 for the others.",
@@ -83,6 +91,7 @@ pub(crate) fn render(report: &Report) -> Vec<u8> {
         "Whether the protocol handled the probe message (sent, or found and verified).",
     );
     let mut expiry: BTreeMap<Protocol, i64> = BTreeMap::new();
+    let mut earliest_not_after: Option<f64> = None;
     for m in &report.messages {
         let size = message_label(m);
         let results = std::iter::once((Protocol::Smtp, &m.smtp)).chain(m.retrievals());
@@ -111,6 +120,9 @@ pub(crate) fn render(report: &Report) -> Vec<u8> {
             if let Some(cert) = r.tls.as_ref().and_then(|t| t.certificate.as_ref()) {
                 let days = expiry.entry(protocol).or_insert(cert.days_to_expiry);
                 *days = (*days).min(cert.days_to_expiry);
+                if let Some(at) = unix_seconds(&cert.not_after) {
+                    earliest_not_after = Some(earliest_not_after.map_or(at, |e| e.min(at)));
+                }
             }
         }
     }
@@ -157,6 +169,14 @@ pub(crate) fn render(report: &Report) -> Vec<u8> {
         );
     }
 
+    let mut earliest_cert = Family::new(
+        "probe_ssl_earliest_cert_expiry",
+        "Unix time in seconds when the soonest expiring server certificate seen expires (blackbox_exporter's name).",
+    );
+    if let Some(at) = earliest_not_after {
+        earliest_cert.add(vec![], at);
+    }
+
     let mut restarts = Family::new(
         "mailprobe_restarts",
         "Restarts the liveness sampler saw during the check, per service (down and back, or a changed greeting).",
@@ -173,10 +193,26 @@ pub(crate) fn render(report: &Report) -> Vec<u8> {
         "Wall-clock duration of the whole mail check.",
     );
     duration.add(vec![], report.duration_ms / 1000.0);
+    let mut probe_duration = Family::new(
+        "probe_duration_seconds",
+        "How long the probe took to complete in seconds (blackbox_exporter's name).",
+    );
+    probe_duration.add(vec![], report.duration_ms / 1000.0);
 
     let mut o = String::new();
     for family in [
-        success, verdict, phases, delivery, message_ok, diagnosis, cert, restarts, duration,
+        probe_success,
+        probe_duration,
+        earliest_cert,
+        success,
+        verdict,
+        phases,
+        delivery,
+        message_ok,
+        diagnosis,
+        cert,
+        restarts,
+        duration,
     ] {
         family.write(&mut o);
     }
@@ -190,6 +226,15 @@ fn message_label(m: &MessageReport) -> String {
     } else {
         "plain".to_string()
     }
+}
+
+/// An RFC 3339 time (a certificate's `not_after`) as Unix seconds.
+fn unix_seconds(rfc3339: &str) -> Option<f64> {
+    let at = humantime::parse_rfc3339_weak(rfc3339).ok()?;
+    Some(match at.duration_since(std::time::UNIX_EPOCH) {
+        Ok(after) => after.as_secs() as f64,
+        Err(before) => -(before.duration().as_secs() as f64),
+    })
 }
 
 fn bool_value(b: bool) -> f64 {
@@ -285,6 +330,23 @@ mod tests {
             }
         }
         assert!(out.ends_with('\n'));
+        for name in [
+            "probe_success",
+            "probe_duration_seconds",
+            "probe_ssl_earliest_cert_expiry",
+        ] {
+            assert!(names.contains(&name.to_string()), "{name} missing:\n{out}");
+        }
+        assert!(out.contains("\nprobe_success 1\n"), "{out}");
+    }
+
+    #[test]
+    fn earliest_certificate_expiry_is_unix_seconds() {
+        assert_eq!(
+            super::unix_seconds("2027-01-01T00:00:00Z"),
+            Some(1_798_761_600.0)
+        );
+        assert_eq!(super::unix_seconds("not a time"), None);
     }
 
     /// The output passes `promtool check metrics` (format and lint), also with an
