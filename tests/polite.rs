@@ -270,7 +270,9 @@ fn mailutils_imap_delivery_seen_through_status() {
     let imap = counts(&report, Protocol::Imap);
     assert!(imap.status_polls >= 1, "{imap:?}");
     assert!(imap.idle_commands <= 3, "{imap:?}");
-    assert!(imap.logins <= 3, "{imap:?}");
+    // One more than on Dovecot: imap4d answers EXPUNGE with `* n EXPUNGED`, which
+    // cannot be parsed, so cleanup checks in a fresh session what is really gone.
+    assert!(imap.logins <= 4, "{imap:?}");
     assert!(imap.notes.iter().any(|n| n.contains("STATUS")), "{imap:?}");
     assert!(report.verdict <= Verdict::Degraded, "{stdout}");
     assert!(elapsed < Duration::from_secs(30), "took {elapsed:?}");
