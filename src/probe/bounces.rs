@@ -259,22 +259,39 @@ pub(crate) async fn delete_notifications(
     select: &(dyn Fn(&str) -> bool + Sync),
 ) -> ProbeResult<usize> {
     let s = &ctx.settings;
-    let mut deleted = 0;
     let login = match &s.target.bounce_login {
         Some(l) => Some(l),
         None if scans_here::<ImapMailbox>(ctx) => s.target.imap_login.as_ref(),
         None => None,
     };
-    if let Some(login) = login {
-        let mut m = ImapMailbox::open_as(ctx, login).await?;
-        let mut found = m.notifications(ctx, wanted).await?;
-        found.retain(|n| select(&n.probe_id));
-        if !found.is_empty() {
-            deleted += m.delete_notifications(ctx, &found).await?;
-        }
-        m.close(ctx).await;
-    }
+    let Some(login) = login else {
+        return Ok(0);
+    };
+    let mut m = ImapMailbox::open_as(ctx, login).await?;
+    let deleted = delete_notifications_in(ctx, &mut m, wanted, select).await?;
+    m.close(ctx).await;
     Ok(deleted)
+}
+
+/// The notifications are in the mailbox of the IMAP login itself: its own
+/// cleanup session can delete them too.
+pub(crate) fn notifications_in_imap_mailbox(ctx: &Context) -> bool {
+    scans_here::<ImapMailbox>(ctx)
+}
+
+/// [`delete_notifications`] in a session already open on their mailbox.
+pub(crate) async fn delete_notifications_in(
+    ctx: &Context,
+    m: &mut ImapMailbox,
+    wanted: Wanted<'_>,
+    select: &(dyn Fn(&str) -> bool + Sync),
+) -> ProbeResult<usize> {
+    let mut found = m.notifications(ctx, wanted).await?;
+    found.retain(|n| select(&n.probe_id));
+    if found.is_empty() {
+        return Ok(0);
+    }
+    m.delete_notifications(ctx, &found).await
 }
 
 /// The place of a probe message that bounced: never in the mailbox.

@@ -18,7 +18,7 @@ use crate::io::deadline::Deadline;
 use crate::model::result::{ProtocolResult, Verification};
 use crate::probe::bounces::{self, Notice};
 use crate::probe::context::{Context, not_attempted};
-use crate::probe::wait::{Handover, Situation, When, next_login};
+use crate::probe::wait::{Handover, QUICK_LOOKS, Situation, When, next_login, next_quick_look};
 use crate::protocol::message::Expected;
 
 /// A message SMTP accepted, handed to the watchers.
@@ -195,7 +195,8 @@ pub(crate) async fn watch<M: Mailbox>(
     let mut last_error: Option<ProbeError> = None;
     let mut unreachable_since: Option<Instant> = None;
     let mut last_accepted: Option<Instant> = None;
-    // Every pass looks, waits or gives up; bounded by the deadlines, this cap is a backstop.
+    // Every pass looks, waits or gives up; bounded by the deadlines, this cap (with
+    // each message's quick looks) is a backstop.
     let max_passes =
         (ctx.settings.timeouts.delivery.as_millis() / interval.as_millis().max(1)) as usize * 4
             + 1000;
@@ -206,7 +207,9 @@ pub(crate) async fn watch<M: Mailbox>(
         }
     };
     set_watching(true);
-    for _ in 0..max_passes {
+    let mut passes = 0;
+    while passes < max_passes + QUICK_LOOKS.len() * (results.len() + pending.len()) {
+        passes += 1;
         // Take what SMTP accepted since the last look.
         loop {
             match incoming.try_recv() {
@@ -464,7 +467,22 @@ pub(crate) async fn watch<M: Mailbox>(
         if !pending.is_empty() && !M::SNAPSHOT {
             let until = pending.iter().map(deadline_of).min().unwrap_or(now);
             let limit = until.saturating_duration_since(Instant::now());
+            let quick = next_quick_look(pending.iter().map(|a| a.accepted_at), search_started)
+                .filter(|at| *at < until);
             match session.as_mut() {
+                Some(_) if let Some(at) = quick => {
+                    // Look again soon in this session; SMTP's next acceptance wakes it early.
+                    tokio::select! {
+                        got = incoming.recv(), if sending => match got {
+                            Some(a) => {
+                                last_accepted = Some(a.accepted_at);
+                                pending.push(a)
+                            }
+                            None => sending = false,
+                        },
+                        _ = tokio::time::sleep_until(at.into()) => {}
+                    }
+                }
                 Some((m, _, _)) => {
                     if let Err(e) = m.wait_for_change(ctx, limit).await {
                         last_error = Some(e);
@@ -579,8 +597,21 @@ pub(crate) async fn cleanup<M: Mailbox>(
     ctx: &Context,
     probe_ids: &[&str],
 ) -> ProbeResult<Vec<String>> {
+    let (deleted, session) = cleanup_open::<M>(ctx, probe_ids).await?;
+    if let Some(m) = session {
+        m.close(ctx).await;
+    }
+    Ok(deleted)
+}
+
+/// [`cleanup`], handing back the session it opened (none when there was nothing
+/// to delete) for more work before the logout.
+pub(crate) async fn cleanup_open<M: Mailbox>(
+    ctx: &Context,
+    probe_ids: &[&str],
+) -> ProbeResult<(Vec<String>, Option<M>)> {
     if probe_ids.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     }
     // Cleanup does not wait again on an endpoint that is down, nor log in where
     // the server's LOGIN-DELAY would refuse it.
@@ -609,7 +640,8 @@ pub(crate) async fn cleanup<M: Mailbox>(
             .at(M::PROTOCOL, Phase::Delete));
         }
     }
-    delete_matching::<M>(ctx, Wanted::Ids(probe_ids), &|_| true).await
+    let (deleted, m) = delete_matching_open::<M>(ctx, Wanted::Ids(probe_ids), &|_| true).await?;
+    Ok((deleted, Some(m)))
 }
 
 /// Delete the wanted probe messages that `select` picks, in one fresh session.
@@ -618,6 +650,17 @@ pub(crate) async fn delete_matching<M: Mailbox>(
     wanted: Wanted<'_>,
     select: &(dyn Fn(&str) -> bool + Sync),
 ) -> ProbeResult<Vec<String>> {
+    let (deleted, mailbox) = delete_matching_open::<M>(ctx, wanted, select).await?;
+    mailbox.close(ctx).await;
+    Ok(deleted)
+}
+
+/// [`delete_matching`], leaving the session open.
+async fn delete_matching_open<M: Mailbox>(
+    ctx: &Context,
+    wanted: Wanted<'_>,
+    select: &(dyn Fn(&str) -> bool + Sync),
+) -> ProbeResult<(Vec<String>, M)> {
     let (mut mailbox, _, _) = M::open(ctx).await.map_err(|(e, _)| e)?;
     let found = mailbox.find(ctx, wanted).await?;
     let which: Vec<(String, Locator)> = found.into_iter().filter(|(id, _)| select(id)).collect();
@@ -626,6 +669,5 @@ pub(crate) async fn delete_matching<M: Mailbox>(
     } else {
         mailbox.delete(ctx, &which).await?
     };
-    mailbox.close(ctx).await;
-    Ok(deleted)
+    Ok((deleted, mailbox))
 }
