@@ -140,6 +140,8 @@ fn dovecot_default_ladder_logs_in_at_most_three_times() {
     let _shared = common::shared_server();
     let server = TestServer::get();
     server.clear_maildir("test26");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let transcript = dir.path().join("transcript.txt");
     let mut args = server.cli("test26");
     args.extend(
         [
@@ -149,6 +151,8 @@ fn dovecot_default_ladder_logs_in_at_most_three_times() {
             &server.imaps_url(),
             "--pop3",
             &server.pop3s_url(),
+            "--transcript",
+            transcript.to_str().unwrap(),
         ]
         .map(String::from),
     );
@@ -156,6 +160,23 @@ fn dovecot_default_ladder_logs_in_at_most_three_times() {
     assert_eq!(code, 0, "{stdout}");
     let imap = counts(&report, Protocol::Imap);
     let pop3 = counts(&report, Protocol::Pop3);
+    // The quick looks after each acceptance are bounded: at most five per message
+    // besides the first look, each one search by probe id (and the cleanup's one).
+    let text = std::fs::read_to_string(&transcript).expect("transcript");
+    let looks = text
+        .lines()
+        .filter(|l| {
+            l.contains(" imap#")
+                && l.contains("C: ")
+                && l.contains("UID SEARCH")
+                && l.contains("HEADER X-Mailprobe-Id")
+                && !l.contains("NOT HEADER")
+        })
+        .count();
+    assert!(
+        looks <= 4 * 6 + 1 + imap.idle_commands as usize,
+        "{looks} IMAP searches:\n{text}"
+    );
     assert!(imap.logins <= 3 && imap.sessions <= 3, "IMAP: {imap:?}");
     assert!(pop3.logins <= 3 && pop3.sessions <= 3, "POP3: {pop3:?}");
     // IMAP is watched with IDLE kept open (before: about 10 IDLEs a second); none
