@@ -207,6 +207,9 @@ pub(crate) async fn watch<M: Mailbox>(
         }
     };
     set_watching(true);
+    // Woken for a quick look: search for the messages only, not for notifications
+    // (a body search over recent mail; bounces come later and are seen on the next pass).
+    let mut quick_pass = false;
     let mut passes = 0;
     while passes < max_passes + QUICK_LOOKS.len() * (results.len() + pending.len()) {
         passes += 1;
@@ -366,7 +369,9 @@ pub(crate) async fn watch<M: Mailbox>(
         let search_started = Instant::now();
         let found = mailbox.find(ctx, Wanted::Ids(&ids)).await;
         let search_ms = millis(search_started.elapsed());
-        bounces::look(ctx, mailbox, &ids).await;
+        if !std::mem::take(&mut quick_pass) {
+            bounces::look(ctx, mailbox, &ids).await;
+        }
         let mut broken = None;
         let mut verified_here: Vec<(usize, String, Locator)> = Vec::new();
         match found {
@@ -480,7 +485,7 @@ pub(crate) async fn watch<M: Mailbox>(
                             }
                             None => sending = false,
                         },
-                        _ = tokio::time::sleep_until(at.into()) => {}
+                        _ = tokio::time::sleep_until(at.into()) => quick_pass = true,
                     }
                 }
                 Some((m, _, _)) => {
