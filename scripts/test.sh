@@ -21,7 +21,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # The dashboard schema check's packages, pinned by its package-lock.json.
-[ -d contrib/grafana/schema-check/node_modules ] || npm ci --prefix contrib/grafana/schema-check --no-audit --no-fund >/dev/null
+[ -d contrib/grafana/schema-check/node_modules/@grafana/schema ] || npm ci --prefix contrib/grafana/schema-check --no-audit --no-fund >/dev/null
 scripts/testserver.sh start
 # Exim + GNU Mailutils for tests/interop.rs (installs them on first use).
 scripts/interop.sh start

@@ -15,6 +15,9 @@ use crate::core::phase::{Phase, Protocol};
 use crate::core::reply::Reply;
 use crate::core::tls_info::TlsInfo;
 
+/// Names the check's time limit in its errors (and finds them again).
+const TIME_LIMIT_FLAG: &str = "--timeout";
+
 /// What went wrong, independent of protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -188,6 +191,31 @@ impl ProbeError {
         self
     }
 
+    /// [`ProbeError::classified`] for a refused login. A login refused because the
+    /// session is not encrypted is a setup the server does not support, not a
+    /// wrong name or password.
+    pub(crate) fn classified_login(
+        self,
+        protocol: Protocol,
+        encrypted: bool,
+        tls_offered: bool,
+    ) -> Self {
+        let e = self.classified(|reply| Evidence {
+            protocol,
+            phase: Phase::Login,
+            reply,
+            declared_size: None,
+            advertised_size: None,
+            encrypted,
+            tls_offered,
+        });
+        if e.is_class(ReplyClass::PlaintextDisabled) {
+            e.with_kind(ErrorKind::Unsupported)
+        } else {
+            e
+        }
+    }
+
     /// Refused for the message's size: by its class, or for an unclassified
     /// error (an older report) by its codes alone.
     pub(crate) fn is_size_refusal(&self) -> bool {
@@ -212,6 +240,18 @@ impl ProbeError {
     }
     pub(crate) fn is_timeout(&self) -> bool {
         self.kind == ErrorKind::Timeout
+    }
+
+    /// The check's own time limit (`--timeout`, `limit` in words) ran out.
+    pub(crate) fn time_limit(limit: &str) -> Self {
+        ProbeError::new(
+            ErrorKind::Timeout,
+            format!("the check's time limit ({TIME_LIMIT_FLAG} {limit}) ran out"),
+        )
+    }
+    /// Made by [`ProbeError::time_limit`], also when read back from a report.
+    pub(crate) fn is_time_limit(&self) -> bool {
+        self.is_timeout() && self.message.contains(TIME_LIMIT_FLAG)
     }
     pub(crate) fn is_tls(&self) -> bool {
         self.kind == ErrorKind::Tls

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
+use crate::core::error::{ProbeError, ProbeResult};
 use crate::core::phase::{Phase, Protocol};
 use crate::core::units::format_duration;
 
@@ -103,14 +103,7 @@ impl Deadline {
     /// The error of a phase the deadline cut short.
     pub(crate) fn exceeded(&self, protocol: Protocol, phase: Phase) -> ProbeError {
         self.spent(protocol, phase);
-        ProbeError::new(
-            ErrorKind::Timeout,
-            format!(
-                "the check's time limit (--timeout {}) ran out",
-                format_duration(self.inner.limit)
-            ),
-        )
-        .at(protocol, phase)
+        ProbeError::time_limit(&format_duration(self.inner.limit)).at(protocol, phase)
     }
 
     /// Run `step` as `phase` under `limit`, cut to what remains of the deadline;
@@ -151,6 +144,7 @@ impl Default for Deadline {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::error::ErrorKind;
 
     #[test]
     fn slice_and_cap() {
@@ -189,7 +183,7 @@ mod tests {
             .await;
         let e = r.unwrap_err();
         assert_eq!(e.kind, ErrorKind::Timeout);
-        assert!(e.message.contains("--timeout"), "{e}");
+        assert!(e.message.contains("--timeout") && e.is_time_limit(), "{e}");
         assert_eq!(d.spent_in(), Some((Protocol::Smtp, Phase::Greeting)));
         assert!(d.passed());
     }

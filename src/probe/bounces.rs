@@ -273,10 +273,37 @@ pub(crate) async fn delete_notifications(
     Ok(deleted)
 }
 
-/// The notifications are in the mailbox of the IMAP login itself: its own
-/// cleanup session can delete them too.
-pub(crate) fn notifications_in_imap_mailbox(ctx: &Context) -> bool {
-    scans_here::<ImapMailbox>(ctx)
+/// Delete over IMAP the wanted probe messages that `select` picks, and the
+/// notifications about them: in the same session when they are in that mailbox,
+/// else in the bounce mailbox's own. Both outcomes, for the report.
+pub(crate) async fn imap_cleanup(
+    ctx: &Context,
+    wanted: Wanted<'_>,
+    select: &(dyn Fn(&str) -> bool + Sync),
+) -> (ProbeResult<Vec<String>>, ProbeResult<usize>) {
+    let shared = scans_here::<ImapMailbox>(ctx);
+    let (deleted, notifications) =
+        match watch::cleanup_open::<ImapMailbox>(ctx, wanted, select).await {
+            Ok((deleted, Some(mut m))) if shared => {
+                let n = delete_notifications_in(ctx, &mut m, wanted, select).await;
+                m.close(ctx).await;
+                (Ok(deleted), Some(n))
+            }
+            Ok((deleted, session)) => {
+                if let Some(m) = session {
+                    m.close(ctx).await;
+                }
+                (Ok(deleted), None)
+            }
+            Err(e) => (Err(e), None),
+        };
+    let notifications = match notifications {
+        Some(n) => n,
+        // The login's own mailbox could not be searched (or nothing was wanted).
+        None if shared => Ok(0),
+        None => delete_notifications(ctx, wanted, select).await,
+    };
+    (deleted, notifications)
 }
 
 /// [`delete_notifications`] in a session already open on their mailbox.

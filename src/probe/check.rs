@@ -23,7 +23,7 @@ use crate::probe::pop3::Pop3Mailbox;
 use crate::probe::settings::Settings;
 use crate::probe::smtp;
 use crate::probe::wait::Handover;
-use crate::probe::watch::{self, Accepted, Mailbox, Wanted, WatchOutcome};
+use crate::probe::watch::{self, Accepted, Wanted, WatchOutcome};
 use crate::protocol::message::ProbeMessage;
 
 /// Run one check against the configured server. Never panics on server behaviour;
@@ -283,29 +283,16 @@ pub(crate) async fn clean_up(
     let mut by_imap: Vec<String> = Vec::new();
     let mut by_pop3: Vec<String> = deleted_while_watching.to_vec();
     let mut errors = Vec::new();
-    // Notifications in the IMAP login's own mailbox go in its cleanup session.
-    let mut notifications_deleted = None;
+    let mut notifications_deleted = 0;
     if ctx.settings.target.imap.is_some() {
-        match watch::cleanup_open::<ImapMailbox>(ctx, &candidates).await {
-            Ok((d, session)) => {
-                by_imap = d;
-                if let Some(mut m) = session {
-                    if bounces::notifications_in_imap_mailbox(ctx) {
-                        let wanted = Wanted::Ids(&candidates);
-                        notifications_deleted =
-                            match bounces::delete_notifications_in(ctx, &mut m, wanted, &|_| true)
-                                .await
-                            {
-                                Ok(n) => Some(n),
-                                Err(e) => {
-                                    errors.push(e);
-                                    Some(0)
-                                }
-                            };
-                    }
-                    m.close(ctx).await;
-                }
-            }
+        let (deleted, notifications) =
+            bounces::imap_cleanup(ctx, Wanted::Ids(&candidates), &|_| true).await;
+        match deleted {
+            Ok(d) => by_imap = d,
+            Err(e) => errors.push(e),
+        }
+        match notifications {
+            Ok(n) => notifications_deleted = n,
             Err(e) => errors.push(e),
         }
     }
@@ -326,18 +313,6 @@ pub(crate) async fn clean_up(
     }
     let deleted: Vec<String> = by_imap.iter().chain(&by_pop3).cloned().collect();
     // The notifications about them go too (only those about this run's messages).
-    let notifications_deleted = match notifications_deleted {
-        Some(n) => n,
-        None if ctx.settings.target.imap.is_some() => {
-            bounces::delete_notifications(ctx, Wanted::Ids(&candidates), &|_| true)
-                .await
-                .unwrap_or_else(|e| {
-                    errors.push(e);
-                    0
-                })
-        }
-        None => 0,
-    };
     let mut leftovers = Vec::new();
     let mut places = Vec::new();
     for r in reports.iter_mut() {

@@ -16,7 +16,7 @@ use futures::TryStreamExt;
 use tokio::io::BufReader;
 
 use crate::core::auth::Mechanism as AuthMechanism;
-use crate::core::classify::{Evidence, ReplyClass};
+use crate::core::classify::ReplyClass;
 use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
 use crate::core::phase::{Phase, Phases, Protocol};
 use crate::core::probe_id::{PROBE_HEADER, PROBE_ID_PREFIX, header_probe_id, is_probe_id};
@@ -206,22 +206,7 @@ impl ImapMailbox {
                     })
             })
             .await
-            .map_err(|e| {
-                let e = e.classified(|reply| Evidence {
-                    protocol: Protocol::Imap,
-                    phase: Phase::Login,
-                    reply,
-                    declared_size: None,
-                    advertised_size: None,
-                    encrypted,
-                    tls_offered,
-                });
-                if e.is_class(ReplyClass::PlaintextDisabled) {
-                    e.with_kind(ErrorKind::Unsupported)
-                } else {
-                    e
-                }
-            })?;
+            .map_err(|e| e.classified_login(Protocol::Imap, encrypted, tls_offered))?;
         let caps = clock
             .run(Phase::Capability, t.command, async {
                 session.capabilities().await.map_err(from_imap)

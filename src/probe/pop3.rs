@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::core::classify::{Evidence, ReplyClass};
 use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
 use crate::core::phase::{Phase, Phases, Protocol};
 use crate::core::probe_id::{header_probe_id, is_probe_id};
@@ -127,22 +126,7 @@ impl Pop3Mailbox {
                 }
             })
             .await
-            .map_err(|e| {
-                let e = e.classified(|reply| Evidence {
-                    protocol: Protocol::Pop3,
-                    phase: Phase::Login,
-                    reply,
-                    declared_size: None,
-                    advertised_size: None,
-                    encrypted,
-                    tls_offered,
-                });
-                if e.is_class(ReplyClass::PlaintextDisabled) {
-                    e.with_kind(ErrorKind::Unsupported)
-                } else {
-                    e
-                }
-            });
+            .map_err(|e| e.classified_login(Protocol::Pop3, encrypted, tls_offered));
         let too_soon = logged_in.as_ref().err().is_some_and(|e| {
             e.reply
                 .as_ref()

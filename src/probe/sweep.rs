@@ -48,15 +48,15 @@ pub(crate) async fn sweep(
     let select = |id: &str| old_enough(id, min_age, now);
     let mut result = Sweep::default();
     if ctx.settings.target.imap.is_some() {
-        match watch::delete_matching::<ImapMailbox>(&ctx, Wanted::AllProbes, &select).await {
+        let (deleted, notifications) =
+            bounces::imap_cleanup(&ctx, Wanted::AllProbes, &select).await;
+        match deleted {
             Ok(ids) => result
                 .deleted
                 .extend(ids.into_iter().map(|id| (Protocol::Imap, id))),
             Err(e) => result.errors.push(e),
         }
-    }
-    if ctx.settings.target.imap.is_some() {
-        match bounces::delete_notifications(&ctx, Wanted::AllProbes, &select).await {
+        match notifications {
             Ok(n) => result.notifications = n,
             Err(e) => result.errors.push(e),
         }

@@ -602,20 +602,21 @@ pub(crate) async fn cleanup<M: Mailbox>(
     ctx: &Context,
     probe_ids: &[&str],
 ) -> ProbeResult<Vec<String>> {
-    let (deleted, session) = cleanup_open::<M>(ctx, probe_ids).await?;
+    let (deleted, session) = cleanup_open::<M>(ctx, Wanted::Ids(probe_ids), &|_| true).await?;
     if let Some(m) = session {
         m.close(ctx).await;
     }
     Ok(deleted)
 }
 
-/// [`cleanup`], handing back the session it opened (none when there was nothing
-/// to delete) for more work before the logout.
+/// [`cleanup`] of the wanted messages that `select` picks, handing back the
+/// session it opened (none when no id was wanted) for more work before the logout.
 pub(crate) async fn cleanup_open<M: Mailbox>(
     ctx: &Context,
-    probe_ids: &[&str],
+    wanted: Wanted<'_>,
+    select: &(dyn Fn(&str) -> bool + Sync),
 ) -> ProbeResult<(Vec<String>, Option<M>)> {
-    if probe_ids.is_empty() {
+    if matches!(wanted, Wanted::Ids(ids) if ids.is_empty()) {
         return Ok((Vec::new(), None));
     }
     // Cleanup does not wait again on an endpoint that is down, nor log in where
@@ -645,7 +646,7 @@ pub(crate) async fn cleanup_open<M: Mailbox>(
             .at(M::PROTOCOL, Phase::Delete));
         }
     }
-    let (deleted, m) = delete_matching_open::<M>(ctx, Wanted::Ids(probe_ids), &|_| true).await?;
+    let (deleted, m) = delete_matching_open::<M>(ctx, wanted, select).await?;
     Ok((deleted, Some(m)))
 }
 

@@ -263,7 +263,7 @@ fn retrieval_cell(r: Option<&ProtocolResult>) -> String {
         },
     }
 }
-/// One line per protocol that used TLS: version, cipher, subject, days to expiry.
+
 /// How often each retrieval protocol connected and logged in, and how it watched.
 fn session_lines(report: &Report) -> Vec<String> {
     let mut lines = Vec::new();
@@ -292,6 +292,7 @@ fn session_lines(report: &Report) -> Vec<String> {
     lines
 }
 
+/// One line per protocol that used TLS: version, cipher, subject, days to expiry.
 pub(crate) fn tls_lines(report: &Report) -> Vec<String> {
     let mut out = Vec::new();
     let pick = |f: &dyn Fn(&MessageReport) -> Option<&TlsInfo>| {

@@ -1,15 +1,13 @@
 //! The check's own time limit (`--timeout`) ran out: which phase used up the time,
 //! what was left unchecked, and how the limit relates to the monitoring system's.
 
-use crate::core::units::format_duration;
+use crate::core::units::format_ms;
 use crate::model::diagnosis::{Code, Diagnosis, Severity};
 use crate::model::report::Report;
 
 pub(super) fn time_limit_diagnosis(report: &Report) -> Option<Diagnosis> {
     let limit = report.time_limit.as_ref().filter(|t| t.reached)?;
-    let timeout = format_duration(std::time::Duration::from_secs_f64(
-        limit.timeout_ms / 1000.0,
-    ));
+    let timeout = format_ms(limit.timeout_ms);
     let during = match (limit.protocol, limit.phase) {
         (Some(p), Some(ph)) => format!("{} {}", p.label(), ph.as_str()),
         (Some(p), None) => p.label().to_string(),
@@ -24,11 +22,7 @@ pub(super) fn time_limit_diagnosis(report: &Report) -> Option<Diagnosis> {
                     crate::core::phase::Protocol::Smtp,
                     &m.smtp,
                 )))
-                .any(|(_, r)| {
-                    r.error
-                        .as_ref()
-                        .is_some_and(|e| e.message.contains("--timeout"))
-                })
+                .any(|(_, r)| r.error.as_ref().is_some_and(|e| e.is_time_limit()))
         })
         .count();
     let mut evidence = vec![format!("time limit {timeout}, used up during {during}")];
