@@ -86,13 +86,7 @@ fn describe_loop(members: &[&ServiceTimeline]) -> CrashLoop {
         .flat_map(|s| inner(s, Liveness::Down))
         .collect();
     let restarts: Vec<f64> = spans().filter(|s| s.restart).map(|s| s.start_ms).collect();
-    let mut began: Vec<CauseCount> = Vec::new();
-    for cause in spans().filter_map(|s| s.began) {
-        match began.iter_mut().find(|c| c.cause == cause) {
-            Some(c) => c.count += 1,
-            None => began.push(CauseCount { cause, count: 1 }),
-        }
-    }
+    let mut began = CauseCount::tally(spans());
     began.sort_by_key(|c| (std::cmp::Reverse(c.count), c.cause));
     CrashLoop {
         protocols: members.iter().map(|s| s.protocol).collect(),
@@ -167,14 +161,10 @@ fn at(ms: f64) -> String {
 /// One line per service: restarts, spans, how its downs began.
 fn service_evidence(s: &ServiceTimeline) -> String {
     let downs: Vec<&Span> = s.down_spans().collect();
-    let mut began: Vec<String> = Vec::new();
-    for cause in downs.iter().filter_map(|d| d.began) {
-        let n = downs.iter().filter(|d| d.began == Some(cause)).count();
-        let item = format!("{} x{n}", cause.as_str());
-        if !began.contains(&item) {
-            began.push(item);
-        }
-    }
+    let began: Vec<String> = CauseCount::tally(downs.iter().copied())
+        .iter()
+        .map(|c| format!("{} x{}", c.cause.as_str(), c.count))
+        .collect();
     let restarts: Vec<String> = s
         .spans
         .iter()

@@ -123,11 +123,13 @@ fn greeting_key(greeting: &str) -> String {
 }
 
 fn shorten(text: &str) -> String {
-    let mut s: String = text.trim().chars().take(DETAIL_CHARS).collect();
-    if text.trim().chars().count() > DETAIL_CHARS {
-        s.push_str("...");
+    let text = text.trim();
+    let short = crate::core::reply::truncate(text, DETAIL_CHARS);
+    if short.len() < text.len() {
+        format!("{short}...")
+    } else {
+        short.to_string()
     }
-    s
 }
 
 impl ServiceTimeline {
@@ -220,6 +222,20 @@ impl ServiceTimeline {
 pub struct CauseCount {
     pub cause: DownCause,
     pub count: u32,
+}
+
+impl CauseCount {
+    /// How often each cause began one of `spans`, in the order first seen.
+    pub fn tally<'a>(spans: impl IntoIterator<Item = &'a Span>) -> Vec<CauseCount> {
+        let mut counts: Vec<CauseCount> = Vec::new();
+        for cause in spans.into_iter().filter_map(|s| s.began) {
+            match counts.iter_mut().find(|c| c.cause == cause) {
+                Some(c) => c.count += 1,
+                None => counts.push(CauseCount { cause, count: 1 }),
+            }
+        }
+        counts
+    }
 }
 
 /// A crash loop the analysis found: services that went down and came back at

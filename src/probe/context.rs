@@ -83,32 +83,22 @@ impl Context {
 
     /// Count a session (a connection) of `protocol`.
     pub(crate) fn count_session(&self, protocol: Protocol) {
-        self.counts
-            .lock()
-            .expect("not poisoned")
-            .entry(protocol)
-            .or_default()
-            .sessions += 1;
+        self.with_counts(protocol, |c| c.sessions += 1);
     }
 
     /// Count a login attempt of `protocol`.
     pub(crate) fn count_login(&self, protocol: Protocol) {
-        self.counts
-            .lock()
-            .expect("not poisoned")
-            .entry(protocol)
-            .or_default()
-            .logins += 1;
+        self.with_counts(protocol, |c| c.logins += 1);
     }
 
     /// Add a note on how `protocol` was watched (e.g. a LOGIN-DELAY honoured).
     pub(crate) fn note(&self, protocol: Protocol, note: impl Into<String>) {
         let note = note.into();
-        let mut counts = self.counts.lock().expect("not poisoned");
-        let c = counts.entry(protocol).or_default();
-        if !c.notes.contains(&note) {
-            c.notes.push(note);
-        }
+        self.with_counts(protocol, |c| {
+            if !c.notes.contains(&note) {
+                c.notes.push(note);
+            }
+        });
     }
 
     /// Change `protocol`'s counts in place.

@@ -124,10 +124,7 @@ impl Sampler {
                 abort.abort();
             }
         }
-        let now = self.offset_ms(Instant::now());
-        let mut t = self.timeline.lock().expect("timeline lock").clone();
-        close(&mut t, now);
-        t
+        self.snapshot()
     }
 }
 

@@ -169,12 +169,9 @@ pub(crate) async fn tagged<S: AsyncBufRead + AsyncWrite + Unpin>(
             untagged.push(line);
             continue;
         }
-        return match split_status_line(&line) {
-            Some((t, "OK", _)) if t == tag => Ok(untagged),
-            Some((t, status @ ("NO" | "BAD"), text)) if t == tag => Err(ProbeError::rejected(
-                Reply::textual(format!("{status} {}", text.trim())),
-            )),
-            _ => Err(ProbeError::protocol_violation(format!(
+        return match tagged_status(&line, tag) {
+            Some(end) => end.map(|()| untagged),
+            None => Err(ProbeError::protocol_violation(format!(
                 "unexpected IMAP response to {command}: {:?}",
                 crate::core::reply::truncate(line.trim_end(), 80)
             ))),
@@ -183,6 +180,18 @@ pub(crate) async fn tagged<S: AsyncBufRead + AsyncWrite + Unpin>(
     Err(ProbeError::protocol_violation(format!(
         "more than {MAX_UNTAGGED} untagged responses to {command}"
     )))
+}
+
+/// How the command tagged `tag` ended: OK, or its NO/BAD refusal; `None` when
+/// `line` is not that command's tagged reply.
+pub(crate) fn tagged_status(line: &str, tag: &str) -> Option<ProbeResult<()>> {
+    match split_status_line(line) {
+        Some((t, "OK", _)) if t == tag => Some(Ok(())),
+        Some((t, status @ ("NO" | "BAD"), text)) if t == tag => Some(Err(ProbeError::rejected(
+            Reply::textual(format!("{status} {}", text.trim())),
+        ))),
+        _ => None,
+    }
 }
 
 /// A UID set `1,5,7` for commands.

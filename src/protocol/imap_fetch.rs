@@ -8,10 +8,10 @@
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, BufReader};
 
 use crate::core::error::{ProbeError, ProbeResult};
-use crate::core::reply::{Reply, truncate};
+use crate::core::reply::truncate;
 use crate::io::budget::announced_literal;
 use crate::io::net::{read_line_bounded, write_all_flush};
-use crate::protocol::imap::{MAX_STATUS_LINE, split_status_line};
+use crate::protocol::imap::{MAX_STATUS_LINE, tagged_status};
 
 /// Lines (untagged responses and the pieces between literals) one FETCH may read.
 const MAX_LINES: usize = 1000;
@@ -136,12 +136,9 @@ pub(crate) async fn uid_fetch_body<S: AsyncRead + AsyncWrite + Unpin>(
         read_line_bounded(&mut reader, &mut raw, MAX_STATUS_LINE).await?;
         let mut piece = String::from_utf8_lossy(&raw).into_owned();
         if !piece.starts_with("* ") {
-            return match split_status_line(&piece) {
-                Some((t, "OK", _)) if t == tag => Ok(delivered),
-                Some((t, status @ ("NO" | "BAD"), text)) if t == tag => Err(ProbeError::rejected(
-                    Reply::textual(format!("{status} {}", text.trim())),
-                )),
-                _ => Err(violation("unexpected IMAP response to UID FETCH", &piece)),
+            return match tagged_status(&piece, tag) {
+                Some(end) => end.map(|()| delivered),
+                None => Err(violation("unexpected IMAP response to UID FETCH", &piece)),
             };
         }
         let fetch = piece

@@ -182,10 +182,18 @@ impl Exchange {
         b64(&self.initial)
     }
 
-    /// The initial response did not go with the command after all: the server's
-    /// empty challenge asks for it.
-    pub(crate) fn forget_initial_sent(&mut self) {
-        self.initial_sent = false;
+    /// The line that starts the exchange, `verb NAME` and CRLF, with the initial
+    /// response when the line stays within `max_line` octets; otherwise the
+    /// server's empty challenge asks for it.
+    pub(crate) fn command(&mut self, verb: &str, max_line: usize) -> String {
+        let mut line = format!("{verb} {}", self.mechanism.sasl_name());
+        let encoded_len = self.initial.len().div_ceil(3) * 4;
+        if line.len() + encoded_len + 3 <= max_line {
+            line.push(' ');
+            line.push_str(&self.initial_response());
+        }
+        line.push_str("\r\n");
+        line
     }
 
     /// The answer (raw bytes) to a decoded server challenge: the first response

@@ -109,17 +109,7 @@ pub(crate) async fn authenticate_sasl<S: AsyncBufRead + AsyncWrite + Unpin>(
     exchange: &mut Exchange,
     login: &Login,
 ) -> ProbeResult<Reply> {
-    let name = exchange.mechanism().sasl_name();
-    let mut command = format!("AUTH {name}");
-    let initial = exchange.initial_response();
-    if command.len() + initial.len() + 3 <= MAX_AUTH_LINE {
-        command.push(' ');
-        command.push_str(&initial);
-    } else {
-        exchange.forget_initial_sent();
-    }
-    command.push_str("\r\n");
-    drop(initial);
+    let command = exchange.command("AUTH", MAX_AUTH_LINE);
     write_all_flush(stream, command.as_bytes()).await?;
     loop {
         let reply = read_reply(stream).await?;

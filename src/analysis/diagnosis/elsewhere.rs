@@ -7,7 +7,6 @@ use crate::core::units::format_size;
 use crate::model::bounce::{Bounce, BounceAction, BounceReason};
 use crate::model::diagnosis::{Cause, Code, Diagnosis, Severity, Thresholds};
 use crate::model::report::{MessageReport, Report};
-use crate::model::result::ProtocolResult;
 
 /// The notification any retrieval protocol recorded for this message, failures first.
 pub(super) fn bounce_of(m: &MessageReport) -> Option<&Bounce> {
@@ -18,15 +17,20 @@ pub(super) fn bounce_of(m: &MessageReport) -> Option<&Bounce> {
 }
 
 /// `bounced` when a failure notification came back, `deferred` for a delay.
-pub(super) fn bounce_cause(retrievals: &[&ProtocolResult]) -> Option<Cause> {
-    let bounces = || retrievals.iter().filter_map(|r| r.bounce.as_ref());
-    if bounces().any(|b| b.action == BounceAction::Failed) {
-        Some(Cause::Bounced)
-    } else if bounces().next().is_some() {
-        Some(Cause::Deferred)
-    } else {
-        None
-    }
+pub(super) fn bounce_cause(m: &MessageReport) -> Option<Cause> {
+    bounce_of(m).map(|b| match b.action {
+        BounceAction::Failed => Cause::Bounced,
+        BounceAction::Delayed => Cause::Deferred,
+    })
+}
+
+/// The notification about the smallest message that failed with `cause`.
+fn lead_bounce<'a>(failed: &[(&'a MessageReport, Cause)], cause: Cause) -> Option<&'a Bounce> {
+    failed
+        .iter()
+        .filter(|(_, c)| *c == cause)
+        .min_by_key(|(m, _)| m.size_bytes)
+        .and_then(|(m, _)| bounce_of(m))
 }
 
 /// The reason of the lead failure, when it bounced or is delayed.
@@ -34,21 +38,12 @@ pub(super) fn lead_reason(failed: &[(&MessageReport, Cause)], lead: Cause) -> Op
     if !matches!(lead, Cause::Bounced | Cause::Deferred) {
         return None;
     }
-    failed
-        .iter()
-        .filter(|(_, c)| *c == lead)
-        .min_by_key(|(m, _)| m.size_bytes)
-        .and_then(|(m, _)| bounce_of(m))
-        .map(|b| b.reason)
+    lead_bounce(failed, lead).map(|b| b.reason)
 }
 
 /// Words for the summary: how the larger messages fail.
 pub(super) fn how(failed: &[(&MessageReport, Cause)], cause: Cause) -> String {
-    let bounce = failed
-        .iter()
-        .filter(|(_, c)| *c == cause)
-        .min_by_key(|(m, _)| m.size_bytes)
-        .and_then(|(m, _)| bounce_of(m));
+    let bounce = lead_bounce(failed, cause);
     let detail = bounce
         .map(|b| {
             let status = b

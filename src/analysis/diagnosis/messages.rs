@@ -64,7 +64,7 @@ pub(super) fn fate(m: &MessageReport) -> Fate {
     {
         return Fate::Failed(Cause::Altered);
     }
-    if let Some(cause) = elsewhere::bounce_cause(&retrievals) {
+    if let Some(cause) = elsewhere::bounce_cause(m) {
         return Fate::Failed(cause);
     }
     if retrievals.iter().any(|r| {
@@ -96,11 +96,14 @@ pub(super) fn error_line(m: &MessageReport, err: &ProbeError) -> String {
     line
 }
 
+/// Given for a size limit, and kept only where the advertised SIZE is off.
+const ADVERTISED_SIZE_HINT: &str = "keep the advertised EHLO SIZE equal to the real limit";
+
 pub(super) fn cause_hints(cause: Cause) -> Vec<String> {
     let v: &[&str] = match cause {
         Cause::SizeLimit => &[
             "raise the size limit where it is enforced (Postfix message_size_limit, Exchange receive connector / transport limits, a proxy or filter in front)",
-            "keep the advertised EHLO SIZE equal to the real limit",
+            ADVERTISED_SIZE_HINT,
         ],
         Cause::SessionDropped => &[
             "a content filter or antivirus scanner is probably crashing the SMTP service or process on attachments: check its log and crash events (Windows event 7031) around the probe",
@@ -288,7 +291,7 @@ fn attachment_hints(
             (_, None) => false,
         };
         if !off {
-            hints.retain(|h| !h.contains("advertised EHLO SIZE"));
+            hints.retain(|h| h != ADVERTISED_SIZE_HINT);
         }
     }
     hints

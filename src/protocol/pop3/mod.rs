@@ -247,17 +247,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Pop3Client<S> {
         exchange: &mut Exchange,
         login: &Login,
     ) -> ProbeResult<()> {
-        let name = exchange.mechanism().sasl_name();
-        let mut cmd = format!("AUTH {name}");
-        let initial = exchange.initial_response();
-        if cmd.len() + initial.len() + 3 <= MAX_COMMAND_LINE {
-            cmd.push(' ');
-            cmd.push_str(&initial);
-        } else {
-            exchange.forget_initial_sent();
-        }
-        drop(initial);
-        cmd.push_str("\r\n");
+        let mut cmd = exchange.command("AUTH", MAX_COMMAND_LINE);
         let mut status = self.exchange(cmd.as_bytes()).await;
         cmd.clear();
         for _ in 0..=MAX_CHALLENGES {
