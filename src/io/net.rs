@@ -1,6 +1,7 @@
 //! Connections: TCP with NODELAY and a connect timeout, wrapped in a stream that
 //! bounds how long a line may grow and counts the bytes moved (for the progress
-//! bar); a stream that replays what was already read; bounded line reads.
+//! bar); a stream that replays what was already read; big reads below TLS;
+//! bounded line reads.
 
 use std::fmt;
 use std::io;
@@ -26,6 +27,16 @@ macro_rules! delegate_write {
             buf: &[u8],
         ) -> std::task::Poll<std::io::Result<usize>> {
             std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+        fn poll_write_vectored(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        }
+        fn is_write_vectored(&self) -> bool {
+            self.inner.is_write_vectored()
         }
         $crate::io::net::delegate_write!(flush_shutdown);
     };
@@ -195,6 +206,21 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         }
         poll
     }
+    /// TLS hands over its records together: one `writev` instead of a `send` each.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = poll {
+            TOTAL_TRAFFIC.written.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        poll
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
     crate::io::net::delegate_write!(flush_shutdown);
 }
 
@@ -264,6 +290,67 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     crate::io::net::delegate_write!(flush_shutdown);
+}
+
+/// Socket reads below TLS of at least this size: rustls asks for 4 KiB at a time,
+/// and a 5 MiB fetch would otherwise cost ~2000 `recv` (and quick-ack) syscalls.
+const READ_AHEAD: usize = 64 * 1024;
+
+/// Reads from `inner` in [`READ_AHEAD`] pieces and hands them out in whatever
+/// sizes the reader above asks for. Only for encrypted streams: before STARTTLS
+/// the plaintext reader must see every byte the server sent (injection check).
+#[derive(Debug)]
+pub(crate) struct ReadAhead<S> {
+    inner: S,
+    /// Allocated (and zeroed) once, at the first small read.
+    buffer: Vec<u8>,
+    /// `buffer[pos..end]` is read and not handed out yet.
+    pos: usize,
+    end: usize,
+}
+
+impl<S> ReadAhead<S> {
+    pub(crate) fn new(inner: S) -> Self {
+        ReadAhead {
+            inner,
+            buffer: Vec::new(),
+            pos: 0,
+            end: 0,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.pos == this.end {
+            if buf.remaining() >= READ_AHEAD {
+                return Pin::new(&mut this.inner).poll_read(cx, buf);
+            }
+            if this.buffer.is_empty() {
+                this.buffer = vec![0; READ_AHEAD];
+            }
+            let mut ahead = ReadBuf::new(&mut this.buffer);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut ahead) {
+                Poll::Ready(Ok(())) => {}
+                other => return other,
+            }
+            this.pos = 0;
+            this.end = ahead.filled().len();
+        }
+        let n = (this.end - this.pos).min(buf.remaining());
+        buf.put_slice(&this.buffer[this.pos..this.pos + n]);
+        this.pos += n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ReadAhead<S> {
+    crate::io::net::delegate_write!(all);
 }
 
 /// Read one line (through LF) into `line`, refusing lines longer than `max`.
@@ -393,6 +480,23 @@ mod tests {
             sent, "MAIL FROM:<a@b>\r\n",
             "only what follows the first line is sent"
         );
+    }
+
+    #[tokio::test]
+    async fn read_ahead_reads_big_and_hands_out_small() {
+        use tokio::io::AsyncWriteExt;
+        let (mut server, client) = tokio::io::duplex(256 * 1024);
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        server.write_all(&data).await.unwrap();
+        drop(server);
+        let mut r = ReadAhead::new(client);
+        let mut small = [0u8; 4096];
+        let n = r.read(&mut small).await.unwrap();
+        assert_eq!(&small[..n], &data[..n]);
+        assert_eq!(r.end, READ_AHEAD, "one read of a whole piece");
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).await.unwrap();
+        assert_eq!([&small[..n], &rest[..]].concat(), data);
     }
 
     #[tokio::test]

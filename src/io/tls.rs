@@ -105,22 +105,25 @@ impl TlsClient {
             .map_err(|_| ProbeError::config(format!("{host:?} is not a valid TLS server name")))?;
         let (connector, recorder) =
             crate::io::tls_inspect::connector(&self.verifier, self.insecure)?;
-        let tls = connector.connect(name.clone(), stream).await.map_err(|e| {
-            let mut err = ProbeError::io(&e);
-            if matches!(err.kind, ErrorKind::Protocol | ErrorKind::Network) {
-                err.kind = ErrorKind::Tls;
-            }
-            err.message = format!("TLS handshake with {host} failed: {}", readable_io(&e));
-            // What the server presented, so a failure still names the certificate.
-            if let Some(chain) = recorder.chain() {
-                let info = self.inspect(&chain, &name, host, String::new(), String::new());
-                if let Some(why) = &info.verify_error {
-                    err.message = format!("TLS handshake with {host} failed: {why}");
+        let tls = connector
+            .connect(name.clone(), crate::io::net::ReadAhead::new(stream))
+            .await
+            .map_err(|e| {
+                let mut err = ProbeError::io(&e);
+                if matches!(err.kind, ErrorKind::Protocol | ErrorKind::Network) {
+                    err.kind = ErrorKind::Tls;
                 }
-                err.tls = Some(Box::new(info));
-            }
-            err
-        })?;
+                err.message = format!("TLS handshake with {host} failed: {}", readable_io(&e));
+                // What the server presented, so a failure still names the certificate.
+                if let Some(chain) = recorder.chain() {
+                    let info = self.inspect(&chain, &name, host, String::new(), String::new());
+                    if let Some(why) = &info.verify_error {
+                        err.message = format!("TLS handshake with {host} failed: {why}");
+                    }
+                    err.tls = Some(Box::new(info));
+                }
+                err
+            })?;
         let (_, session) = tls.get_ref();
         let chain: Vec<CertificateDer<'static>> = session
             .peer_certificates()

@@ -511,6 +511,30 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Recorder<S> {
         }
         poll
     }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = poll
+            && let Some(mut s) = self.session()
+        {
+            let mut left = n;
+            for buf in bufs {
+                let take = left.min(buf.len());
+                s.feed(Dir::Client, &buf[..take]);
+                left -= take;
+                if left == 0 {
+                    break;
+                }
+            }
+        }
+        poll
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
     crate::io::net::delegate_write!(flush_shutdown);
 }
 
@@ -666,6 +690,30 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("<body: "), "{text}");
+    }
+
+    #[tokio::test]
+    async fn vectored_writes_are_recorded_as_far_as_they_went() {
+        let t = Transcript::new(Vec::new());
+        let (near, mut far) = tokio::io::duplex(1024);
+        let mut s = record(Some(&t), Protocol::Smtp, "test:1", Box::new(near));
+        let whole = b"EHLO me\r\nQUIT\r\n";
+        let parts = [
+            io::IoSlice::new(&whole[..5]),
+            io::IoSlice::new(&whole[5..9]),
+            io::IoSlice::new(&whole[9..]),
+        ];
+        // The pipe may take only part of it: the rest goes the ordinary way.
+        let n = s.write_vectored(&parts).await.unwrap();
+        s.write_all(&whole[n..]).await.unwrap();
+        let mut arrived = vec![0u8; whole.len()];
+        far.read_exact(&mut arrived).await.unwrap();
+        assert_eq!(&arrived, whole);
+        drop(s);
+        let text = String::from_utf8(t.render()).unwrap();
+        assert!(text.contains("C: EHLO me\n"), "{text}");
+        assert_eq!(text.matches("C: QUIT").count(), 1, "{text}");
+        assert_eq!(text.matches("EHLO").count(), 1, "{text}");
     }
 
     #[tokio::test]

@@ -19,6 +19,12 @@ pub(crate) const ATTACHMENT_TYPE: &str = "application/octet-stream";
 const LINE_RAW: usize = 57;
 /// Lines per generated chunk: ~78 KiB of encoded data per write.
 const CHUNK_LINES: usize = 1024;
+/// Raw bytes per generated block.
+const BLOCK: usize = LINE_RAW * CHUNK_LINES;
+const _: () = assert!(
+    BLOCK.is_multiple_of(8 * LANES),
+    "blocks are whole generator steps"
+);
 
 /// What the verifier expects to find in a retrieved copy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,6 +42,10 @@ pub(crate) struct ExpectedAttachment {
     pub(crate) content_type: String,
     pub(crate) size: u64,
     pub(crate) sha256: String,
+    /// What the bytes were generated from: a copy is compared against them
+    /// regenerated, byte for byte, instead of being hashed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) seed: Option<u64>,
 }
 
 /// A message ready to send: header and text built by mail-builder, attachment
@@ -121,6 +131,7 @@ impl ProbeMessage {
             content_type: ATTACHMENT_TYPE.to_string(),
             size: attachment_size,
             sha256: hex::encode(AttachmentBytes::new(seed, attachment_size).digest()),
+            seed: Some(seed),
         });
         ProbeMessage {
             expected: Expected {
@@ -178,38 +189,187 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
+/// xoshiro256++ streams generated side by side.
+const LANES: usize = 8;
+
+/// Eight xoshiro256++ generators in lockstep, their outputs interleaved: fast and
+/// incompressible (nothing here needs cryptographic randomness), the same bytes
+/// on every machine, and laid out so that AVX2 computes all eight lanes at once.
+/// Every attachment is generated four times (digest, send, IMAP and POP3
+/// comparison), so this speed is client CPU per message.
+struct LaneRng {
+    state: [[u64; LANES]; 4],
+}
+
+impl LaneRng {
+    fn new(seed: u64) -> Self {
+        let mut seeder = rand::rngs::SmallRng::seed_from_u64(seed);
+        let mut state = [[0u64; LANES]; 4];
+        for word in state.iter_mut().flatten() {
+            *word = seeder.next_u64();
+        }
+        LaneRng { state }
+    }
+
+    #[inline(always)]
+    fn step(&mut self) -> [u8; 8 * LANES] {
+        let [s0, s1, s2, s3] = &mut self.state;
+        let mut out = [0u8; 8 * LANES];
+        for (i, bytes) in out.chunks_exact_mut(8).enumerate() {
+            let value = s0[i]
+                .wrapping_add(s3[i])
+                .rotate_left(23)
+                .wrapping_add(s0[i]);
+            bytes.copy_from_slice(&value.to_le_bytes());
+            let t = s1[i] << 17;
+            s2[i] ^= s0[i];
+            s3[i] ^= s1[i];
+            s1[i] ^= s2[i];
+            s0[i] ^= s3[i];
+            s2[i] ^= t;
+            s3[i] = s3[i].rotate_left(45);
+        }
+        out
+    }
+
+    #[inline(always)]
+    fn fill_portable(&mut self, buf: &mut [u8]) {
+        let mut chunks = buf.chunks_exact_mut(8 * LANES);
+        for chunk in &mut chunks {
+            chunk.copy_from_slice(&self.step());
+        }
+        let rest = chunks.into_remainder();
+        if !rest.is_empty() {
+            let last = self.step();
+            rest.copy_from_slice(&last[..rest.len()]);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn fill_avx2(&mut self, buf: &mut [u8]) {
+        self.fill_portable(buf);
+    }
+
+    fn fill(&mut self, buf: &mut [u8]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU was just found to have AVX2, all `fill_avx2` requires.
+            return unsafe { self.fill_avx2(buf) };
+        }
+        self.fill_portable(buf);
+    }
+}
+
 /// Seeded random attachment bytes, produced in line-aligned blocks.
 struct AttachmentBytes {
-    // Fast and incompressible; nothing here needs cryptographic randomness.
-    rng: rand::rngs::SmallRng,
+    rng: LaneRng,
     remaining: u64,
 }
 
 impl AttachmentBytes {
     fn new(seed: u64, size: u64) -> Self {
         AttachmentBytes {
-            rng: rand::rngs::SmallRng::seed_from_u64(seed),
+            rng: LaneRng::new(seed),
             remaining: size,
         }
     }
     /// Next block of raw bytes (a multiple of 57 except for the last), or None.
+    /// Blocks but the last are whole generator steps, so a block's bytes do not
+    /// depend on the attachment's size.
     fn next_block(&mut self, buf: &mut Vec<u8>) -> bool {
         if self.remaining == 0 {
             return false;
         }
-        let n = self.remaining.min((LINE_RAW * CHUNK_LINES) as u64) as usize;
+        let n = self.remaining.min(BLOCK as u64) as usize;
         buf.resize(n, 0);
-        self.rng.fill_bytes(buf);
+        self.rng.fill(buf);
         self.remaining -= n as u64;
         true
     }
-    fn digest(mut self) -> [u8; 32] {
+    fn digest(self) -> [u8; 32] {
+        self.hash_first(u64::MAX).finalize().into()
+    }
+    /// A hasher fed with the first `n` bytes (all of them if there are fewer).
+    fn hash_first(mut self, mut n: u64) -> Sha256 {
         let mut hasher = Sha256::new();
         let mut buf = Vec::new();
-        while self.next_block(&mut buf) {
-            hasher.update(&buf);
+        while n > 0 && self.next_block(&mut buf) {
+            let take = n.min(buf.len() as u64) as usize;
+            hasher.update(&buf[..take]);
+            n -= take as u64;
         }
-        hasher.finalize().into()
+        hasher
+    }
+}
+
+/// The attachment as it was sent, regenerated from its seed as a copy is read, so
+/// the copy is compared byte for byte and nothing is hashed while it matches.
+pub(crate) struct SentAttachment {
+    seed: u64,
+    size: u64,
+    sha256: String,
+    bytes: AttachmentBytes,
+    block: Vec<u8>,
+    pos: usize,
+    matched: u64,
+}
+
+impl SentAttachment {
+    /// None when the seed is unknown (the copy is then hashed).
+    pub(crate) fn new(expected: &ExpectedAttachment) -> Option<Self> {
+        let seed = expected.seed?;
+        Some(SentAttachment {
+            seed,
+            size: expected.size,
+            sha256: expected.sha256.clone(),
+            bytes: AttachmentBytes::new(seed, expected.size),
+            block: Vec::new(),
+            pos: 0,
+            matched: 0,
+        })
+    }
+
+    /// Compare the copy's next bytes with what was sent: how many of `data` match
+    /// before the first difference (or before the sent bytes end).
+    pub(crate) fn compare(&mut self, data: &[u8]) -> usize {
+        let mut done = 0;
+        while done < data.len() {
+            if self.pos == self.block.len() {
+                if !self.bytes.next_block(&mut self.block) {
+                    break;
+                }
+                self.pos = 0;
+            }
+            let n = (self.block.len() - self.pos).min(data.len() - done);
+            let sent = &self.block[self.pos..self.pos + n];
+            let got = &data[done..done + n];
+            if sent != got {
+                let same = sent.iter().zip(got).take_while(|(a, b)| a == b).count();
+                self.matched += same as u64;
+                return done + same;
+            }
+            self.pos += n;
+            self.matched += n as u64;
+            done += n;
+        }
+        done
+    }
+
+    /// A hasher fed with the bytes that matched so far: the copy's hash from here on
+    /// is this one, continued with the copy's own bytes.
+    pub(crate) fn hasher_so_far(&self) -> Sha256 {
+        AttachmentBytes::new(self.seed, self.size).hash_first(self.matched)
+    }
+
+    /// SHA-256 of the copy when every byte it had matched: the sent digest when it
+    /// is complete, the digest of the prefix it kept when it is short.
+    pub(crate) fn digest(&self) -> String {
+        if self.matched == self.size {
+            self.sha256.clone()
+        } else {
+            hex::encode(self.hasher_so_far().finalize())
+        }
     }
 }
 
@@ -247,9 +407,9 @@ impl Iterator for MessageChunks<'_> {
                     for line in raw.chunks(LINE_RAW) {
                         let start = out.len();
                         out.resize(start + line.len().div_ceil(3) * 4, 0);
-                        BASE64
-                            .encode_slice(line, &mut out[start..])
-                            .expect("buffer sized for the encoding");
+                        // The output is sized exactly; the returned slice is that output.
+                        let _ = base64_simd::STANDARD
+                            .encode(line, base64_simd::Out::from_slice(&mut out[start..]));
                         out.extend_from_slice(b"\r\n");
                     }
                     return Some(out);
@@ -309,6 +469,78 @@ mod tests {
                     .unwrap()
                     .contains("probe id: mailprobe-2-cd")
             );
+        }
+    }
+
+    #[test]
+    fn a_sent_attachment_compares_and_hashes_what_matched() {
+        let size = 150_000u64;
+        let m = ProbeMessage::build("mailprobe-4-a", "a@x.test", "b@x.test", size);
+        let expected = m.expected.attachment.clone().unwrap();
+        let mut sent = AttachmentBytes::new(expected.seed.unwrap(), size);
+        let mut bytes = Vec::new();
+        let mut block = Vec::new();
+        while sent.next_block(&mut block) {
+            bytes.extend_from_slice(&block);
+        }
+        // Whole, in odd pieces: everything matches, the digest is the sent one.
+        let mut whole = SentAttachment::new(&expected).unwrap();
+        for piece in bytes.chunks(1000 + 7) {
+            assert_eq!(whole.compare(piece), piece.len());
+        }
+        assert_eq!(whole.digest(), expected.sha256);
+        // Short: the digest is that of the prefix it kept.
+        let mut short = SentAttachment::new(&expected).unwrap();
+        assert_eq!(short.compare(&bytes[..70_001]), 70_001);
+        assert_eq!(
+            short.digest(),
+            hex::encode(Sha256::digest(&bytes[..70_001]))
+        );
+        // Changed at one byte: the count stops there; what matched hashes as sent.
+        let mut changed = bytes.clone();
+        changed[90_000] ^= 1;
+        let mut diff = SentAttachment::new(&expected).unwrap();
+        assert_eq!(diff.compare(&changed[..60_000]), 60_000);
+        assert_eq!(diff.compare(&changed[60_000..]), 30_000);
+        let mut hasher = diff.hasher_so_far();
+        hasher.update(&changed[90_000..]);
+        assert_eq!(
+            hex::encode(hasher.finalize()),
+            hex::encode(Sha256::digest(&changed))
+        );
+        // Longer than sent: the extra bytes do not match.
+        let mut long = SentAttachment::new(&expected).unwrap();
+        let mut padded = bytes.clone();
+        padded.extend_from_slice(b"xx");
+        assert_eq!(long.compare(&padded), bytes.len());
+    }
+
+    #[test]
+    fn each_lane_is_xoshiro256_plus_plus_and_every_cpu_gets_the_same_bytes() {
+        let rng = LaneRng::new(42);
+        // rand's SmallRng is xoshiro256++ on 64-bit targets: lane `i`, started from
+        // the same state, must give its outputs.
+        let mut lanes: Vec<rand::rngs::SmallRng> = (0..LANES)
+            .map(|i| {
+                let mut seed = [0u8; 32];
+                for (w, bytes) in seed.chunks_exact_mut(8).enumerate() {
+                    bytes.copy_from_slice(&rng.state[w][i].to_le_bytes());
+                }
+                rand::rngs::SmallRng::from_seed(seed)
+            })
+            .collect();
+        let mut dispatched = LaneRng::new(42);
+        let mut portable = LaneRng::new(42);
+        let mut a = vec![0u8; 8 * LANES * 100 + 13];
+        let mut b = a.clone();
+        dispatched.fill(&mut a);
+        portable.fill_portable(&mut b);
+        assert_eq!(a, b);
+        for (step, chunk) in a.chunks(8 * LANES).enumerate().take(100) {
+            for (i, lane) in lanes.iter_mut().enumerate() {
+                let want = lane.next_u64().to_le_bytes();
+                assert_eq!(&chunk[i * 8..i * 8 + 8], &want, "step {step} lane {i}");
+            }
         }
     }
 

@@ -1,7 +1,9 @@
 //! Streaming verification of a retrieved probe message: lines in, verdict out.
 //!
 //! It keeps only headers and per-part digests, so a 70 MB message is checked with
-//! a few KiB of state whether it arrives whole (IMAP) or line by line (POP3).
+//! a few KiB of state whether it arrives whole (IMAP) or line by line (POP3). The
+//! attachment is compared with the sent bytes, regenerated from their seed; it is
+//! hashed only from its first difference on.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -9,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::core::probe_id::PROBE_HEADER;
 use crate::model::result::{AttachmentFound, Verification};
-use crate::protocol::message::Expected;
+use crate::protocol::message::{Expected, SentAttachment};
 
 /// Header blocks larger than this are not headers.
 const MAX_HEADER_BLOCK: usize = 256 * 1024;
@@ -29,6 +31,11 @@ struct Part {
     is_attachment: bool,
     size: u64,
     hasher: Sha256,
+    /// The sent attachment this part is compared with; None once it differed
+    /// (from then on `hasher` holds the copy's digest).
+    sent: Option<SentAttachment>,
+    /// Offset of the first byte that differed from the sent attachment.
+    differs_at: Option<u64>,
     text: Vec<u8>,
     /// base64 characters waiting for a complete quantum.
     pending: Vec<u8>,
@@ -58,6 +65,8 @@ pub struct Verifier<'e> {
     extra_parts: usize,
     bytes: u64,
     problems: Vec<String>,
+    /// Whether a part already took the expected attachment for comparison.
+    attachment_taken: bool,
 }
 
 impl<'e> Verifier<'e> {
@@ -73,6 +82,7 @@ impl<'e> Verifier<'e> {
             extra_parts: 0,
             bytes: 0,
             problems: Vec::new(),
+            attachment_taken: false,
         }
     }
 
@@ -169,6 +179,15 @@ impl<'e> Verifier<'e> {
             }
             self.state = State::Ignore; // preamble until the first boundary
         } else {
+            // The first attachment-like part is the one `finish` judges.
+            if !self.attachment_taken && (part.is_attachment || part.filename.is_some()) {
+                self.attachment_taken = true;
+                part.sent = self
+                    .expected
+                    .attachment
+                    .as_ref()
+                    .and_then(SentAttachment::new);
+            }
             self.current = Some(part);
             self.state = State::Body;
         }
@@ -188,8 +207,10 @@ impl<'e> Verifier<'e> {
                 if part.pending.is_empty() && clean.len().is_multiple_of(4) {
                     let start = part.decoded.len();
                     part.decoded.resize(start + clean.len() / 4 * 3, 0);
-                    match BASE64.decode_slice(clean, &mut part.decoded[start..]) {
-                        Ok(n) => {
+                    let out = base64_simd::Out::from_slice(&mut part.decoded[start..]);
+                    match base64_simd::STANDARD.decode(clean, out) {
+                        Ok(decoded) => {
+                            let n = decoded.len();
                             part.decoded.truncate(start + n);
                             if part.decoded.len() >= DECODED_RUN {
                                 flush_decoded(part);
@@ -292,16 +313,20 @@ impl<'e> Verifier<'e> {
                 .push("the text body differs from what was sent".into()),
             None => self.problems.push("the text body is missing".into()),
         }
-        let found = self
+        let judged = self
             .parts
             .iter()
-            .find(|p| p.is_attachment || p.filename.is_some())
-            .map(|p| AttachmentFound {
-                filename: p.filename.clone(),
-                content_type: p.content_type.clone(),
-                size: p.size,
-                sha256: hex::encode(p.hasher.clone().finalize()),
-            });
+            .find(|p| p.is_attachment || p.filename.is_some());
+        let differs_at = judged.and_then(|p| p.differs_at);
+        let found = judged.map(|p| AttachmentFound {
+            filename: p.filename.clone(),
+            content_type: p.content_type.clone(),
+            size: p.size,
+            sha256: match &p.sent {
+                Some(sent) => sent.digest(),
+                None => hex::encode(p.hasher.clone().finalize()),
+            },
+        });
         match (&expected.attachment, &found) {
             (None, None) => {}
             (None, Some(a)) => self.problems.push(format!(
@@ -331,8 +356,12 @@ impl<'e> Verifier<'e> {
                         got.size, want.size
                     ));
                 } else if got.sha256 != want.sha256 {
-                    self.problems
-                        .push("the attachment's SHA-256 differs from what was sent".into());
+                    self.problems.push(match differs_at {
+                        Some(at) => format!(
+                            "the attachment's SHA-256 differs from what was sent (first difference at byte {at})"
+                        ),
+                        None => "the attachment's SHA-256 differs from what was sent".into(),
+                    });
                 }
             }
         }
@@ -356,8 +385,22 @@ fn flush_decoded(part: &mut Part) {
 }
 
 fn feed(part: &mut Part, data: &[u8]) {
+    let offset = part.size;
     part.size += data.len() as u64;
-    part.hasher.update(data);
+    match &mut part.sent {
+        Some(sent) => {
+            let same = sent.compare(data);
+            if same < data.len() {
+                part.differs_at = Some(offset + same as u64);
+                // The first difference: the copy's digest from here is the sent
+                // bytes it matched, then its own.
+                part.hasher = sent.hasher_so_far();
+                part.hasher.update(&data[same..]);
+                part.sent = None;
+            }
+        }
+        None => part.hasher.update(data),
+    }
     if part.content_type.starts_with("text/") && part.text.len() + data.len() <= MAX_TEXT {
         part.text.extend_from_slice(data);
     }
@@ -519,6 +562,56 @@ mod tests {
             "{:?}",
             v.problems
         );
+    }
+
+    /// The attachment part of an encoded message, decoded by mail-parser.
+    fn attachment_of(bytes: &[u8]) -> Vec<u8> {
+        use mail_parser::MimeHeaders;
+        let parsed = mail_parser::MessageParser::default().parse(bytes).unwrap();
+        let part = parsed.attachment(0).unwrap();
+        assert!(part.attachment_name().is_some());
+        part.contents().to_vec()
+    }
+
+    #[test]
+    fn a_changed_copy_reports_its_own_digest_and_where_it_differs() {
+        let (m, mut bytes) = message(200_000);
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let at = text.find("filename").unwrap() + 150_000;
+        bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+        let copy = attachment_of(&bytes);
+        let want = hex::encode(Sha256::digest(&copy));
+        let sent = attachment_of(&m.to_vec());
+        let first = copy.iter().zip(&sent).position(|(a, b)| a != b).unwrap();
+        let mut unseeded = m.expected.clone();
+        unseeded.attachment.as_mut().unwrap().seed = None;
+        for expected in [&m.expected, &unseeded] {
+            let v = Verifier::verify_bytes(expected, &bytes);
+            assert!(!v.verified);
+            assert_eq!(v.attachment.unwrap().sha256, want, "the copy's own digest");
+        }
+        let v = Verifier::verify_bytes(&m.expected, &bytes);
+        let wanted = format!("first difference at byte {first}");
+        assert!(
+            v.problems.iter().any(|p| p.contains(&wanted)),
+            "{wanted}: {:?}",
+            v.problems
+        );
+    }
+
+    #[test]
+    fn an_intact_copy_reports_the_sent_digest_without_a_seed_too() {
+        let (m, bytes) = message(100_000);
+        let mut unseeded = m.expected.clone();
+        unseeded.attachment.as_mut().unwrap().seed = None;
+        for expected in [&m.expected, &unseeded] {
+            let v = Verifier::verify_bytes(expected, &bytes);
+            assert!(v.verified, "{:?}", v.problems);
+            assert_eq!(
+                v.attachment.unwrap().sha256,
+                hex::encode(Sha256::digest(attachment_of(&bytes)))
+            );
+        }
     }
 
     #[test]
