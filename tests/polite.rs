@@ -160,8 +160,8 @@ fn dovecot_default_ladder_logs_in_at_most_three_times() {
     assert_eq!(code, 0, "{stdout}");
     let imap = counts(&report, Protocol::Imap);
     let pop3 = counts(&report, Protocol::Pop3);
-    // The quick looks after each acceptance are bounded: at most five per message
-    // besides the first look, each one search by probe id (and the cleanup's one).
+    // The quick looks after each acceptance are bounded: searches by probe id at
+    // most six per message (besides the first look, and the cleanup's one).
     let text = std::fs::read_to_string(&transcript).expect("transcript");
     let looks = text
         .lines()
@@ -176,6 +176,17 @@ fn dovecot_default_ladder_logs_in_at_most_three_times() {
     assert!(
         looks <= 4 * 6 + 1 + imap.idle_commands as usize,
         "{looks} IMAP searches:\n{text}"
+    );
+    // A quick look is a NOOP (searching only when it shows new mail): at most nine
+    // per message, each with the NOOP of the search it may lead to, and one for
+    // each ordinary pass.
+    let noops = text
+        .lines()
+        .filter(|l| l.contains(" imap#") && l.contains("C: ") && l.ends_with(" NOOP"))
+        .count();
+    assert!(
+        noops <= 4 * 9 * 2 + 2 * 4 + 2 + imap.idle_commands as usize,
+        "{noops} IMAP NOOPs:\n{text}"
     );
     assert!(imap.logins <= 3 && imap.sessions <= 3, "IMAP: {imap:?}");
     assert!(pop3.logins <= 3 && pop3.sessions <= 3, "POP3: {pop3:?}");

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_imap::Session;
 use async_imap::extensions::idle::IdleResponse;
-use async_imap::types::NameAttribute;
+use async_imap::types::{NameAttribute, UnsolicitedResponse};
 use futures::TryStreamExt;
 use tokio::io::BufReader;
 
@@ -64,6 +64,8 @@ pub(crate) struct ImapMailbox {
     selected: String,
     /// Messages already read and found to be no notification about a probe message.
     not_notices: HashSet<(String, u32)>,
+    /// UIDNEXT of each watched folder besides INBOX at the last quick look.
+    folder_uidnext: HashMap<String, Option<u32>>,
 }
 
 impl ImapMailbox {
@@ -235,6 +237,7 @@ impl ImapMailbox {
             folders,
             selected: "INBOX".to_string(),
             not_notices: HashSet::new(),
+            folder_uidnext: HashMap::new(),
         })
     }
 
@@ -522,6 +525,19 @@ impl ImapMailbox {
     }
 }
 
+/// Whether the server said EXISTS or RECENT since this was last asked (the
+/// channel keeps what async-imap did not answer itself; it is emptied here).
+fn announced_new_mail(session: &mut Session<BoxStream>) -> bool {
+    let mut news = false;
+    while let Ok(said) = session.unsolicited_responses.try_recv() {
+        news |= matches!(
+            said,
+            UnsolicitedResponse::Exists(_) | UnsolicitedResponse::Recent(_)
+        );
+    }
+    news
+}
+
 /// The folders to watch besides INBOX: the Junk folder (when asked for) and
 /// `--folders` that exist, as LIST names them.
 async fn watched_folders(
@@ -668,6 +684,39 @@ impl Mailbox for ImapMailbox {
         }
         self.select(ctx, "INBOX").await?;
         Ok(found)
+    }
+
+    /// NOOP on INBOX (selected between steps): new mail comes back as EXISTS or
+    /// RECENT, here or after any earlier command; STATUS UIDNEXT for each other
+    /// watched folder, whose news an INBOX session does not hear.
+    async fn changed(&mut self, ctx: &Context) -> ProbeResult<bool> {
+        let limit = ctx.settings.timeouts.command;
+        self.allowance.grant(STEP_BUDGET);
+        let folders = self.folders.clone();
+        let session = self.session()?;
+        let (news, uidnexts) = ctx
+            .deadline()
+            .run(Protocol::Imap, Phase::Search, limit, async {
+                let mut news = announced_new_mail(session);
+                session.noop().await.map_err(from_imap)?;
+                news |= announced_new_mail(session);
+                let mut uidnexts = Vec::new();
+                for folder in &folders {
+                    let status = session
+                        .status(folder, "(UIDNEXT)")
+                        .await
+                        .map_err(from_imap)?;
+                    uidnexts.push(status.uid_next);
+                }
+                Ok((news, uidnexts))
+            })
+            .await?;
+        let mut changed = news;
+        for (folder, uidnext) in folders.into_iter().zip(uidnexts) {
+            let before = self.folder_uidnext.insert(folder, uidnext);
+            changed |= uidnext.is_none() || before != Some(uidnext);
+        }
+        Ok(changed)
     }
 
     async fn fetch(

@@ -5,8 +5,8 @@
 //!   or SEARCH) is found out by STATUS after a quiet IDLE; from then on, and on
 //!   servers without IDLE, STATUS is polled at most once per poll interval (1 s).
 //!   Right after each SMTP acceptance the watcher first looks a few more times in
-//!   its open session ([`QUICK_LOOKS`]), because servers announce new mail to an
-//!   idling session late.
+//!   its open session ([`QUICK_LOOKS`]: a NOOP, and a search only when it shows
+//!   new mail), because servers announce new mail to an idling session late.
 //! * POP3 sees a snapshot taken at login, so each look is a login: at most one per
 //!   poll interval, never inside the server's LOGIN-DELAY; when IMAP also
 //!   watches, POP3 logs in once IMAP is done with the messages (or a short grace
@@ -38,19 +38,26 @@ pub(crate) const SCARCE_SETTLE: Duration = Duration::from_secs(2);
 pub(crate) const UNANNOUNCED_LOGIN_DELAY: Duration = Duration::from_secs(300);
 
 /// After SMTP accepts a message, the IMAP watcher looks for it again at these
-/// offsets, in its open session (a search: no new IDLE, no login), before it
-/// settles into IDLE. Delivery usually takes milliseconds, while servers tell an
-/// idling session late: Dovecot holds mailbox changes back for 500 ms. At most
-/// this many looks per message, all within a third of a second.
-pub(crate) const QUICK_LOOKS: [Duration; 5] = [
-    Duration::from_millis(20),
-    Duration::from_millis(40),
-    Duration::from_millis(80),
+/// offsets, in its open session, before it settles into IDLE. A look is a NOOP
+/// (and STATUS for folders besides INBOX); only when that shows new mail does it
+/// search. Delivery usually takes milliseconds, growing with the message, while
+/// servers tell an idling session late: Dovecot holds mailbox changes back for
+/// 500 ms. Each look comes at most half its offset after the one before, so mail
+/// is seen at most half its delivery time late (or the gap); at most this many
+/// looks per message, all within a third of a second.
+pub(crate) const QUICK_LOOKS: [Duration; 9] = [
+    Duration::from_millis(15),
+    Duration::from_millis(25),
+    Duration::from_millis(35),
+    Duration::from_millis(50),
+    Duration::from_millis(75),
+    Duration::from_millis(110),
     Duration::from_millis(160),
+    Duration::from_millis(240),
     Duration::from_millis(320),
 ];
 /// Quick looks are at least this far apart, however many messages wait.
-pub(crate) const QUICK_LOOK_GAP: Duration = Duration::from_millis(20);
+pub(crate) const QUICK_LOOK_GAP: Duration = Duration::from_millis(10);
 
 /// When to look again for messages SMTP accepted at `accepted`, after a look that
 /// began at `last_look`; `None`: their quick looks are over, wait with IDLE.
@@ -427,7 +434,19 @@ mod tests {
             n += 1;
             assert!(n <= QUICK_LOOKS.len() * accepted.len());
         }
-        assert!(last <= t0 + Duration::from_millis(49) + QUICK_LOOKS[4] + QUICK_LOOK_GAP);
+        assert!(
+            last <= t0
+                + Duration::from_millis(49)
+                + QUICK_LOOKS[QUICK_LOOKS.len() - 1]
+                + QUICK_LOOK_GAP
+        );
+        // Mail that arrives between two looks waits at most half its age.
+        for pair in QUICK_LOOKS.windows(2) {
+            assert!(
+                pair[1] <= (pair[0] * 3 / 2).max(pair[0] + QUICK_LOOK_GAP),
+                "{pair:?}"
+            );
+        }
     }
 
     #[test]

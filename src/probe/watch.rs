@@ -125,6 +125,11 @@ pub(crate) trait Mailbox: Sized {
     ) -> impl Future<Output = ProbeResult<usize>> {
         async { Ok(0) }
     }
+    /// A cheap look before a quick look's search: may the mailbox hold new mail
+    /// since the last look? A snapshot mailbox cannot tell without a search.
+    fn changed(&mut self, _ctx: &Context) -> impl Future<Output = ProbeResult<bool>> {
+        async { Ok(true) }
+    }
     /// Wait until the mailbox may have changed, at most `limit` (IMAP: IDLE, or
     /// STATUS polling; see [`crate::probe::wait`]); by default, one poll interval.
     fn wait_for_change(
@@ -367,9 +372,19 @@ pub(crate) async fn watch<M: Mailbox>(
             .map(|a| a.expected.probe_id.as_str())
             .collect();
         let search_started = Instant::now();
-        let found = mailbox.find(ctx, Wanted::Ids(&ids)).await;
+        let quick = std::mem::take(&mut quick_pass);
+        // A quick look searches only when the mailbox changed since the last one.
+        let found = match if quick {
+            mailbox.changed(ctx).await
+        } else {
+            Ok(true)
+        } {
+            Ok(true) => mailbox.find(ctx, Wanted::Ids(&ids)).await,
+            Ok(false) => Ok(HashMap::new()),
+            Err(e) => Err(e),
+        };
         let search_ms = millis(search_started.elapsed());
-        if !std::mem::take(&mut quick_pass) {
+        if !quick {
             bounces::look(ctx, mailbox, &ids).await;
         }
         let mut broken = None;
