@@ -193,18 +193,21 @@ impl<S: AsyncRead + Unpin + QuickAck> AsyncRead for Guarded<S> {
     }
 }
 
+/// A write's outcome, its bytes added to [`TOTAL_TRAFFIC`].
+fn counted_write(poll: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+    if let Poll::Ready(Ok(n)) = poll {
+        TOTAL_TRAFFIC.written.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    poll
+}
+
 impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = poll {
-            TOTAL_TRAFFIC.written.fetch_add(n as u64, Ordering::Relaxed);
-        }
-        poll
+        counted_write(Pin::new(&mut self.inner).poll_write(cx, buf))
     }
     /// TLS hands over its records together: one `writev` instead of a `send` each.
     fn poll_write_vectored(
@@ -212,11 +215,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = poll {
-            TOTAL_TRAFFIC.written.fetch_add(n as u64, Ordering::Relaxed);
-        }
-        poll
+        counted_write(Pin::new(&mut self.inner).poll_write_vectored(cx, bufs))
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
@@ -263,9 +262,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Replay<S> {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if this.pos < this.prefix.len() {
-            let n = (this.prefix.len() - this.pos).min(buf.remaining());
-            buf.put_slice(&this.prefix[this.pos..this.pos + n]);
-            this.pos += n;
+            hand_out(&this.prefix, &mut this.pos, buf);
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.inner).poll_read(cx, buf)
@@ -290,6 +287,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     crate::io::net::delegate_write!(flush_shutdown);
+}
+
+/// Copy what `buf` has room for of `from[*pos..]`, moving `pos` past it.
+fn hand_out(from: &[u8], pos: &mut usize, buf: &mut ReadBuf<'_>) {
+    let n = (from.len() - *pos).min(buf.remaining());
+    buf.put_slice(&from[*pos..*pos + n]);
+    *pos += n;
 }
 
 /// Socket reads below TLS of at least this size: rustls asks for 4 KiB at a time,
@@ -342,9 +346,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
             this.pos = 0;
             this.end = ahead.filled().len();
         }
-        let n = (this.end - this.pos).min(buf.remaining());
-        buf.put_slice(&this.buffer[this.pos..this.pos + n]);
-        this.pos += n;
+        hand_out(&this.buffer[..this.end], &mut this.pos, buf);
         Poll::Ready(Ok(()))
     }
 }

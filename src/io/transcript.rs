@@ -469,6 +469,30 @@ impl<S> Recorder<S> {
     }
 }
 
+impl<S> Recorder<S> {
+    /// Record as sent the part of `bufs` that a write took.
+    fn record_written<'b>(
+        &self,
+        poll: &Poll<io::Result<usize>>,
+        bufs: impl IntoIterator<Item = &'b [u8]>,
+    ) {
+        let Poll::Ready(Ok(mut left)) = *poll else {
+            return;
+        };
+        let Some(mut s) = self.session() else {
+            return;
+        };
+        for buf in bufs {
+            if left == 0 {
+                break;
+            }
+            let take = left.min(buf.len());
+            s.feed(Dir::Client, &buf[..take]);
+            left -= take;
+        }
+    }
+}
+
 impl<S> Drop for Recorder<S> {
     fn drop(&mut self) {
         if let Some(mut s) = self.session() {
@@ -504,11 +528,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Recorder<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = poll
-            && let Some(mut s) = self.session()
-        {
-            s.feed(Dir::Client, &buf[..n]);
-        }
+        self.record_written(&poll, [buf]);
         poll
     }
     fn poll_write_vectored(
@@ -517,19 +537,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Recorder<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = poll
-            && let Some(mut s) = self.session()
-        {
-            let mut left = n;
-            for buf in bufs {
-                let take = left.min(buf.len());
-                s.feed(Dir::Client, &buf[..take]);
-                left -= take;
-                if left == 0 {
-                    break;
-                }
-            }
-        }
+        self.record_written(&poll, bufs.iter().map(|b| &**b));
         poll
     }
     fn is_write_vectored(&self) -> bool {

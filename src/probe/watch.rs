@@ -221,10 +221,7 @@ pub(crate) async fn watch<M: Mailbox>(
         // Take what SMTP accepted since the last look.
         loop {
             match incoming.try_recv() {
-                Ok(a) => {
-                    last_accepted = Some(a.accepted_at);
-                    pending.push(a)
-                }
+                Ok(a) => take_accepted(a, &mut pending, &mut last_accepted),
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
                     sending = false;
@@ -240,10 +237,7 @@ pub(crate) async fn watch<M: Mailbox>(
                 break;
             }
             match tokio::time::timeout(Duration::from_secs(1), incoming.recv()).await {
-                Ok(Some(a)) => {
-                    last_accepted = Some(a.accepted_at);
-                    pending.push(a)
-                }
+                Ok(Some(a)) => take_accepted(a, &mut pending, &mut last_accepted),
                 Ok(None) => sending = false,
                 Err(_) => {}
             }
@@ -283,10 +277,7 @@ pub(crate) async fn watch<M: Mailbox>(
                         // Woken early by SMTP's next acceptance or IMAP's progress.
                         tokio::select! {
                             got = incoming.recv(), if sending => match got {
-                                Some(a) => {
-                                    last_accepted = Some(a.accepted_at);
-                                    pending.push(a)
-                                }
+                                Some(a) => take_accepted(a, &mut pending, &mut last_accepted),
                                 None => sending = false,
                             },
                             _ = handover.changed(), if follows => {}
@@ -374,11 +365,12 @@ pub(crate) async fn watch<M: Mailbox>(
         let search_started = Instant::now();
         let quick = std::mem::take(&mut quick_pass);
         // A quick look searches only when the mailbox changed since the last one.
-        let found = match if quick {
+        let look = if quick {
             mailbox.changed(ctx).await
         } else {
             Ok(true)
-        } {
+        };
+        let found = match look {
             Ok(true) => mailbox.find(ctx, Wanted::Ids(&ids)).await,
             Ok(false) => Ok(HashMap::new()),
             Err(e) => Err(e),
@@ -494,10 +486,7 @@ pub(crate) async fn watch<M: Mailbox>(
                     // Look again soon in this session; SMTP's next acceptance wakes it early.
                     tokio::select! {
                         got = incoming.recv(), if sending => match got {
-                            Some(a) => {
-                                last_accepted = Some(a.accepted_at);
-                                pending.push(a)
-                            }
+                            Some(a) => take_accepted(a, &mut pending, &mut last_accepted),
                             None => sending = false,
                         },
                         _ = tokio::time::sleep_until(at.into()) => quick_pass = true,
@@ -691,4 +680,10 @@ async fn delete_matching_open<M: Mailbox>(
         mailbox.delete(ctx, &which).await?
     };
     Ok((deleted, mailbox))
+}
+
+/// SMTP accepted `a`: watch for it too.
+fn take_accepted(a: Accepted, pending: &mut Vec<Accepted>, last_accepted: &mut Option<Instant>) {
+    *last_accepted = Some(a.accepted_at);
+    pending.push(a);
 }
