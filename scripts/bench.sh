@@ -50,6 +50,10 @@ need() { # command package
 }
 need /usr/sbin/smtp-source postfix
 need swaks swaks
+# swaks does STARTTLS and AUTH only with these (recommended, so not installed above).
+perl -MNet::SSLeay -MIO::Socket::SSL -MAuthen::SASL -e1 2>/dev/null ||
+  DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq --no-install-recommends \
+    libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl >/dev/null
 need curl curl
 need /usr/bin/time time
 need flock util-linux

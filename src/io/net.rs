@@ -122,6 +122,9 @@ pub(crate) struct Guarded<S> {
     /// Bytes read since the last LF.
     line_run: usize,
     max_line: usize,
+    /// Data was read and nothing written since, so the kernel owes the server an
+    /// ACK that it may delay.
+    ack_owed: bool,
 }
 
 /// Default longest line: generous for IMAP literals, far below anything harmful.
@@ -133,6 +136,7 @@ impl<S> Guarded<S> {
             inner,
             line_run: 0,
             max_line: DEFAULT_MAX_LINE,
+            ack_owed: false,
         }
     }
 }
@@ -145,6 +149,9 @@ impl<S: fmt::Debug> fmt::Debug for Guarded<S> {
     }
 }
 
+/// A read at least this long is part of a bulk transfer, not a command's reply.
+const BULK_READ: usize = 4096;
+
 /// A transport that can be asked to acknowledge received data at once.
 pub(crate) trait QuickAck {
     fn quick_ack(&self) {}
@@ -153,8 +160,8 @@ pub(crate) trait QuickAck {
 impl QuickAck for TcpStream {
     /// Linux delays ACKs by up to 40 ms; a server whose small reply waits in
     /// Nagle's algorithm for that ACK (e.g. behind TLS session tickets) would make
-    /// the probe measure our kernel, not the server. Quick-ack mode is not sticky,
-    /// so it is renewed after every read.
+    /// the probe measure our kernel, not the server. Setting quick-ack sends an
+    /// ACK the kernel is holding back at once.
     fn quick_ack(&self) {
         #[cfg(target_os = "linux")]
         let _ = socket2::SockRef::from(self).set_tcp_quickack(true);
@@ -172,9 +179,23 @@ impl<S: AsyncRead + Unpin + QuickAck> AsyncRead for Guarded<S> {
         let before = buf.filled().len();
         let this = &mut *self;
         let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = poll {
+        if poll.is_pending() && this.ack_owed {
+            // About to wait for the server while owing it an ACK: send the ACK now,
+            // or the rest of a reply may wait for it in the server's Nagle. (A write
+            // carries the ACK, so the usual request and reply need no system call.)
             this.inner.quick_ack();
+            this.ack_owed = false;
+        }
+        if let Poll::Ready(Ok(())) = poll {
             let fresh = &buf.filled()[before..];
+            if fresh.len() >= BULK_READ {
+                // A bulk transfer (a FETCH, a RETR): acknowledged as it is read,
+                // so that the server's window keeps open (measured faster).
+                this.inner.quick_ack();
+                this.ack_owed = false;
+            } else {
+                this.ack_owed |= !fresh.is_empty();
+            }
             TOTAL_TRAFFIC
                 .read
                 .fetch_add(fresh.len() as u64, Ordering::Relaxed);
@@ -193,12 +214,16 @@ impl<S: AsyncRead + Unpin + QuickAck> AsyncRead for Guarded<S> {
     }
 }
 
-/// A write's outcome, its bytes added to [`TOTAL_TRAFFIC`].
-fn counted_write(poll: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
-    if let Poll::Ready(Ok(n)) = poll {
-        TOTAL_TRAFFIC.written.fetch_add(n as u64, Ordering::Relaxed);
+impl<S> Guarded<S> {
+    /// A write's outcome, its bytes added to [`TOTAL_TRAFFIC`]; sent bytes carry
+    /// the ACK that was owed.
+    fn counted_write(&mut self, poll: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if let Poll::Ready(Ok(n)) = poll {
+            TOTAL_TRAFFIC.written.fetch_add(n as u64, Ordering::Relaxed);
+            self.ack_owed &= n == 0;
+        }
+        poll
     }
-    poll
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
@@ -207,7 +232,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        counted_write(Pin::new(&mut self.inner).poll_write(cx, buf))
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.counted_write(poll)
     }
     /// TLS hands over its records together: one `writev` instead of a `send` each.
     fn poll_write_vectored(
@@ -215,7 +241,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        counted_write(Pin::new(&mut self.inner).poll_write_vectored(cx, bufs))
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.counted_write(poll)
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
@@ -430,6 +457,64 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Closed);
+    }
+
+    /// A duplex end that counts the quick ACKs asked of it.
+    struct CountingAcks {
+        inner: tokio::io::DuplexStream,
+        acks: std::sync::Arc<AtomicU64>,
+    }
+
+    impl QuickAck for CountingAcks {
+        fn quick_ack(&self) {
+            self.acks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    impl AsyncRead for CountingAcks {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for CountingAcks {
+        delegate_write!(all);
+    }
+
+    #[tokio::test]
+    async fn guarded_stream_acks_only_before_waiting_or_in_bulk() {
+        use tokio::io::AsyncWriteExt;
+        let (mut server, client) = tokio::io::duplex(256 * 1024);
+        let acks = std::sync::Arc::new(AtomicU64::new(0));
+        let mut guarded = Guarded::new(CountingAcks {
+            inner: client,
+            acks: acks.clone(),
+        });
+        let mut buf = vec![0u8; 128 * 1024];
+        // A reply, then our next command: the write carries the ACK.
+        server.write_all(b"250 ok\r\n").await.unwrap();
+        assert_eq!(guarded.read(&mut buf).await.unwrap(), 8);
+        guarded.write_all(b"QUIT\r\n").await.unwrap();
+        assert_eq!(acks.load(Ordering::Relaxed), 0);
+        // Part of a reply, then a wait for the rest: the ACK goes out before waiting.
+        server.write_all(b"250-part").await.unwrap();
+        assert_eq!(guarded.read(&mut buf).await.unwrap(), 8);
+        let rest = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            server.write_all(b"\r\n250 rest\r\n").await.unwrap();
+            server
+        });
+        assert!(guarded.read(&mut buf).await.unwrap() > 0);
+        assert_eq!(acks.load(Ordering::Relaxed), 1);
+        let mut server = rest.await.unwrap();
+        // A bulk read is acknowledged as it is read.
+        server.write_all(&vec![b'x'; 64 * 1024]).await.unwrap();
+        assert!(guarded.read(&mut buf).await.unwrap() >= BULK_READ);
+        assert_eq!(acks.load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test]

@@ -274,16 +274,18 @@ pub(crate) async fn delete_notifications(
 }
 
 /// Delete over IMAP the wanted probe messages that `select` picks, and the
-/// notifications about them: in the same session when they are in that mailbox,
-/// else in the bounce mailbox's own. Both outcomes, for the report.
+/// notifications about them: in the same session (the `kept` one from watching,
+/// when given) when they are in that mailbox, else in the bounce mailbox's own.
+/// Both outcomes, for the report.
 pub(crate) async fn imap_cleanup(
     ctx: &Context,
+    kept: Option<ImapMailbox>,
     wanted: Wanted<'_>,
     select: &(dyn Fn(&str) -> bool + Sync),
 ) -> (ProbeResult<Vec<String>>, ProbeResult<usize>) {
     let shared = scans_here::<ImapMailbox>(ctx);
     let (deleted, notifications) =
-        match watch::cleanup_open::<ImapMailbox>(ctx, wanted, select).await {
+        match watch::cleanup_open::<ImapMailbox>(ctx, kept, wanted, select).await {
             Ok((deleted, Some(mut m))) if shared => {
                 let n = delete_notifications_in(ctx, &mut m, wanted, select).await;
                 m.close(ctx).await;

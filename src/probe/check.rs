@@ -23,7 +23,7 @@ use crate::probe::pop3::Pop3Mailbox;
 use crate::probe::settings::Settings;
 use crate::probe::smtp;
 use crate::probe::wait::Handover;
-use crate::probe::watch::{self, Accepted, Wanted, WatchOutcome};
+use crate::probe::watch::{self, Accepted, Mailbox, Wanted, WatchOutcome};
 use crate::protocol::message::ProbeMessage;
 
 /// Run one check against the configured server. Never panics on server behaviour;
@@ -42,20 +42,22 @@ pub(crate) async fn run_recorded(
     let ctx = Context::new(settings, transcript)?;
     let s = &ctx.settings;
     let messages = build_messages(s, s.plan.sizes.clone()).await?;
-    let dispatched = send_and_watch(&ctx, &messages, s.plan.concurrency, &|_| None).await;
+    let mut dispatched = send_and_watch(&ctx, &messages, s.plan.concurrency, &|_| None).await;
     let mut reports = message_reports(&messages, &dispatched);
-    let watched_away = dispatched.deleted_while_watching();
+    let mut watched = dispatched.watched();
     let sent: Vec<smtp::Sent> = dispatched.sent.into_iter().map(|d| d.sent).collect();
 
     let smtp_server = sent.iter().rev().find_map(|s| s.server.clone());
     let mut extra_ids = Vec::new();
     let size_limit = if s.plan.bisect {
+        // Bisection may take minutes: no idle session is held open meanwhile.
+        watched.close_session(&ctx).await;
         let advertised = smtp_server.as_ref().and_then(|i| i.advertised_size);
         bisect_size_limit(&ctx, &reports, advertised, &mut extra_ids).await
     } else {
         None
     };
-    let cleanup = clean_up(&ctx, &mut reports, &sent, &extra_ids, &watched_away).await;
+    let cleanup = clean_up(&ctx, &mut reports, &sent, &extra_ids, watched).await;
     let mut report = Report::new(s.report_target(), started_at, started, reports, cleanup);
     report.smtp_server = smtp_server;
     report.size_limit = size_limit;
@@ -116,16 +118,38 @@ pub(crate) struct Dispatched {
     pub(crate) sent: Vec<Dispatch>,
     pub(crate) imap: Option<WatchOutcome>,
     pub(crate) pop3: Option<WatchOutcome>,
+    /// IMAP's watching session, still logged in, for the cleanup.
+    imap_session: Option<ImapMailbox>,
+}
+
+/// What watching leaves for the cleanup.
+pub(crate) struct Watched {
+    /// Probe ids the watchers already deleted (POP3 under a LOGIN-DELAY).
+    deleted: Vec<String>,
+    /// IMAP's watching session, so that the cleanup need not log in again.
+    imap_session: Option<ImapMailbox>,
+}
+
+impl Watched {
+    /// Log the kept session out now.
+    pub(crate) async fn close_session(&mut self, ctx: &Context) {
+        if let Some(m) = self.imap_session.take() {
+            m.close(ctx).await;
+        }
+    }
 }
 
 impl Dispatched {
-    /// Probe ids the watchers already deleted (POP3 under a LOGIN-DELAY).
-    pub fn deleted_while_watching(&self) -> Vec<String> {
-        [&self.imap, &self.pop3]
-            .into_iter()
-            .flatten()
-            .flat_map(|w| w.deleted.iter().cloned())
-            .collect()
+    /// Take what the cleanup needs from watching.
+    pub(crate) fn watched(&mut self) -> Watched {
+        Watched {
+            deleted: [&self.imap, &self.pop3]
+                .into_iter()
+                .flatten()
+                .flat_map(|w| w.deleted.iter().cloned())
+                .collect(),
+            imap_session: self.imap_session.take(),
+        }
     }
 }
 
@@ -189,8 +213,12 @@ pub(crate) async fn send_and_watch(
     };
     let watch_imap = async {
         match s.target.imap {
-            Some(_) => Some(watch::watch::<ImapMailbox>(ctx, imap_rx, handover).await),
-            None => None,
+            Some(_) => {
+                let (outcome, session) =
+                    watch::watch_keeping::<ImapMailbox>(ctx, imap_rx, handover).await;
+                (Some(outcome), session)
+            }
+            None => (None, None),
         }
     };
     let watch_pop3 = async {
@@ -200,8 +228,14 @@ pub(crate) async fn send_and_watch(
         }
     };
     let watch_bounces = bounces::watch_sender_mailbox(ctx, bounce_rx);
-    let (sent, imap, pop3, ()) = tokio::join!(send_all, watch_imap, watch_pop3, watch_bounces);
-    Dispatched { sent, imap, pop3 }
+    let (sent, (imap, imap_session), pop3, ()) =
+        tokio::join!(send_all, watch_imap, watch_pop3, watch_bounces);
+    Dispatched {
+        sent,
+        imap,
+        pop3,
+        imap_session,
+    }
 }
 
 /// One report row per message: what SMTP, IMAP and POP3 did with it.
@@ -241,7 +275,7 @@ pub(crate) async fn clean_up(
     reports: &mut [MessageReport],
     sent: &[smtp::Sent],
     extra_ids: &[String],
-    deleted_while_watching: &[String],
+    mut watched: Watched,
 ) -> Cleanup {
     if ctx.settings.target.imap.is_none() && ctx.settings.target.pop3.is_none() {
         // --smtp-only: the mailbox is not ours to read, so nothing is cleaned or missed.
@@ -274,19 +308,20 @@ pub(crate) async fn clean_up(
         .iter()
         .chain(&uncertain)
         .map(String::as_str)
-        .filter(|id| !deleted_while_watching.iter().any(|d| d == id))
+        .filter(|id| !watched.deleted.iter().any(|d| d == id))
         .collect();
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
     // Per protocol: `deleted` of a protocol's result says that protocol removed
     // the copy (a POP3 copy gone because IMAP expunged it was not POP3's doing).
     // The watchers delete only in POP3's one session under a LOGIN-DELAY.
     let mut by_imap: Vec<String> = Vec::new();
-    let mut by_pop3: Vec<String> = deleted_while_watching.to_vec();
+    let mut by_pop3: Vec<String> = std::mem::take(&mut watched.deleted);
     let mut errors = Vec::new();
     let mut notifications_deleted = 0;
     if ctx.settings.target.imap.is_some() {
+        let kept = watched.imap_session.take();
         let (deleted, notifications) =
-            bounces::imap_cleanup(ctx, Wanted::Ids(&candidates), &|_| true).await;
+            bounces::imap_cleanup(ctx, kept, Wanted::Ids(&candidates), &|_| true).await;
         match deleted {
             Ok(d) => by_imap = d,
             Err(e) => errors.push(e),

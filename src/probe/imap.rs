@@ -66,6 +66,8 @@ pub(crate) struct ImapMailbox {
     not_notices: HashSet<(String, u32)>,
     /// UIDNEXT of each watched folder besides INBOX at the last quick look.
     folder_uidnext: HashMap<String, Option<u32>>,
+    /// The last quick look heard EXISTS or RECENT in the open session.
+    announced: bool,
 }
 
 impl ImapMailbox {
@@ -238,6 +240,7 @@ impl ImapMailbox {
             selected: "INBOX".to_string(),
             not_notices: HashSet::new(),
             folder_uidnext: HashMap::new(),
+            announced: false,
         })
     }
 
@@ -711,12 +714,17 @@ impl Mailbox for ImapMailbox {
                 Ok((news, uidnexts))
             })
             .await?;
+        self.announced = news;
         let mut changed = news;
         for (folder, uidnext) in folders.into_iter().zip(uidnexts) {
             let before = self.folder_uidnext.insert(folder, uidnext);
             changed |= uidnext.is_none() || before != Some(uidnext);
         }
         Ok(changed)
+    }
+
+    fn announced(&self) -> bool {
+        self.announced
     }
 
     async fn fetch(
@@ -856,6 +864,13 @@ impl Mailbox for ImapMailbox {
         }
         tokio::time::sleep(pause).await;
         self.status_poll(ctx, false).await
+    }
+
+    /// SELECT INBOX again, even when it is selected: a server that keeps news from
+    /// open sessions (GNU Mailutils) shows what POP3 did meanwhile only to a new SELECT.
+    async fn refresh(&mut self, ctx: &Context) -> ProbeResult<()> {
+        self.selected.clear();
+        self.select(ctx, "INBOX").await
     }
 
     async fn close(mut self, ctx: &Context) {

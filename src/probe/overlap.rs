@@ -64,7 +64,7 @@ async fn window(
     let started_at = SystemTime::now();
     let started = Instant::now();
     let messages = check::build_messages(s, s.plan.sizes.repeat(count)).await?;
-    let dispatched = check::send_and_watch(ctx, &messages, s.plan.concurrency, &|_| None).await;
+    let mut dispatched = check::send_and_watch(ctx, &messages, s.plan.concurrency, &|_| None).await;
     let mut reports = check::message_reports(&messages, &dispatched);
     let starts: Vec<Instant> = dispatched.sent.iter().map(|d| d.started).collect();
     let ends: Vec<Instant> = dispatched
@@ -73,9 +73,9 @@ async fn window(
         .zip(&reports)
         .map(|(d, r)| finished(d, r))
         .collect();
-    let watched_away = dispatched.deleted_while_watching();
+    let watched = dispatched.watched();
     let sent: Vec<smtp::Sent> = dispatched.sent.into_iter().map(|d| d.sent).collect();
-    let mut cleanup = check::clean_up(ctx, &mut reports, &sent, &[], &watched_away).await;
+    let mut cleanup = check::clean_up(ctx, &mut reports, &sent, &[], watched).await;
 
     let mut rounds = Vec::with_capacity(count);
     let mut reports = reports.into_iter();

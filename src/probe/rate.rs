@@ -82,7 +82,7 @@ pub(crate) async fn run(
 
     let t0 = Instant::now() + Duration::from_millis(20);
     let intended = |index: usize| t0 + intended_offset(index, rate);
-    let dispatched =
+    let mut dispatched =
         check::send_and_watch(&ctx, &messages, in_flight, &|index| Some(intended(index))).await;
     let mut reports = check::message_reports(&messages, &dispatched);
     let starts: Vec<Duration> = dispatched
@@ -115,10 +115,10 @@ pub(crate) async fn run(
         }
     }
     let sent_count = dispatched.sent.len();
-    let watched_away = dispatched.deleted_while_watching();
+    let watched = dispatched.watched();
     let sent: Vec<smtp::Sent> = dispatched.sent.into_iter().map(|d| d.sent).collect();
     let smtp_server = sent.iter().rev().find_map(|s| s.server.clone());
-    let cleanup = check::clean_up(&ctx, &mut reports, &sent, &[], &watched_away).await;
+    let cleanup = check::clean_up(&ctx, &mut reports, &sent, &[], watched).await;
     let mut stats = collector.finish(1);
     stats.rate = Some(RateStats {
         intended_per_sec: rate,

@@ -49,7 +49,7 @@ pub(crate) async fn sweep(
     let mut result = Sweep::default();
     if ctx.settings.target.imap.is_some() {
         let (deleted, notifications) =
-            bounces::imap_cleanup(&ctx, Wanted::AllProbes, &select).await;
+            bounces::imap_cleanup(&ctx, None, Wanted::AllProbes, &select).await;
         match deleted {
             Ok(ids) => result
                 .deleted

@@ -9,8 +9,9 @@
 //!   new mail), because servers announce new mail to an idling session late.
 //! * POP3 sees a snapshot taken at login, so each look is a login: at most one per
 //!   poll interval, never inside the server's LOGIN-DELAY; when IMAP also
-//!   watches, POP3 logs in once IMAP is done with the messages (or a short grace
-//!   after SMTP accepted the last one) and fetches them all in one session.
+//!   watches, POP3 logs in once IMAP is done with the messages, or has found them
+//!   on a server that announces new mail to open sessions (or a short grace after
+//!   SMTP accepted the last one), and fetches them all in one session.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -198,6 +199,9 @@ pub(crate) struct Situation {
     pub(crate) peer_watching: bool,
     /// IMAP is done (fetched or given up) with every pending message.
     pub(crate) peer_done: bool,
+    /// IMAP has found every pending message on a server that announces new mail
+    /// to open sessions: POP3 may fetch beside it ([`Handover`]).
+    pub(crate) peer_found: bool,
     /// When watching must end.
     pub(crate) deadline: Instant,
     pub(crate) interval: Duration,
@@ -216,7 +220,10 @@ pub(crate) enum When {
 pub(crate) fn next_login(p: &LoginPacing, s: &Situation) -> When {
     let allowed = p.next_allowed(s.now, s.interval);
     let ready = if s.peer_watching {
-        if s.peer_done && !s.sending {
+        // Under a LOGIN-DELAY the one login waits until IMAP is done, so that it
+        // may delete what IMAP has fetched.
+        let beside = s.peer_found && !p.scarce(s.interval);
+        if (s.peer_done || beside) && !s.sending {
             s.now
         } else if s.sending || p.scarce(s.interval) {
             // A scarce login waits for IMAP (or the end) rather than a grace.
@@ -247,15 +254,23 @@ pub(crate) fn next_login(p: &LoginPacing, s: &Situation) -> When {
     }
 }
 
-/// What IMAP tells POP3: which messages it is done with (fetched, or given up).
-/// POP3 does not log in beside an IMAP fetch: with a POP3 session opened on the
-/// Maildir meanwhile, GNU Mailutils' imap4d served another message for the UID it
-/// had found (seen in tests/interop.rs).
+/// What IMAP tells POP3: which messages it is done with (fetched, or given up),
+/// which it has found, and whether its server tells an open session about new mail.
+/// POP3 does not log in beside an IMAP fetch on a server that keeps news from open
+/// sessions: with a POP3 session opened on the Maildir meanwhile, GNU Mailutils'
+/// imap4d served another message for the UID it had found (seen in
+/// tests/interop.rs). A server that announced a new message to the watching
+/// session (EXISTS after a NOOP) tracks other sessions' changes as they happen,
+/// so there POP3 may log in once IMAP has found every message, and fetch while
+/// IMAP fetches.
 #[derive(Debug, Default)]
 pub(crate) struct Handover {
     /// IMAP watches this run.
     pub(crate) lead: bool,
     done: Mutex<HashSet<usize>>,
+    found: Mutex<HashSet<usize>>,
+    /// IMAP's server announced a new message to the open session.
+    live: AtomicBool,
     finished: AtomicBool,
     changed: Notify,
 }
@@ -275,6 +290,33 @@ impl Handover {
         if done.len() != before {
             self.changed.notify_waiters();
         }
+    }
+    /// IMAP found these messages (it may still be fetching them).
+    pub(crate) fn found(&self, indexes: impl IntoIterator<Item = usize>) {
+        let mut found = self.found.lock().expect("not poisoned");
+        let before = found.len();
+        found.extend(indexes);
+        if found.len() != before && self.live.load(Ordering::Relaxed) {
+            self.changed.notify_waiters();
+        }
+    }
+    /// IMAP's server announced a new message to the open session.
+    pub(crate) fn server_announces(&self) {
+        if !self.live.swap(true, Ordering::Relaxed) {
+            self.changed.notify_waiters();
+        }
+    }
+    /// POP3 may fetch all of `indexes` beside IMAP: its server announces new mail
+    /// to open sessions and IMAP has found each of them (or is done).
+    pub(crate) fn fetchable_beside(&self, indexes: impl IntoIterator<Item = usize>) -> bool {
+        if !self.live.load(Ordering::Relaxed) {
+            return false;
+        }
+        let found = self.found.lock().expect("not poisoned");
+        let done = self.done.lock().expect("not poisoned");
+        indexes
+            .into_iter()
+            .all(|i| found.contains(&i) || done.contains(&i))
     }
     /// IMAP is done with all of `indexes` (or stopped watching).
     pub(crate) fn done_with(&self, indexes: impl IntoIterator<Item = usize>) -> bool {
@@ -313,6 +355,7 @@ mod tests {
             last_accepted: now,
             peer_watching: false,
             peer_done: false,
+            peer_found: false,
             deadline: now + 40 * S,
             interval: S,
         }
@@ -407,6 +450,15 @@ mod tests {
         let mut scarce = LoginPacing::default();
         scarce.learn_delay(60 * S);
         assert_eq!(next_login(&scarce, &s), When::At(s.deadline));
+        // IMAP found them on a server that announces news: POP3 fetches beside
+        // IMAP, except under a LOGIN-DELAY.
+        s.peer_found = true;
+        assert_eq!(next_login(&p, &s), When::Now);
+        assert_eq!(next_login(&scarce, &s), When::At(s.deadline));
+        s.sending = true;
+        assert_eq!(next_login(&p, &s), When::At(s.deadline));
+        s.sending = false;
+        s.peer_found = false;
         s.peer_done = true;
         assert_eq!(next_login(&p, &s), When::Now);
         assert_eq!(next_login(&scarce, &s), When::Now);
@@ -460,5 +512,13 @@ mod tests {
         let h = Handover::new(true);
         h.finish();
         assert!(h.done_with([3]));
+        // Found is enough only once the server has announced news to IMAP.
+        let h = Handover::new(true);
+        h.found([0, 1]);
+        h.mark([2]);
+        assert!(!h.fetchable_beside([0, 1, 2]));
+        h.server_announces();
+        assert!(h.fetchable_beside([0, 1, 2]) && !h.fetchable_beside([0, 3]));
+        assert!(!h.done_with([0, 1]));
     }
 }

@@ -103,6 +103,11 @@ pub(crate) trait Mailbox: Sized {
         which: &[(String, Locator)],
     ) -> impl Future<Output = ProbeResult<Vec<String>>>;
     fn close(self, ctx: &Context) -> impl Future<Output = ()>;
+    /// Make a session kept from watching see the mailbox as it is now (IMAP:
+    /// SELECT again), before it is used for the cleanup.
+    fn refresh(&mut self, _ctx: &Context) -> impl Future<Output = ProbeResult<()>> {
+        async { Ok(()) }
+    }
     /// The session was given up before login to log in later (a POP3 server's
     /// LOGIN-DELAY learned from its capabilities): not a failure.
     fn deferred(_err: &ProbeError) -> bool {
@@ -129,6 +134,11 @@ pub(crate) trait Mailbox: Sized {
     /// since the last look? A snapshot mailbox cannot tell without a search.
     fn changed(&mut self, _ctx: &Context) -> impl Future<Output = ProbeResult<bool>> {
         async { Ok(true) }
+    }
+    /// The last [`Mailbox::changed`] said yes because the server announced new
+    /// mail to this open session (not because a fresh query showed it).
+    fn announced(&self) -> bool {
+        false
     }
     /// Wait until the mailbox may have changed, at most `limit` (IMAP: IDLE, or
     /// STATUS polling; see [`crate::probe::wait`]); by default, one poll interval.
@@ -183,9 +193,23 @@ fn is_final(err: &ProbeError) -> bool {
 /// ([`crate::probe::wait`] has the rules of when to look).
 pub(crate) async fn watch<M: Mailbox>(
     ctx: &Context,
-    mut incoming: mpsc::UnboundedReceiver<Accepted>,
+    incoming: mpsc::UnboundedReceiver<Accepted>,
     handover: &Handover,
 ) -> WatchOutcome {
+    let (outcome, session) = watch_keeping::<M>(ctx, incoming, handover).await;
+    if let Some(m) = session {
+        m.close(ctx).await;
+    }
+    outcome
+}
+
+/// [`watch`], handing back the session still logged in when watching ended in one
+/// (never for a snapshot mailbox, which logs out after each look).
+pub(crate) async fn watch_keeping<M: Mailbox>(
+    ctx: &Context,
+    mut incoming: mpsc::UnboundedReceiver<Accepted>,
+    handover: &Handover,
+) -> (WatchOutcome, Option<M>) {
     let deadline = ctx.deadline();
     let interval = ctx.settings.plan.poll_interval;
     let delivery = ctx.settings.timeouts.delivery;
@@ -267,6 +291,8 @@ pub(crate) async fn watch<M: Mailbox>(
                     last_accepted: last_accepted.unwrap_or(now),
                     peer_watching: follows,
                     peer_done: follows && handover.done_with(pending.iter().map(|a| a.index)),
+                    peer_found: follows
+                        && handover.fetchable_beside(pending.iter().map(|a| a.index)),
                     deadline: earliest.checked_sub(LAST_LOOK).unwrap_or(now).max(now),
                     interval,
                 };
@@ -383,6 +409,19 @@ pub(crate) async fn watch<M: Mailbox>(
         let mut verified_here: Vec<(usize, String, Locator)> = Vec::new();
         match found {
             Ok(found) => {
+                if leads {
+                    let here: Vec<usize> = pending
+                        .iter()
+                        .filter(|a| found.contains_key(&a.expected.probe_id))
+                        .map(|a| a.index)
+                        .collect();
+                    // A message found right after the server told the open session
+                    // about it: the server tracks other sessions' changes live.
+                    if quick && !here.is_empty() && mailbox.announced() {
+                        handover.server_announces();
+                    }
+                    handover.found(here);
+                }
                 let mut still = Vec::new();
                 for a in pending.drain(..) {
                     let Some(at) = found.get(&a.expected.probe_id) else {
@@ -519,9 +558,7 @@ pub(crate) async fn watch<M: Mailbox>(
         handover.mark(results.keys().copied());
         handover.finish();
     }
-    if let Some((m, _, _)) = session.take() {
-        m.close(ctx).await;
-    }
+    let kept = session.take().map(|(m, _, _)| m);
     // Nothing was accepted, so the mailbox was never asked: check it is reachable
     // at least, so that an outage of every service shows as one.
     let unreached = if results.is_empty() && ctx.down(M::PROTOCOL).is_none() {
@@ -538,11 +575,12 @@ pub(crate) async fn watch<M: Mailbox>(
     } else {
         None
     };
-    WatchOutcome {
+    let outcome = WatchOutcome {
         results,
         unreached,
         deleted,
-    }
+    };
+    (outcome, kept)
 }
 
 /// Give up on the pending messages whose delivery deadline (or the check's) has
@@ -606,22 +644,35 @@ pub(crate) async fn cleanup<M: Mailbox>(
     ctx: &Context,
     probe_ids: &[&str],
 ) -> ProbeResult<Vec<String>> {
-    let (deleted, session) = cleanup_open::<M>(ctx, Wanted::Ids(probe_ids), &|_| true).await?;
+    let (deleted, session) =
+        cleanup_open::<M>(ctx, None, Wanted::Ids(probe_ids), &|_| true).await?;
     if let Some(m) = session {
         m.close(ctx).await;
     }
     Ok(deleted)
 }
 
-/// [`cleanup`] of the wanted messages that `select` picks, handing back the
-/// session it opened (none when no id was wanted) for more work before the logout.
+/// [`cleanup`] of the wanted messages that `select` picks, in the `kept` session
+/// when one is given, handing back the session it used (none when no id was
+/// wanted) for more work before the logout.
 pub(crate) async fn cleanup_open<M: Mailbox>(
     ctx: &Context,
+    kept: Option<M>,
     wanted: Wanted<'_>,
     select: &(dyn Fn(&str) -> bool + Sync),
 ) -> ProbeResult<(Vec<String>, Option<M>)> {
     if matches!(wanted, Wanted::Ids(ids) if ids.is_empty()) {
+        if let Some(m) = kept {
+            m.close(ctx).await;
+        }
         return Ok((Vec::new(), None));
+    }
+    // A session kept from watching saves a login, unless it has gone stale.
+    if let Some(m) = kept
+        && let Some(mut m) = reuse(ctx, m).await
+    {
+        let deleted = delete_found(ctx, &mut m, wanted, select).await?;
+        return Ok((deleted, Some(m)));
     }
     // Cleanup does not wait again on an endpoint that is down, nor log in where
     // the server's LOGIN-DELAY would refuse it.
@@ -672,14 +723,37 @@ async fn delete_matching_open<M: Mailbox>(
     select: &(dyn Fn(&str) -> bool + Sync),
 ) -> ProbeResult<(Vec<String>, M)> {
     let (mut mailbox, _, _) = M::open(ctx).await.map_err(|(e, _)| e)?;
+    let deleted = delete_found(ctx, &mut mailbox, wanted, select).await?;
+    Ok((deleted, mailbox))
+}
+
+/// A kept session, refreshed; `None` (logged out, or dropped when broken) when it
+/// can no longer serve.
+async fn reuse<M: Mailbox>(ctx: &Context, mut m: M) -> Option<M> {
+    match m.refresh(ctx).await {
+        Ok(()) => Some(m),
+        Err(e) if e.is_connection_lost() || e.is_timeout() => None,
+        Err(_) => {
+            m.close(ctx).await;
+            None
+        }
+    }
+}
+
+/// Find the wanted probe messages that `select` picks in `mailbox` and delete
+/// exactly those.
+async fn delete_found<M: Mailbox>(
+    ctx: &Context,
+    mailbox: &mut M,
+    wanted: Wanted<'_>,
+    select: &(dyn Fn(&str) -> bool + Sync),
+) -> ProbeResult<Vec<String>> {
     let found = mailbox.find(ctx, wanted).await?;
     let which: Vec<(String, Locator)> = found.into_iter().filter(|(id, _)| select(id)).collect();
-    let deleted = if which.is_empty() {
-        Vec::new()
-    } else {
-        mailbox.delete(ctx, &which).await?
-    };
-    Ok((deleted, mailbox))
+    if which.is_empty() {
+        return Ok(Vec::new());
+    }
+    mailbox.delete(ctx, &which).await
 }
 
 /// SMTP accepted `a`: watch for it too.
