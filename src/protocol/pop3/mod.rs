@@ -18,7 +18,7 @@ use std::fmt;
 use std::time::Duration;
 
 use base64::Engine as _;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
 use crate::core::error::{ErrorKind, ProbeError, ProbeResult};
 use crate::core::reply::Reply;
@@ -371,18 +371,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Pop3Client<S> {
         sink: &mut (dyn FnMut(&[u8]) + Send),
     ) -> ProbeResult<u64> {
         self.multi(format!("RETR {msg}\r\n").as_bytes()).await?;
+        let idle = self.idle_timeout();
         let mut total: u64 = 0;
-        // Each line holds at least its LF, so max_bytes bounds the iterations.
-        loop {
-            if let Err(e) = self.read_line(BODY_LINE_MAX).await {
-                return Err(mid_transfer(e, msg, total));
-            }
-            let Some(data) = unstuff(&self.line) else {
-                self.desynced = false;
-                return Ok(total);
-            };
+        // Set when the message outgrew max_bytes: that error is not a broken transfer.
+        let too_big = std::sync::atomic::AtomicBool::new(false);
+        let mut deliver = |data: &[u8]| {
             let len = data.len() as u64;
             if total.saturating_add(len) > max_bytes {
+                too_big.store(true, std::sync::atomic::Ordering::Relaxed);
                 return Err(protocol(format!(
                     "message {msg} is longer than the {max_bytes} bytes allowed \
                      (the server sent more than announced or never ended it)"
@@ -390,6 +386,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Pop3Client<S> {
             }
             total += len;
             sink(data);
+            Ok(())
+        };
+        // Whole buffered chunks at a time, not a read per line. Each chunk holds
+        // at least one byte, so max_bytes (and the line bound) bound the iterations.
+        self.line.clear();
+        loop {
+            let available = match self.reader.fill_buf().await {
+                Ok([]) => Err(ProbeError::closed()),
+                Ok(bytes) => Ok(bytes),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    Err(ProbeError::timeout(idle))
+                }
+                Err(e) => Err(ProbeError::io(&e)),
+            };
+            let chunk = available.and_then(|bytes| body_lines(bytes, &mut self.line, &mut deliver));
+            match chunk {
+                Ok(Lines::More(used)) => self.reader.consume(used),
+                Ok(Lines::Ended(used)) => {
+                    self.reader.consume(used);
+                    self.desynced = false;
+                    return Ok(total);
+                }
+                Err(e) if too_big.load(std::sync::atomic::Ordering::Relaxed) => return Err(e),
+                Err(e) => return Err(mid_transfer(e, msg, total)),
+            }
         }
     }
 
@@ -546,6 +567,59 @@ fn redact(mut err: ProbeError, secrets: &[&str]) -> ProbeError {
 }
 
 /// Say that a failure happened mid-transfer, and how far it got.
+/// How far one buffered chunk of a multi-line answer went.
+#[derive(Debug, PartialEq, Eq)]
+enum Lines {
+    /// All of these bytes were used; the answer goes on.
+    More(usize),
+    /// The answer ended (its "." line) after these bytes; the rest is not ours.
+    Ended(usize),
+}
+
+/// Hand the lines of `chunk`, unstuffed, to `deliver`, continuing the line an
+/// earlier chunk ended in (kept in `partial`) and keeping the unfinished last one
+/// there. Lines are bounded by [`BODY_LINE_MAX`].
+fn body_lines(
+    chunk: &[u8],
+    partial: &mut Vec<u8>,
+    deliver: &mut dyn FnMut(&[u8]) -> ProbeResult<()>,
+) -> ProbeResult<Lines> {
+    let too_long = || {
+        ProbeError::protocol_violation(format!(
+            "the server sent a line longer than {BODY_LINE_MAX} bytes"
+        ))
+    };
+    let mut one = |line: &[u8]| -> ProbeResult<bool> {
+        if line.len() > BODY_LINE_MAX {
+            return Err(too_long());
+        }
+        match unstuff(line) {
+            Some(data) => deliver(data).map(|()| false),
+            None => Ok(true),
+        }
+    };
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', chunk).map(|at| at + 1) {
+        let ended = if partial.is_empty() {
+            one(&chunk[start..end])?
+        } else {
+            partial.extend_from_slice(&chunk[start..end]);
+            let ended = one(partial)?;
+            partial.clear();
+            ended
+        };
+        start = end;
+        if ended {
+            return Ok(Lines::Ended(end));
+        }
+    }
+    if partial.len() + (chunk.len() - start) > BODY_LINE_MAX {
+        return Err(too_long());
+    }
+    partial.extend_from_slice(&chunk[start..]);
+    Ok(Lines::More(chunk.len()))
+}
+
 fn mid_transfer(mut err: ProbeError, msg: u32, delivered: u64) -> ProbeError {
     let context = format!("mid-transfer of message {msg} after {delivered} bytes");
     err.message = match err.kind() {

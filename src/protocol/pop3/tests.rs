@@ -561,3 +561,86 @@ async fn a_refused_bearer_token_is_acknowledged_and_explained() {
     let seen = srv.await.unwrap();
     assert!(seen[0].starts_with("AUTH OAUTHBEARER "), "{seen:?}");
 }
+
+#[test]
+fn body_lines_continue_across_chunks_and_stop_at_the_end() {
+    let mut got = Vec::new();
+    let mut partial = Vec::new();
+    let mut deliver = |l: &[u8]| {
+        got.push(l.to_vec());
+        Ok(())
+    };
+    // A line split over two chunks, a dot-stuffed line split right after its dot.
+    assert_eq!(
+        body_lines(b"one\r\ntw", &mut partial, &mut deliver).unwrap(),
+        Lines::More(7)
+    );
+    assert_eq!(
+        body_lines(b"o\r\n.", &mut partial, &mut deliver).unwrap(),
+        Lines::More(4)
+    );
+    // The end comes mid-chunk: what follows it is the next answer's, not used.
+    assert_eq!(
+        body_lines(b".three\r\n.\r\n+OK next\r\n", &mut partial, &mut deliver).unwrap(),
+        Lines::Ended(11)
+    );
+    assert_eq!(got, [&b"one\r\n"[..], b"two\r\n", b".three\r\n"]);
+    assert!(partial.is_empty());
+    // The terminator itself split over chunks.
+    let mut got = 0;
+    let mut count = |_: &[u8]| {
+        got += 1;
+        Ok(())
+    };
+    assert_eq!(
+        body_lines(b"x\r\n.", &mut partial, &mut count).unwrap(),
+        Lines::More(4)
+    );
+    assert_eq!(
+        body_lines(b"\r\n", &mut partial, &mut count).unwrap(),
+        Lines::Ended(2)
+    );
+    assert_eq!(got, 1);
+}
+
+#[test]
+fn body_lines_are_bounded_and_refusals_pass_through() {
+    let mut partial = Vec::new();
+    let mut ignore = |_: &[u8]| Ok(());
+    let long = vec![b'a'; BODY_LINE_MAX / 2 + 1];
+    assert!(body_lines(&long, &mut partial, &mut ignore).is_ok());
+    let err = body_lines(&long, &mut partial, &mut ignore).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Protocol);
+    assert!(err.message.contains("longer than"), "{}", err.message);
+    let mut refuse = |_: &[u8]| Err(ProbeError::protocol_violation("enough"));
+    let err = body_lines(b"x\r\n", &mut Vec::new(), &mut refuse).unwrap_err();
+    assert_eq!(err.message, "enough");
+}
+
+#[tokio::test]
+async fn retr_reads_a_body_split_anywhere() {
+    // The same message cut into 1..=7-byte pieces, each flushed on its own.
+    let body: Vec<u8> = (0..200)
+        .flat_map(|i| format!("{}line {i}\r\n", if i % 7 == 0 { ".." } else { "" }).into_bytes())
+        .collect();
+    for piece in 1..=7 {
+        let mut answer = b"+OK\r\n".to_vec();
+        answer.extend_from_slice(&body);
+        answer.extend_from_slice(b".\r\n");
+        let (mut client, _srv) = client_for(b"+OK\r\n", move |_| {
+            Act::Reply(answer.chunks(piece).map(<[u8]>::to_vec).collect())
+        })
+        .await;
+        let mut got = Vec::new();
+        let n = client
+            .retr(1, 1 << 20, &mut |l| got.extend_from_slice(l))
+            .await
+            .unwrap();
+        let unstuffed: Vec<u8> = String::from_utf8(body.clone())
+            .unwrap()
+            .replace("..line", ".line")
+            .into_bytes();
+        assert_eq!(got, unstuffed, "pieces of {piece}");
+        assert_eq!(n, unstuffed.len() as u64);
+    }
+}
