@@ -170,6 +170,13 @@ impl QuickAck for TcpStream {
 
 impl QuickAck for tokio::io::DuplexStream {}
 
+impl<S: QuickAck> Guarded<S> {
+    fn ack_now(&mut self) {
+        self.inner.quick_ack();
+        self.ack_owed = false;
+    }
+}
+
 impl<S: AsyncRead + Unpin + QuickAck> AsyncRead for Guarded<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -183,16 +190,14 @@ impl<S: AsyncRead + Unpin + QuickAck> AsyncRead for Guarded<S> {
             // About to wait for the server while owing it an ACK: send the ACK now,
             // or the rest of a reply may wait for it in the server's Nagle. (A write
             // carries the ACK, so the usual request and reply need no system call.)
-            this.inner.quick_ack();
-            this.ack_owed = false;
+            this.ack_now();
         }
         if let Poll::Ready(Ok(())) = poll {
             let fresh = &buf.filled()[before..];
             if fresh.len() >= BULK_READ {
                 // A bulk transfer (a FETCH, a RETR): acknowledged as it is read,
                 // so that the server's window keeps open (measured faster).
-                this.inner.quick_ack();
-                this.ack_owed = false;
+                this.ack_now();
             } else {
                 this.ack_owed |= !fresh.is_empty();
             }

@@ -33,7 +33,7 @@ use crate::model::result::Verification;
 use crate::probe::bounces::Notice;
 use crate::probe::context::{Context, not_attempted};
 use crate::probe::wait::{ImapPacing, StatusSays};
-use crate::probe::watch::{Accepted, Locator, Mailbox, Wanted, open_timed};
+use crate::probe::watch::{Accepted, Locator, Look, Mailbox, Wanted, open_timed};
 use crate::protocol::dsn::{MAX_NOTIFICATION_BYTES, Notification};
 use crate::protocol::folders::{Listed, junk_folder, notification_query};
 use crate::protocol::imap::{
@@ -66,8 +66,6 @@ pub(crate) struct ImapMailbox {
     not_notices: HashSet<(String, u32)>,
     /// UIDNEXT of each watched folder besides INBOX at the last quick look.
     folder_uidnext: HashMap<String, Option<u32>>,
-    /// The last quick look heard EXISTS or RECENT in the open session.
-    announced: bool,
 }
 
 impl ImapMailbox {
@@ -240,7 +238,6 @@ impl ImapMailbox {
             selected: "INBOX".to_string(),
             not_notices: HashSet::new(),
             folder_uidnext: HashMap::new(),
-            announced: false,
         })
     }
 
@@ -692,7 +689,7 @@ impl Mailbox for ImapMailbox {
     /// NOOP on INBOX (selected between steps): new mail comes back as EXISTS or
     /// RECENT, here or after any earlier command; STATUS UIDNEXT for each other
     /// watched folder, whose news an INBOX session does not hear.
-    async fn changed(&mut self, ctx: &Context) -> ProbeResult<bool> {
+    async fn changed(&mut self, ctx: &Context) -> ProbeResult<Look> {
         let limit = ctx.settings.timeouts.command;
         self.allowance.grant(STEP_BUDGET);
         let folders = self.folders.clone();
@@ -714,17 +711,18 @@ impl Mailbox for ImapMailbox {
                 Ok((news, uidnexts))
             })
             .await?;
-        self.announced = news;
-        let mut changed = news;
+        let mut changed = false;
         for (folder, uidnext) in folders.into_iter().zip(uidnexts) {
             let before = self.folder_uidnext.insert(folder, uidnext);
             changed |= uidnext.is_none() || before != Some(uidnext);
         }
-        Ok(changed)
-    }
-
-    fn announced(&self) -> bool {
-        self.announced
+        Ok(if news {
+            Look::Announced
+        } else if changed {
+            Look::Changed
+        } else {
+            Look::Unchanged
+        })
     }
 
     async fn fetch(

@@ -284,19 +284,13 @@ impl Handover {
     }
     /// IMAP is done with these messages.
     pub(crate) fn mark(&self, indexes: impl IntoIterator<Item = usize>) {
-        let mut done = self.done.lock().expect("not poisoned");
-        let before = done.len();
-        done.extend(indexes);
-        if done.len() != before {
+        if grow(&self.done, indexes) {
             self.changed.notify_waiters();
         }
     }
     /// IMAP found these messages (it may still be fetching them).
     pub(crate) fn found(&self, indexes: impl IntoIterator<Item = usize>) {
-        let mut found = self.found.lock().expect("not poisoned");
-        let before = found.len();
-        found.extend(indexes);
-        if found.len() != before && self.live.load(Ordering::Relaxed) {
+        if grow(&self.found, indexes) && self.live.load(Ordering::Relaxed) {
             self.changed.notify_waiters();
         }
     }
@@ -339,6 +333,14 @@ impl Handover {
     pub(crate) async fn changed(&self) {
         self.changed.notified().await
     }
+}
+
+/// Add `indexes` to `set`; whether it grew.
+fn grow(set: &Mutex<HashSet<usize>>, indexes: impl IntoIterator<Item = usize>) -> bool {
+    let mut set = set.lock().expect("not poisoned");
+    let before = set.len();
+    set.extend(indexes);
+    set.len() != before
 }
 
 #[cfg(test)]

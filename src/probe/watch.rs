@@ -73,6 +73,17 @@ impl Wanted<'_> {
     }
 }
 
+/// What a cheap look ([`Mailbox::changed`]) saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Look {
+    /// Nothing new since the last look.
+    Unchanged,
+    /// Maybe new mail (a fresh query changed, or the mailbox cannot tell).
+    Changed,
+    /// The server announced new mail to this open session.
+    Announced,
+}
+
 /// A logged-in mailbox session of a retrieval protocol.
 pub(crate) trait Mailbox: Sized {
     const PROTOCOL: Protocol;
@@ -132,13 +143,8 @@ pub(crate) trait Mailbox: Sized {
     }
     /// A cheap look before a quick look's search: may the mailbox hold new mail
     /// since the last look? A snapshot mailbox cannot tell without a search.
-    fn changed(&mut self, _ctx: &Context) -> impl Future<Output = ProbeResult<bool>> {
-        async { Ok(true) }
-    }
-    /// The last [`Mailbox::changed`] said yes because the server announced new
-    /// mail to this open session (not because a fresh query showed it).
-    fn announced(&self) -> bool {
-        false
+    fn changed(&mut self, _ctx: &Context) -> impl Future<Output = ProbeResult<Look>> {
+        async { Ok(Look::Changed) }
     }
     /// Wait until the mailbox may have changed, at most `limit` (IMAP: IDLE, or
     /// STATUS polling; see [`crate::probe::wait`]); by default, one poll interval.
@@ -394,11 +400,12 @@ pub(crate) async fn watch_keeping<M: Mailbox>(
         let look = if quick {
             mailbox.changed(ctx).await
         } else {
-            Ok(true)
+            Ok(Look::Changed)
         };
+        let announced = matches!(look, Ok(Look::Announced));
         let found = match look {
-            Ok(true) => mailbox.find(ctx, Wanted::Ids(&ids)).await,
-            Ok(false) => Ok(HashMap::new()),
+            Ok(Look::Unchanged) => Ok(HashMap::new()),
+            Ok(_) => mailbox.find(ctx, Wanted::Ids(&ids)).await,
             Err(e) => Err(e),
         };
         let search_ms = millis(search_started.elapsed());
@@ -417,7 +424,7 @@ pub(crate) async fn watch_keeping<M: Mailbox>(
                         .collect();
                     // A message found right after the server told the open session
                     // about it: the server tracks other sessions' changes live.
-                    if quick && !here.is_empty() && mailbox.announced() {
+                    if announced && !here.is_empty() {
                         handover.server_announces();
                     }
                     handover.found(here);

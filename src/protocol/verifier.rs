@@ -551,10 +551,7 @@ mod tests {
     #[test]
     fn altered_attachment_byte_is_reported() {
         let (m, mut bytes) = message(10_000);
-        let text = String::from_utf8(bytes.clone()).unwrap();
-        // Flip one base64 character in the middle of the attachment.
-        let at = text.find("filename").unwrap() + 400;
-        bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+        flip_attachment_char(&mut bytes, 400);
         let v = Verifier::verify_bytes(&m.expected, &bytes);
         assert!(!v.verified);
         assert!(
@@ -562,6 +559,13 @@ mod tests {
             "{:?}",
             v.problems
         );
+    }
+
+    /// Flip one base64 character of the attachment, `offset` bytes after its
+    /// filename.
+    fn flip_attachment_char(bytes: &mut [u8], offset: usize) {
+        let at = memchr::memmem::find(bytes, b"filename").unwrap() + offset;
+        bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
     }
 
     /// The attachment part of an encoded message, decoded by mail-parser.
@@ -583,9 +587,7 @@ mod tests {
     #[test]
     fn a_changed_copy_reports_its_own_digest_and_where_it_differs() {
         let (m, mut bytes) = message(200_000);
-        let text = String::from_utf8(bytes.clone()).unwrap();
-        let at = text.find("filename").unwrap() + 150_000;
-        bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+        flip_attachment_char(&mut bytes, 150_000);
         let copy = attachment_of(&bytes);
         let want = hex::encode(Sha256::digest(&copy));
         let sent = attachment_of(&m.to_vec());

@@ -395,10 +395,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Pop3Client<S> {
             let available = match self.reader.fill_buf().await {
                 Ok([]) => Err(ProbeError::closed()),
                 Ok(bytes) => Ok(bytes),
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                    Err(ProbeError::timeout(idle))
-                }
-                Err(e) => Err(ProbeError::io(&e)),
+                Err(e) => Err(read_failure(ProbeError::io(&e), idle)),
             };
             let chunk = available.and_then(|bytes| body_lines(bytes, &mut self.line, &mut deliver));
             match chunk {
@@ -458,13 +455,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Pop3Client<S> {
 
     async fn read_line(&mut self, max: usize) -> ProbeResult<()> {
         let result = read_line_bounded(&mut self.reader, &mut self.line, max).await;
-        result.map_err(|e| {
-            if e.kind() == ErrorKind::Timeout {
-                ProbeError::timeout(self.idle_timeout())
-            } else {
-                e
-            }
-        })
+        result.map_err(|e| read_failure(e, self.idle_timeout()))
     }
 
     /// Send a command and read its status line. `-ERR` ends the response;
@@ -566,7 +557,6 @@ fn redact(mut err: ProbeError, secrets: &[&str]) -> ProbeError {
     err
 }
 
-/// Say that a failure happened mid-transfer, and how far it got.
 /// How far one buffered chunk of a multi-line answer went.
 #[derive(Debug, PartialEq, Eq)]
 enum Lines {
@@ -620,6 +610,16 @@ fn body_lines(
     Ok(Lines::More(chunk.len()))
 }
 
+/// A failed read, a stalled one named by the idle limit it exceeded.
+fn read_failure(err: ProbeError, idle: Duration) -> ProbeError {
+    if err.kind() == ErrorKind::Timeout {
+        ProbeError::timeout(idle)
+    } else {
+        err
+    }
+}
+
+/// Say that a failure happened mid-transfer, and how far it got.
 fn mid_transfer(mut err: ProbeError, msg: u32, delivered: u64) -> ProbeError {
     let context = format!("mid-transfer of message {msg} after {delivered} bytes");
     err.message = match err.kind() {
