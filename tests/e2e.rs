@@ -136,6 +136,8 @@ fn assert_healthy(report: &Report, sizes: &[u64], expect: &Expect) {
             );
         }
         require_phases(&format!("{what} SMTP"), smtp, &phases, report);
+        // Postfix offers PIPELINING on every port.
+        assert_eq!(smtp.pipelined, Some(true), "{what}\n{text}");
         check_security(&format!("{what} SMTP"), smtp, expect.smtp, report);
 
         assert!(
@@ -424,6 +426,62 @@ fn set_flag(args: &mut Vec<String>, flag: &str, value: &str) {
 
 fn strs(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
+}
+
+/// A recipient Postfix refuses, pipelined (the default) and one command at a time:
+/// the same refusal at RCPT TO either way, and the pipelined session stays in step
+/// (MAIL, RCPT and DATA in one write, no message started after DATA was refused).
+#[test]
+fn refused_recipient_is_the_same_pipelined_or_not() {
+    let server = TestServer::get();
+    let dir = tempfile::tempdir().unwrap();
+    for pipelining in [true, false] {
+        let transcript = dir.path().join(format!("transcript-{pipelining}"));
+        let mut args = server.cli("test07");
+        args.extend(strs(&[
+            "--smtp",
+            &server.submission_url(),
+            "--smtp-only",
+            "--sizes",
+            "0",
+            "--to",
+            "nobody-at-all@mailprobe.test",
+            "--transcript",
+            &transcript.display().to_string(),
+        ]));
+        if !pipelining {
+            args.push("--no-pipelining".into());
+        }
+        let run = run_reported(&args, &[]);
+        let what = format!("pipelining {pipelining}: {}", run.out.stdout);
+        assert_eq!(run.out.code, 2, "{what}");
+        assert!(
+            has_diagnosis(&run.json, "unknown_recipient", "smtp"),
+            "{what}"
+        );
+        let smtp = &run.json["messages"][0]["smtp"];
+        assert_eq!(smtp["pipelined"], pipelining, "{what}");
+        assert_eq!(smtp["error"]["phase"], "rcpt_to", "{what}");
+        assert_eq!(smtp["error"]["reply"]["code"], 550, "{what}");
+        let text = std::fs::read_to_string(&transcript).unwrap();
+        let said: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.split_once(" C: ").or(l.split_once(" S: ")).map(|_| l))
+            .skip_while(|l| !l.contains("C: MAIL FROM"))
+            .take(4)
+            .map(|l| if l.contains(" C: ") { "C" } else { "S" })
+            .collect();
+        let expected = if pipelining {
+            ["C", "C", "C", "S"]
+        } else {
+            ["C", "S", "C", "S"]
+        };
+        assert_eq!(said, expected, "who spoke after MAIL FROM:\n{text}");
+        assert!(
+            !text.lines().any(|l| l.ends_with(" C: .")),
+            "a message was started after DATA was refused:\n{text}"
+        );
+    }
 }
 
 /// Wrong password: SMTP AUTH fails (exit 2, auth_failed, SMTP auth phase); with SMTP

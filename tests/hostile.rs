@@ -366,6 +366,53 @@ fn smtp_closes_mid_reply() {
     );
 }
 
+/// A server that offers PIPELINING, refuses the recipient and still answers the
+/// pipelined DATA with 354 (RFC 2920 says it must not): the probe ends the empty
+/// message with a lone dot, reports the refusal at RCPT TO and does not hang.
+#[test]
+fn smtp_pipelined_data_accepted_after_a_refused_recipient() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let group_then_dot = Arc::new(AtomicBool::new(false));
+    let seen = group_then_dot.clone();
+    let fake = Fake::spawn(move |mut c: Conn| {
+        if !server::smtp::hello(&mut c, &["PIPELINING"]) {
+            return;
+        }
+        // The whole group arrives before any reply is sent.
+        let group: Vec<String> = (0..3).map_while(|_| c.line()).collect();
+        let upper: Vec<String> = group.iter().map(|l| l.to_ascii_uppercase()).collect();
+        let in_order = upper.len() == 3
+            && upper[0].starts_with("MAIL FROM")
+            && upper[1].starts_with("RCPT TO")
+            && upper[2] == "DATA";
+        if !in_order
+            || !c.send("250 2.1.0 ok\r\n550 5.1.1 no such user here\r\n354 go ahead anyway\r\n")
+        {
+            return;
+        }
+        if c.line().as_deref() == Some(".") {
+            seen.store(true, Ordering::SeqCst);
+            c.send("554 5.5.1 no valid recipients\r\n");
+        }
+        if c.line().is_some_and(|l| l.eq_ignore_ascii_case("QUIT")) {
+            c.send("221 bye\r\n");
+        }
+    });
+    smtp_case(
+        "smtp 354 after a refused pipelined recipient",
+        &fake,
+        "smtp",
+        "0",
+        &[Rejected],
+        Phase::RcptTo,
+    );
+    assert!(
+        group_then_dot.load(Ordering::SeqCst),
+        "the probe did not pipeline MAIL, RCPT and DATA, or did not end the empty message"
+    );
+}
+
 #[test]
 fn smtp_reset_mid_data() {
     let fake = Fake::spawn(|mut c: Conn| {

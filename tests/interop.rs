@@ -467,6 +467,10 @@ fn recipients_refused_by_exim_are_unknown_recipient_and_relay_denied() {
         ],
     );
     assert_eq!(run.codes(), vec!["unknown_recipient"], "{:#}", run.json);
+    // Exim offers PIPELINING: the refusal is read in step, at RCPT TO.
+    let smtp = &run.json["messages"][0]["smtp"];
+    assert_eq!(smtp["pipelined"], true, "{:#}", run.json);
+    assert_eq!(smtp["error"]["phase"], "rcpt_to", "{:#}", run.json);
     // Exim has no route off this machine; without AUTH an outside domain is relaying.
     let run = i.check(
         "probe",

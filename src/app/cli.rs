@@ -214,6 +214,10 @@ pub struct CheckArgs {
     /// Send only; no retrieval (for mailboxes that are not yours to read).
     #[arg(long, help_heading = heading::LADDER)]
     pub smtp_only: bool,
+    /// Send MAIL, RCPT and DATA one at a time even when EHLO offers PIPELINING
+    /// [default: pipelined when offered, QUIT behind the message].
+    #[arg(long, help_heading = heading::ENDPOINTS)]
+    pub no_pipelining: bool,
     /// EHLO name (default: this host's name).
     #[arg(long, value_name = "NAME", help_heading = heading::ENDPOINTS)]
     pub helo: Option<String>,

@@ -107,6 +107,8 @@ pub(crate) struct Profile {
     /// The whole check's time limit (`--timeout`).
     pub(crate) timeout: Option<String>,
     pub(crate) bisect: Option<bool>,
+    /// `false` is `--no-pipelining`.
+    pub(crate) pipelining: Option<bool>,
     pub(crate) cert_warn_days: Option<i64>,
     pub(crate) slow_phase: Option<String>,
     pub(crate) slow_delivery: Option<String>,
@@ -521,6 +523,7 @@ fn resolve_for(args: &CheckArgs, need_smtp: bool) -> Result<Settings, String> {
             bisect: args.bisect || profile.bisect.unwrap_or(false),
             concurrency: args.rounds.concurrency()?,
             poll_interval,
+            pipelining: !args.no_pipelining && profile.pipelining.unwrap_or(true),
         },
         thresholds: thresholds(args, &profile)?,
         elsewhere: elsewhere(args, &profile)?,
@@ -677,6 +680,25 @@ mod tests {
         let imap = s.target.imap_login.unwrap();
         assert_eq!(imap.mechanism, Mechanism::Oauthbearer);
         assert_eq!(imap.password.expose(), "tok-3");
+    }
+
+    #[test]
+    fn pipelining_is_on_unless_the_flag_or_the_profile_turns_it_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let password = dir.path().join("password");
+        std::fs::write(&password, "pw\n").unwrap();
+        let password = password.display().to_string();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, "pipelining = false\n").unwrap();
+        let profile = path.display().to_string();
+        let pipelining = |extra: &[&str]| {
+            let mut all = vec!["--password-file", &password];
+            all.extend_from_slice(extra);
+            resolve(&args(&all)).unwrap().plan.pipelining
+        };
+        assert!(pipelining(&[]));
+        assert!(!pipelining(&["--no-pipelining"]));
+        assert!(!pipelining(&["--profile", &profile]));
     }
 
     #[test]

@@ -47,6 +47,10 @@ pub struct ProtocolResult {
     /// `ENVID`, `NOTIFY`; only when EHLO offers DSN and `--dsn auto`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dsn_requested: Option<bool>,
+    /// SMTP: whether MAIL, RCPT and DATA went in one write, with QUIT behind the
+    /// body (RFC 2920; only when EHLO offers PIPELINING and it is not turned off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipelined: Option<bool>,
     /// Retrieval: the notification that says the message bounced or is delayed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bounce: Option<Bounce>,

@@ -79,6 +79,9 @@ pub(crate) struct Plan {
     pub(crate) concurrency: usize,
     /// How often to look for a message that has not arrived yet.
     pub(crate) poll_interval: Duration,
+    /// Pipeline the SMTP envelope when EHLO offers PIPELINING (`--no-pipelining`
+    /// turns it off, for servers or middleboxes that mishandle it).
+    pub(crate) pipelining: bool,
 }
 
 impl Target {

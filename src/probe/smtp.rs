@@ -107,14 +107,14 @@ pub(crate) async fn send(ctx: &Context, message: &ProbeMessage) -> Sent {
     let mut server = None;
     let mut tls = None;
     let started = Instant::now();
-    let mut dsn_requested = None;
+    let mut envelope = None;
     let outcome = converse(
         ctx,
         message,
         &mut clock,
         &mut server,
         &mut tls,
-        &mut dsn_requested,
+        &mut envelope,
     )
     .await
     .map_err(|e| classify_refusal(e, message, server.as_ref(), tls.is_some()));
@@ -124,7 +124,8 @@ pub(crate) async fn send(ctx: &Context, message: &ProbeMessage) -> Sent {
     let accepted_at = outcome.as_ref().ok().map(|_| Instant::now());
     let total_ms = millis(started.elapsed());
     let mut result = smtp_result(outcome, clock.into_timings(), total_ms, tls);
-    result.dsn_requested = dsn_requested;
+    result.dsn_requested = envelope.map(|e: Envelope| e.request_dsn);
+    result.pipelined = envelope.map(|e| e.pipelining);
     Sent {
         result,
         accepted_at,
@@ -231,7 +232,7 @@ async fn converse(
     clock: &mut PhaseClock,
     server: &mut Option<SmtpServerInfo>,
     tls_info: &mut Option<TlsInfo>,
-    dsn_requested: &mut Option<bool>,
+    envelope: &mut Option<Envelope>,
 ) -> ProbeResult<Reply> {
     let s = &ctx.settings;
     let t = s.timeouts;
@@ -309,25 +310,27 @@ async fn converse(
             "AUTH was not used: the server did not offer AUTH PLAIN or LOGIN{why}; the probe went on without AUTH"
         ));
     }
-    let dsn = s.elsewhere.request_dsn && server.as_ref().is_some_and(|i| i.has("DSN"));
-    *dsn_requested = Some(dsn);
-    let mut session = Session { conn, body };
-    let result = transaction(
-        ctx,
-        message,
-        clock,
-        &mut session,
-        announces_size,
-        dsn,
+    let offers = |keyword| server.as_ref().is_some_and(|i| i.has(keyword));
+    let options = Envelope {
+        announce_size: announces_size,
+        request_dsn: s.elsewhere.request_dsn && offers("DSN"),
+        pipelining: s.plan.pipelining && offers("PIPELINING"),
         encrypted,
-    )
-    .await;
+    };
+    *envelope = Some(options);
+    let mut session = Session { conn, body };
+    let result = transaction(ctx, message, clock, &mut session, &options).await;
     match result {
         Ok(reply) => {
             // QUIT's answer does not change acceptance; a server dying here is still noted.
             let _ = clock
                 .run(Phase::Quit, t.command, async {
-                    session.conn.quit().await.map_err(from_lettre)
+                    if options.pipelining {
+                        // Already sent behind the message.
+                        lift(session.conn.read_response().await)
+                    } else {
+                        lift(session.conn.quit().await)
+                    }
                 })
                 .await;
             Ok(reply)
@@ -352,14 +355,24 @@ fn offers_password_auth(conn: &AsyncSmtpConnection) -> bool {
         || conn.server_info().supports_auth_mechanism(Mechanism::Login)
 }
 
+/// How this session's transaction goes, from the settings and what EHLO offered.
+#[derive(Debug, Clone, Copy)]
+struct Envelope {
+    /// Declare the message's size (`SIZE=`, RFC 1870).
+    announce_size: bool,
+    /// Ask for delivery status notifications (RFC 3461).
+    request_dsn: bool,
+    /// MAIL, RCPT and DATA in one write, QUIT behind the body (RFC 2920).
+    pipelining: bool,
+    encrypted: bool,
+}
+
 async fn transaction(
     ctx: &Context,
     message: &ProbeMessage,
     clock: &mut PhaseClock,
     session: &mut Session,
-    announce_size: bool,
-    request_dsn: bool,
-    encrypted: bool,
+    options: &Envelope,
 ) -> ProbeResult<Reply> {
     let Session {
         conn,
@@ -367,17 +380,6 @@ async fn transaction(
     } = session;
     let s = &ctx.settings;
     let t = s.timeouts;
-    let lift =
-        |r: Result<lettre::transport::smtp::response::Response, lettre::transport::smtp::Error>| {
-            r.map(|resp| {
-                let text: Vec<&str> = resp.message().collect();
-                Reply::smtp(
-                    resp.code().to_string().parse().unwrap_or(250),
-                    text.join("\n"),
-                )
-            })
-            .map_err(from_lettre)
-        };
 
     if let Some(login) = s.target.smtp_login.as_ref().filter(|l| !l.is_token()) {
         // `--auth plain|login` asks for that one; `auto` keeps PLAIN or LOGIN,
@@ -403,7 +405,7 @@ async fn transaction(
         if offered {
             check_plaintext_login(
                 &s.target.smtp,
-                encrypted,
+                options.encrypted,
                 s.target.allow_plaintext_login,
                 Phase::Auth,
             )?;
@@ -438,11 +440,11 @@ async fn transaction(
         .parse()
         .map_err(|e| ProbeError::config(format!("recipient {:?}: {e}", s.target.to)))?;
     let mut params = Vec::new();
-    if announce_size {
+    if options.announce_size {
         params.push(MailParameter::Size(message.encoded_len() as usize));
     }
     let mut rcpt_params = Vec::new();
-    if request_dsn {
+    if options.request_dsn {
         for (keyword, value) in dsn::mail_parameters(message.probe_id()) {
             params.push(MailParameter::Other {
                 keyword: keyword.to_string(),
@@ -455,20 +457,28 @@ async fn transaction(
             value: Some(value.to_string()),
         });
     }
-    clock
-        .run(Phase::MailFrom, t.command, async {
-            lift(conn.command(Mail::new(Some(from), params)).await)
-        })
-        .await?;
-    clock
-        .run(Phase::RcptTo, t.command, async {
-            lift(conn.command(Rcpt::new(to, rcpt_params)).await)
-        })
-        .await?;
+    let mail = Mail::new(Some(from), params);
+    let rcpt = Rcpt::new(to, rcpt_params);
+    if options.pipelining {
+        pipelined_envelope(clock, conn, body_side, t.command, &mail, &rcpt).await?;
+    } else {
+        clock
+            .run(Phase::MailFrom, t.command, async {
+                lift(conn.command(mail).await)
+            })
+            .await?;
+        clock
+            .run(Phase::RcptTo, t.command, async {
+                lift(conn.command(rcpt).await)
+            })
+            .await?;
+    }
     let body_limit = s.timeouts.body();
     clock
         .run(Phase::Data, body_limit, async {
-            lift(conn.command(Data).await)?;
+            if !options.pipelining {
+                lift(conn.command(Data).await)?;
+            }
             // Past lettre's byte-wise encoder: dots stuffed by a scan, written in
             // runs of up to DATA_WRITE bytes (a small message goes in one write).
             let mut stuffer = DotStuffer::default();
@@ -484,8 +494,76 @@ async fn transaction(
                 }
             }
             out.extend_from_slice(END_OF_DATA);
+            // The message content may open a group (RFC 2920 3.1): QUIT rides along.
+            if options.pipelining {
+                out.extend_from_slice(QUIT);
+            }
             write_all_flush(body_side, &out).await?;
             lift(conn.read_response().await)
         })
         .await
+}
+
+/// A lettre reply as ours; a refusal becomes an error that keeps the reply.
+fn lift(
+    r: Result<lettre::transport::smtp::response::Response, lettre::transport::smtp::Error>,
+) -> ProbeResult<Reply> {
+    r.map(|resp| {
+        let text: Vec<&str> = resp.message().collect();
+        Reply::smtp(
+            resp.code().to_string().parse().unwrap_or(250),
+            text.join("\n"),
+        )
+    })
+    .map_err(from_lettre)
+}
+
+/// QUIT as it goes on the wire behind a pipelined message body.
+const QUIT: &[u8] = b"QUIT\r\n";
+
+/// MAIL, RCPT and DATA in one write (RFC 2920), each reply still read and timed as
+/// its own phase, from the previous reply on. Every reply is read, so that the
+/// session stays in step; the first refusal is the outcome. A server that answers
+/// DATA with 354 although it refused the envelope gets an empty message (a lone dot).
+async fn pipelined_envelope(
+    clock: &mut PhaseClock,
+    conn: &mut AsyncSmtpConnection,
+    body_side: &mut Shared<BoxStream>,
+    limit: Duration,
+    mail: &Mail,
+    rcpt: &Rcpt,
+) -> ProbeResult<()> {
+    let group = format!("{mail}{rcpt}{Data}");
+    write_all_flush(body_side, group.as_bytes())
+        .await
+        .map_err(|e| e.at(Protocol::Smtp, Phase::MailFrom))?;
+    let mut refused = None;
+    let mut data_accepted = false;
+    for phase in [Phase::MailFrom, Phase::RcptTo, Phase::Data] {
+        let outcome = clock
+            .run(phase, limit, async { lift(conn.read_response().await) })
+            .await;
+        match outcome {
+            Ok(_) => data_accepted = phase == Phase::Data,
+            // A refusal leaves the session in step: the later replies still come.
+            Err(e) if e.reply.is_some() => {
+                refused.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let Some(first_refusal) = refused else {
+        return Ok(());
+    };
+    if data_accepted {
+        // DATA was answered with 354 after all: end the empty message. Its reply
+        // does not change the outcome.
+        let _ = clock
+            .run(Phase::Data, limit, async {
+                write_all_flush(body_side, b".\r\n").await?;
+                lift(conn.read_response().await)
+            })
+            .await;
+    }
+    Err(first_refusal)
 }

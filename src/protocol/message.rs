@@ -7,7 +7,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use mail_builder::MessageBuilder;
 use mail_builder::headers::raw::Raw;
 use rand::{RngCore, SeedableRng};
-use serde::{Deserialize, Serialize};
+use std::sync::{Arc, OnceLock};
+
 use sha2::{Digest, Sha256};
 
 use crate::core::probe_id::PROBE_HEADER;
@@ -27,7 +28,7 @@ const _: () = assert!(
 );
 
 /// What the verifier expects to find in a retrieved copy.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Expected {
     pub(crate) probe_id: String,
     pub(crate) message_id: String,
@@ -36,16 +37,52 @@ pub struct Expected {
     pub(crate) attachment: Option<ExpectedAttachment>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ExpectedAttachment {
     pub(crate) filename: String,
     pub(crate) content_type: String,
     pub(crate) size: u64,
-    pub(crate) sha256: String,
+    sha256: SentDigest,
     /// What the bytes were generated from: a copy is compared against them
     /// regenerated, byte for byte, instead of being hashed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) seed: Option<u64>,
+}
+
+impl ExpectedAttachment {
+    /// SHA-256 of the sent bytes (hex).
+    pub(crate) fn sha256(&self) -> &str {
+        self.sha256.get()
+    }
+}
+
+/// The SHA-256 of a generated attachment, worked out the first time a report
+/// needs it (a check that only sends never does) and shared by every clone.
+#[derive(Debug, Clone)]
+struct SentDigest {
+    seed: u64,
+    size: u64,
+    hex: Arc<OnceLock<String>>,
+}
+
+impl SentDigest {
+    fn new(seed: u64, size: u64) -> Self {
+        SentDigest {
+            seed,
+            size,
+            hex: Arc::default(),
+        }
+    }
+    fn get(&self) -> &str {
+        self.hex
+            .get_or_init(|| hex::encode(AttachmentBytes::new(self.seed, self.size).digest()))
+    }
+}
+
+/// The same bytes have the same digest.
+impl PartialEq for SentDigest {
+    fn eq(&self, other: &Self) -> bool {
+        (self.seed, self.size) == (other.seed, other.size)
+    }
 }
 
 /// A message ready to send: header and text built by mail-builder, attachment
@@ -130,7 +167,7 @@ impl ProbeMessage {
             filename,
             content_type: ATTACHMENT_TYPE.to_string(),
             size: attachment_size,
-            sha256: hex::encode(AttachmentBytes::new(seed, attachment_size).digest()),
+            sha256: SentDigest::new(seed, attachment_size),
             seed: Some(seed),
         });
         ProbeMessage {
@@ -308,7 +345,7 @@ impl AttachmentBytes {
 pub(crate) struct SentAttachment {
     seed: u64,
     size: u64,
-    sha256: String,
+    sha256: SentDigest,
     bytes: AttachmentBytes,
     block: Vec<u8>,
     pos: usize,
@@ -366,7 +403,7 @@ impl SentAttachment {
     /// is complete, the digest of the prefix it kept when it is short.
     pub(crate) fn digest(&self) -> String {
         if self.matched == self.size {
-            self.sha256.clone()
+            self.sha256.get().to_string()
         } else {
             hex::encode(self.hasher_so_far().finalize())
         }
@@ -457,7 +494,7 @@ mod tests {
             assert_eq!(att.contents().len() as u64, size);
             let sha = hex::encode(Sha256::digest(att.contents()));
             let expected = m.expected.attachment.as_ref().unwrap();
-            assert_eq!(sha, expected.sha256, "size {size}");
+            assert_eq!(sha, expected.sha256(), "size {size}");
             assert_eq!(att.attachment_name(), Some(expected.filename.as_str()));
             assert_eq!(
                 parsed.header_raw(PROBE_HEADER).map(str::trim),
@@ -488,7 +525,7 @@ mod tests {
         for piece in bytes.chunks(1000 + 7) {
             assert_eq!(whole.compare(piece), piece.len());
         }
-        assert_eq!(whole.digest(), expected.sha256);
+        assert_eq!(whole.digest(), expected.sha256());
         // Short: the digest is that of the prefix it kept.
         let mut short = SentAttachment::new(&expected).unwrap();
         assert_eq!(short.compare(&bytes[..70_001]), 70_001);
@@ -549,8 +586,8 @@ mod tests {
         let a = ProbeMessage::build("mailprobe-3-a", "a@x.test", "b@x.test", 4096);
         let b = ProbeMessage::build("mailprobe-3-b", "a@x.test", "b@x.test", 4096);
         assert_ne!(
-            a.expected.attachment.unwrap().sha256,
-            b.expected.attachment.unwrap().sha256
+            a.expected.attachment.unwrap().sha256(),
+            b.expected.attachment.unwrap().sha256()
         );
     }
 }
