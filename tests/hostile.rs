@@ -413,6 +413,28 @@ fn smtp_pipelined_data_accepted_after_a_refused_recipient() {
     );
 }
 
+/// A pipelined group answered with 421 and a hang-up: the refusal at MAIL FROM is
+/// the outcome, not the closed connection behind it.
+#[test]
+fn smtp_pipelined_group_refused_with_421_and_a_hang_up() {
+    let fake = Fake::spawn(|mut c: Conn| {
+        if server::smtp::hello(&mut c, &["PIPELINING"])
+            && c.line()
+                .is_some_and(|l| l.to_ascii_uppercase().starts_with("MAIL FROM"))
+        {
+            c.send("421 4.3.2 shutting down\r\n");
+        }
+    });
+    smtp_case(
+        "smtp 421 to a pipelined group",
+        &fake,
+        "smtp",
+        "0",
+        &[Rejected],
+        Phase::MailFrom,
+    );
+}
+
 #[test]
 fn smtp_reset_mid_data() {
     let fake = Fake::spawn(|mut c: Conn| {

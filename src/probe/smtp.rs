@@ -534,14 +534,16 @@ async fn pipelined_envelope(
     rcpt: &Rcpt,
 ) -> ProbeResult<()> {
     let group = format!("{mail}{rcpt}{Data}");
-    write_all_flush(body_side, group.as_bytes())
-        .await
-        .map_err(|e| e.at(Protocol::Smtp, Phase::MailFrom))?;
     let mut refused = None;
     let mut data_accepted = false;
     for phase in [Phase::MailFrom, Phase::RcptTo, Phase::Data] {
         let outcome = clock
-            .run(phase, limit, async { lift(conn.read_response().await) })
+            .run(phase, limit, async {
+                if phase == Phase::MailFrom {
+                    write_all_flush(body_side, group.as_bytes()).await?;
+                }
+                lift(conn.read_response().await)
+            })
             .await;
         match outcome {
             Ok(_) => data_accepted = phase == Phase::Data,
@@ -549,7 +551,8 @@ async fn pipelined_envelope(
             Err(e) if e.reply.is_some() => {
                 refused.get_or_insert(e);
             }
-            Err(e) => return Err(e),
+            // A server may refuse (421) and hang up: the refusal says more than the hang-up.
+            Err(e) => return Err(refused.unwrap_or(e)),
         }
     }
     let Some(first_refusal) = refused else {
