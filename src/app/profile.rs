@@ -637,12 +637,17 @@ mod tests {
         assert!(s.target.secrets().iter().any(|f| f == "tok-1"));
     }
 
+    /// Write `text` to `name` in `dir`; its path as an argument.
+    fn file_in(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+
     #[test]
     fn mechanisms_must_fit_the_secret() {
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("token");
-        std::fs::write(&file, "tok-2\n").unwrap();
-        let token = file.display().to_string();
+        let token = file_in(&dir, "token", "tok-2\n");
         let err = resolve(&args(&["--token-file", &token, "--auth", "plain"])).unwrap_err();
         assert!(err.contains("sends a password"), "{err}");
         let s = resolve(&args(&["--token-file", &token, "--auth", "oauthbearer"])).unwrap();
@@ -650,15 +655,8 @@ mod tests {
             s.target.imap_login.unwrap().mechanism,
             Mechanism::Oauthbearer
         );
-        let password = dir.path().join("password");
-        std::fs::write(&password, "pw\n").unwrap();
-        let err = resolve(&args(&[
-            "--password-file",
-            &password.display().to_string(),
-            "--auth",
-            "xoauth2",
-        ]))
-        .unwrap_err();
+        let password = file_in(&dir, "password", "pw\n");
+        let err = resolve(&args(&["--password-file", &password, "--auth", "xoauth2"])).unwrap_err();
         assert!(err.contains("needs an access token"), "{err}");
         let err = resolve(&args(&["--token-command", "sh -c 'exit 7'"])).unwrap_err();
         assert!(err.contains("failed"), "{err}");
@@ -685,12 +683,8 @@ mod tests {
     #[test]
     fn pipelining_is_on_unless_the_flag_or_the_profile_turns_it_off() {
         let dir = tempfile::tempdir().unwrap();
-        let password = dir.path().join("password");
-        std::fs::write(&password, "pw\n").unwrap();
-        let password = password.display().to_string();
-        let path = dir.path().join("p.toml");
-        std::fs::write(&path, "pipelining = false\n").unwrap();
-        let profile = path.display().to_string();
+        let password = file_in(&dir, "password", "pw\n");
+        let profile = file_in(&dir, "p.toml", "pipelining = false\n");
         let pipelining = |extra: &[&str]| {
             let mut all = vec!["--password-file", &password];
             all.extend_from_slice(extra);

@@ -2,13 +2,13 @@
 //! attachment of seeded random bytes that is generated while it is sent (so a
 //! 50 MiB rung never sits in memory), and what the verifier expects of a copy.
 
+use std::sync::{Arc, OnceLock};
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use mail_builder::MessageBuilder;
 use mail_builder::headers::raw::Raw;
 use rand::{RngCore, SeedableRng};
-use std::sync::{Arc, OnceLock};
-
 use sha2::{Digest, Sha256};
 
 use crate::core::probe_id::PROBE_HEADER;
@@ -72,9 +72,12 @@ impl SentDigest {
             hex: Arc::default(),
         }
     }
+    /// The sent bytes, generated again from the start.
+    fn bytes(&self) -> AttachmentBytes {
+        AttachmentBytes::new(self.seed, self.size)
+    }
     fn get(&self) -> &str {
-        self.hex
-            .get_or_init(|| hex::encode(AttachmentBytes::new(self.seed, self.size).digest()))
+        self.hex.get_or_init(|| hex::encode(self.bytes().digest()))
     }
 }
 
@@ -343,9 +346,8 @@ impl AttachmentBytes {
 /// The attachment as it was sent, regenerated from its seed as a copy is read, so
 /// the copy is compared byte for byte and nothing is hashed while it matches.
 pub(crate) struct SentAttachment {
-    seed: u64,
-    size: u64,
-    sha256: SentDigest,
+    /// What was sent: seed, size and digest.
+    sent: SentDigest,
     bytes: AttachmentBytes,
     block: Vec<u8>,
     pos: usize,
@@ -355,12 +357,11 @@ pub(crate) struct SentAttachment {
 impl SentAttachment {
     /// None when the seed is unknown (the copy is then hashed).
     pub(crate) fn new(expected: &ExpectedAttachment) -> Option<Self> {
-        let seed = expected.seed?;
+        expected.seed?;
+        let sent = expected.sha256.clone();
         Some(SentAttachment {
-            seed,
-            size: expected.size,
-            sha256: expected.sha256.clone(),
-            bytes: AttachmentBytes::new(seed, expected.size),
+            bytes: sent.bytes(),
+            sent,
             block: Vec::new(),
             pos: 0,
             matched: 0,
@@ -396,14 +397,14 @@ impl SentAttachment {
     /// A hasher fed with the bytes that matched so far: the copy's hash from here on
     /// is this one, continued with the copy's own bytes.
     pub(crate) fn hasher_so_far(&self) -> Sha256 {
-        AttachmentBytes::new(self.seed, self.size).hash_first(self.matched)
+        self.sent.bytes().hash_first(self.matched)
     }
 
     /// SHA-256 of the copy when every byte it had matched: the sent digest when it
     /// is complete, the digest of the prefix it kept when it is short.
     pub(crate) fn digest(&self) -> String {
-        if self.matched == self.size {
-            self.sha256.get().to_string()
+        if self.matched == self.sent.size {
+            self.sent.get().to_string()
         } else {
             hex::encode(self.hasher_so_far().finalize())
         }
